@@ -1,0 +1,336 @@
+"""Doses and regimens: built in code, parsed from text, expanded for the solver.
+
+A dose series is one record in the mrgsolve/NONMEM sense (drug, amount, unit, start time,
+interval, count, infusion duration): ``ev(amt, ii, addl, tinf)``. A :class:`Regimen` is a
+tuple of series. Text such as ::
+
+    "pembrolizumab 200 mg q3w x8; bexmarilimab 1 mg/kg q3w x8 over 60 min"
+
+parses clause by clause (clauses separated by ``;``). Each clause is::
+
+    <drug> <amount> <mg | mg/kg> [q<N><h|d|w>] [x<count>] [over <N> <min|h>] [from day <N> | from week <N>]
+
+- ``q3w`` is every 3 weeks (``qw`` = every week, ``q21d`` = every 21 days); the unit letter
+  is required and converted, never dropped.
+- ``x8`` is the number of doses (8 doses: days 0, 21, ..., 147 for q3w). With an interval
+  and no count, doses repeat until the end of the simulation (doses at or after the end
+  time are not given).
+- ``over`` is the IV infusion duration (default 30 min, the label infusion time of
+  pembrolizumab and nivolumab). Boluses are not modelled: antibodies are infused.
+- ``from day 21`` delays the first dose (default day 0).
+
+A clause may also be a preset name (see :data:`PRESETS`), and ``none`` is the untreated
+regimen. mg/kg amounts are resolved against a body weight in kg; without one they are an
+error, never a silent default.
+
+The state is continuous at every dose time (infusions only), so an observation at a dose
+time is the same whichever side of the dose it is taken; the infusion is "on" on
+``[start, start + duration)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import RegimenError, describe
+from .models.pk import DRUGS, TARGETS
+from .units import AMOUNT_UNITS, TIME_UNITS, to_days
+
+__all__ = ["DoseSeries", "Regimen", "PRESETS", "InfusionSchedule"]
+
+DEFAULT_DURATION_DAYS = 30.0 / 1440.0
+
+#: approved regimens (FDA labels of pembrolizumab and nivolumab)
+PRESETS: dict[str, str] = {
+    "pembrolizumab-200mg-q3w": "pembrolizumab 200 mg q3w over 30 min",
+    "pembrolizumab-400mg-q6w": "pembrolizumab 400 mg q6w over 30 min",
+    "nivolumab-240mg-q2w": "nivolumab 240 mg q2w over 30 min",
+    "nivolumab-480mg-q4w": "nivolumab 480 mg q4w over 30 min",
+}
+
+_GRAMMAR = (
+    "'<drug> <amount> <mg|mg/kg> [q<N><h|d|w>] [x<count>] [over <N> <min|h>] [from day <N>]', "
+    f"a preset ({', '.join(PRESETS)}) or 'none'"
+)
+
+
+def _finite_positive(field: str, value: float, allowed: str = "a finite number > 0") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise RegimenError(describe(field, value, allowed))
+    if not math.isfinite(value) or value <= 0:
+        raise RegimenError(describe(field, value, allowed))
+    return float(value)
+
+
+@dataclass(frozen=True)
+class DoseSeries:
+    """``count`` IV infusions of ``amount`` ``unit`` of ``drug``, every ``interval`` days.
+
+    Times are in days. ``count=None`` with an interval repeats until the end of the
+    simulation. A single dose has ``interval=None`` and ``count=1``.
+    """
+
+    drug: str
+    amount: float
+    unit: str = "mg"
+    start: float = 0.0
+    interval: float | None = None
+    count: int | None = 1
+    duration: float = DEFAULT_DURATION_DAYS
+    field: str = "dose"  # where this series came from, for error messages
+
+    def __post_init__(self) -> None:
+        f = self.field
+        if not isinstance(self.drug, str) or self.drug.lower() not in DRUGS:
+            raise RegimenError(describe(f"{f}.drug", self.drug, f"one of {sorted(DRUGS)}"))
+        object.__setattr__(self, "drug", self.drug.lower())
+        _finite_positive(f"{f}.amount", self.amount)
+        if self.unit not in AMOUNT_UNITS:
+            raise RegimenError(describe(f"{f}.unit", self.unit, f"one of {list(AMOUNT_UNITS)}"))
+        if isinstance(self.start, bool) or not isinstance(self.start, (int, float)) or not math.isfinite(self.start) or self.start < 0:
+            raise RegimenError(describe(f"{f}.start", self.start, "a finite time >= 0 day"))
+        _finite_positive(f"{f}.duration", self.duration, "a finite infusion duration > 0 day (boluses are not modelled)")
+        if self.interval is None:
+            if self.count not in (1, None):
+                raise RegimenError(describe(f"{f}.count", self.count, "1 when no interval is given"))
+            object.__setattr__(self, "count", 1)
+        else:
+            _finite_positive(f"{f}.interval", self.interval, "a finite interval > 0 day")
+            if self.count is not None and (
+                isinstance(self.count, bool) or not isinstance(self.count, (int, np.integer)) or self.count < 1
+            ):
+                raise RegimenError(describe(f"{f}.count", self.count, "an integer >= 1, or None to repeat until the end"))
+
+    @property
+    def target(self) -> str:
+        return DRUGS[self.drug].target
+
+    def times(self, horizon: float) -> np.ndarray:
+        """Start times (day) of the doses given before ``horizon``."""
+        if self.interval is None:
+            times = np.array([self.start])
+        else:
+            n = self.count if self.count is not None else max(0, math.ceil((horizon - self.start) / self.interval))
+            times = self.start + self.interval * np.arange(n)
+        return times[times < horizon]
+
+    def describe(self) -> str:
+        text = f"{self.drug} {self.amount:g} {self.unit}"
+        if self.interval is not None:
+            text += f" q{self.interval:g}d" + (f" x{self.count}" if self.count is not None else "")
+        text += f" over {self.duration * 1440:g} min"
+        if self.start:
+            text += f" from day {self.start:g}"
+        return text
+
+
+@dataclass(frozen=True)
+class InfusionSchedule:
+    """Padded arrays for the solver (all in day and mg/day).
+
+    ``starts``/``ends``: (targets, doses); ``rates``: (patients, targets, doses), zero for
+    padding; ``jump_times``: sorted (jumps,) infusion edges for the step-size controller.
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+    rates: np.ndarray
+    jump_times: np.ndarray
+    dosed_mg: np.ndarray  # (patients, targets): total amount started before the horizon
+
+
+@dataclass(frozen=True)
+class Regimen:
+    """An ordered collection of :class:`DoseSeries`; ``text`` keeps what the user typed."""
+
+    series: tuple[DoseSeries, ...] = ()
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        pd1 = sorted({s.drug for s in self.series if s.target == "pd1"})
+        if len(pd1) > 1:
+            raise RegimenError(
+                describe("regimen anti-PD-1 drugs", pd1, "at most one anti-PD-1 antibody per regimen (one PD-1 slot)")
+            )
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def parse(cls, text: str) -> "Regimen":
+        """Parse regimen text (see the module docstring for the grammar)."""
+        if not isinstance(text, str):
+            raise RegimenError(describe("regimen", text, "a string such as 'pembrolizumab 200 mg q3w x8'"))
+        clauses = [c.strip() for c in text.split(";")]
+        series: list[DoseSeries] = []
+        for k, clause in enumerate(clauses):
+            if not clause:
+                if len(clauses) > 1:
+                    raise RegimenError(describe(f"regimen clause {k + 1}", clause, "a non-empty clause: " + _GRAMMAR))
+                continue
+            series.extend(_parse_clause(clause, f"regimen clause {k + 1} ({clause!r})"))
+        return cls(tuple(series), text=text.strip())
+
+    @classmethod
+    def preset(cls, name: str) -> "Regimen":
+        if name not in PRESETS:
+            raise RegimenError(describe("regimen preset", name, f"one of {list(PRESETS)}"))
+        return cls.parse(PRESETS[name])
+
+    @classmethod
+    def repeated(
+        cls, drug: str, amount: float, unit: str = "mg", *, every_days: float | None = None,
+        count: int | None = None, start_day: float = 0.0, duration_min: float = 30.0,
+    ) -> "Regimen":
+        """``count`` infusions every ``every_days`` days, e.g. ``repeated('pembrolizumab', 200, 'mg', every_days=21, count=8)``."""
+        s = DoseSeries(drug, amount, unit, start=start_day, interval=every_days,
+                       count=count if every_days is not None else 1, duration=duration_min / 1440.0)
+        return cls((s,), text=s.describe())
+
+    def __add__(self, other: "Regimen") -> "Regimen":
+        texts = [t for t in (self.text, other.text) if t]
+        return Regimen(self.series + other.series, text="; ".join(texts))
+
+    # ---------------------------------------------------------------- queries
+    @property
+    def drugs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.drug for s in self.series))
+
+    def drug_for(self, target: str) -> str | None:
+        return next((s.drug for s in self.series if s.target == target), None)
+
+    @property
+    def needs_weight(self) -> bool:
+        return any(s.unit == "mg/kg" for s in self.series)
+
+    def describe(self) -> str:
+        return self.text or ("; ".join(s.describe() for s in self.series) if self.series else "none")
+
+    def doses(self, horizon: float, weight: float | None = None) -> list[tuple[str, float, float, float]]:
+        """Expanded doses ``(drug, start day, amount mg, duration day)`` before ``horizon``."""
+        out = []
+        for s in self.series:
+            amount = _amount_mg(s, weight)
+            out += [(s.drug, float(t), amount, s.duration) for t in s.times(horizon)]
+        return sorted(out, key=lambda d: d[1])
+
+    def schedule(self, horizon: float, weights: np.ndarray | None, n_patients: int, pad_to: int = 8) -> InfusionSchedule:
+        """Expand into padded solver arrays for ``n_patients`` (weights in kg, or None)."""
+        per_target: dict[str, list[tuple[float, float, np.ndarray]]] = {t: [] for t in TARGETS}
+        for s in self.series:
+            if s.unit == "mg/kg":
+                if weights is None:
+                    raise RegimenError(
+                        describe("body weight", None, f"a weight in kg (needed by the mg/kg dose '{s.describe()}'): pass weight=... or --weight")
+                    )
+                amount = s.amount * np.broadcast_to(weights, (n_patients,))
+            else:
+                amount = np.full(n_patients, s.amount)
+            for t in s.times(horizon):
+                per_target[s.target].append((float(t), float(t) + s.duration, amount / s.duration))
+        n = max([len(v) for v in per_target.values()] + [1])
+        n = pad_to * math.ceil(n / pad_to)
+        starts = np.full((len(TARGETS), n), horizon + 1.0)
+        ends = np.full((len(TARGETS), n), horizon + 2.0)
+        rates = np.zeros((n_patients, len(TARGETS), n))
+        dosed = np.zeros((n_patients, len(TARGETS)))
+        edges: list[float] = []
+        for k, target in enumerate(TARGETS):
+            for j, (t0, t1, rate) in enumerate(sorted(per_target[target], key=lambda d: d[0])):
+                starts[k, j], ends[k, j] = t0, t1
+                rates[:, k, j] = rate
+                dosed[:, k] += rate * (t1 - t0)
+                edges += [t0, t1]
+        jumps = np.sort(np.array(sorted(set(edges)), dtype=float))
+        padded = np.full(2 * len(TARGETS) * n, np.inf)
+        padded[: len(jumps)] = jumps
+        return InfusionSchedule(starts, ends, rates, padded, dosed)
+
+
+def _amount_mg(s: DoseSeries, weight: float | None) -> float:
+    if s.unit == "mg":
+        return s.amount
+    if weight is None:
+        raise RegimenError(describe("body weight", None, f"a weight in kg (needed by the mg/kg dose '{s.describe()}')"))
+    return s.amount * float(weight)
+
+
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_CLAUSE = re.compile(rf"^(?P<drug>[A-Za-z][\w-]*)\s+(?P<amount>[-+]?{_NUMBER}|nan|inf)\s*(?P<unit>[A-Za-z/]+)(?P<rest>.*)$", re.I)
+_INTERVAL = re.compile(rf"^q\s*(?P<n>{_NUMBER})?\s*(?P<unit>[a-z]+)?$")
+_COUNT = re.compile(r"^[x×]\s*(?P<n>\d+)$")
+
+
+def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
+    if clause.lower() == "none":
+        return []
+    if clause in PRESETS:
+        return list(Regimen.parse(PRESETS[clause]).series)
+    m = _CLAUSE.match(clause)
+    if m is None:
+        raise RegimenError(describe(field, clause, _GRAMMAR))
+    drug = m.group("drug").lower()
+    if drug not in DRUGS:
+        raise RegimenError(describe(f"{field} drug", m.group("drug"), f"one of {sorted(DRUGS)}"))
+    amount = float(m.group("amount"))
+    unit = m.group("unit").lower()
+    if unit not in AMOUNT_UNITS:
+        raise RegimenError(describe(f"{field} amount unit", m.group("unit"), f"one of {list(AMOUNT_UNITS)}"))
+    tokens = m.group("rest").lower().split()
+    interval = count = None
+    duration = DEFAULT_DURATION_DAYS
+    start = 0.0
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.startswith("q"):
+            im = _INTERVAL.match(tok)
+            if im is None or im.group("unit") is None or im.group("unit") not in TIME_UNITS or im.group("unit") in ("min", "minute", "minutes"):
+                raise RegimenError(describe(f"{field} interval", tok, "q<N><h|d|w>, e.g. q3w, q21d, qw (a time unit is required)"))
+            interval = to_days(float(im.group("n") or 1), im.group("unit"), f"{field} interval")
+            i += 1
+        elif _COUNT.match(tok):
+            count = int(_COUNT.match(tok).group("n"))
+            i += 1
+        elif tok == "over":
+            duration, i = _number_with_unit(tokens, i + 1, f"{field} infusion duration")
+        elif tok in ("from", "starting", "start"):
+            j = i + 1
+            if j < len(tokens) and tokens[j] in ("day", "week", "d", "w"):
+                unit_tok = tokens[j]
+                if j + 1 >= len(tokens):
+                    raise RegimenError(describe(f"{field} start", " ".join(tokens[i:]), "'from day <N>' or 'from week <N>'"))
+                try:
+                    start = to_days(float(tokens[j + 1]), unit_tok, f"{field} start")
+                except ValueError:
+                    raise RegimenError(describe(f"{field} start", " ".join(tokens[i:j + 2]), "'from day <N>' or 'from week <N>'")) from None
+                i = j + 2
+            else:
+                start, i = _number_with_unit(tokens, j, f"{field} start")
+        else:
+            raise RegimenError(describe(f"{field} term", tok, _GRAMMAR))
+    if count is not None and interval is None:
+        if count != 1:
+            raise RegimenError(describe(f"{field} count", f"x{count}", "a count only together with an interval such as q3w"))
+    return [DoseSeries(drug, amount, unit, start=start, interval=interval,
+                       count=count if interval is not None else 1, duration=duration, field=field)]
+
+
+def _number_with_unit(tokens: list[str], i: int, field: str) -> tuple[float, int]:
+    """Read '<N> <unit>' or '<N><unit>' starting at tokens[i]; return (days, next index)."""
+    if i >= len(tokens):
+        raise RegimenError(describe(field, "", "a number with a time unit, e.g. 60 min"))
+    m = re.match(rf"^({_NUMBER})([a-z]*)$", tokens[i])
+    if m is None:
+        raise RegimenError(describe(field, tokens[i], "a number with a time unit, e.g. 60 min"))
+    value, unit = float(m.group(1)), m.group(3)
+    nxt = i + 1
+    if not unit:
+        if nxt >= len(tokens):
+            raise RegimenError(describe(f"{field} unit", "", f"one of {sorted(set(TIME_UNITS))}"))
+        unit, nxt = tokens[nxt], nxt + 1
+    if unit not in TIME_UNITS:
+        raise RegimenError(describe(f"{field} unit", unit, f"one of {sorted(set(TIME_UNITS))}"))
+    return to_days(value, unit, field), nxt

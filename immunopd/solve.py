@@ -1,0 +1,282 @@
+"""The one place that calls diffrax: compiled, vmapped solves returning an xarray Dataset.
+
+One function, :func:`simulate`, serves one patient and a batch: every parameter may be a
+scalar or an array over patients, and the batch is ``jax.vmap``-ed over one compiled solve.
+Compilation is cached per (model, solver, tolerances, max_steps) and JAX re-traces only when
+array shapes change (number of patients, output times, padded dose count), so repeated calls
+on the same grid reuse the compiled code.
+
+Infusions are exact: every infusion start and end is passed to the step-size controller as a
+``jump_ts``, so the solver steps onto each edge and restarts there; no small maximum step is
+used to "catch" doses. (Boluses are not modelled; see :mod:`immunopd.dosing`.)
+
+A patient whose solve fails (diffrax result code other than success) is never returned as
+numbers: :func:`simulate` raises :class:`~immunopd.errors.SolverError` naming the patient
+indices and their parameters, or, with ``on_failure="flag"``, returns NaN for them and the
+code in ``solver_status``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from .dosing import Regimen
+from .errors import InputError, InputTypeError, SolverError, describe
+from .models.core import OBSERVABLES, core_model
+from .models.growth import GROWTH_LAWS
+from .models.pk import DRUGS, TARGETS
+
+__all__ = ["simulate", "SOLVERS", "prepare"]
+
+SOLVERS: dict[str, type] = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "kvaerno5": diffrax.Kvaerno5,  # the stiff (implicit) option
+}
+
+_RESULT_MESSAGES = list(diffrax.RESULTS._index_to_message)
+
+
+def _field(model, p, pkv, starts, ends, rates):
+    def vector_field(t, y, args):
+        on = (t >= starts) & (t < ends)
+        infusion = jnp.sum(jnp.where(on, rates, 0.0), axis=-1)
+        return model.rhs(y, p, pkv, infusion)
+
+    return vector_field
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(model, solver_name: str, rtol: float, atol: float, max_steps: int):
+    solver = SOLVERS[solver_name]()
+
+    def one_patient(p, starts, ends, rates, jumps, ts):
+        pkv = model.pk_values(p)
+        y0 = model.initial_state(p)
+        controller = diffrax.ClipStepSizeController(diffrax.PIDController(rtol=rtol, atol=atol), jump_ts=jumps)
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(_field(model, p, pkv, starts, ends, rates)),
+            solver,
+            t0=0.0,
+            t1=ts[-1],
+            dt0=None,
+            y0=y0,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            throw=False,
+        )
+        obs = jax.vmap(lambda y: model.observables(y, p, pkv, y0))(sol.ys)
+        return sol.ys, obs, sol.result._value, sol.stats["num_steps"]
+
+    return jax.jit(jax.vmap(one_patient, in_axes=(0, None, None, 0, None, None)))
+
+
+def _check_times(times, days) -> np.ndarray:
+    if times is None:
+        if isinstance(days, bool) or not isinstance(days, (int, float)) or not np.isfinite(days) or days <= 0:
+            raise InputError(describe("days", days, "a finite simulation length > 0 (day)"))
+        n = int(np.floor(days))
+        ts = np.arange(0.0, n + 1.0)
+        if days > n:
+            ts = np.append(ts, float(days))
+        return ts
+    ts = np.asarray(times, dtype=np.float64)
+    if ts.ndim != 1 or ts.size == 0:
+        raise InputError(describe("times", times, "a non-empty 1-D sequence of output times (day)"))
+    bad = np.flatnonzero(~np.isfinite(ts) | (ts < 0))
+    if bad.size:
+        raise InputError(describe(f"times[{bad[0]}]", float(ts[bad[0]]), "finite times >= 0 day"))
+    step = np.diff(ts)
+    bad = np.flatnonzero(step <= 0)
+    if bad.size:
+        i = bad[0] + 1
+        what = "a duplicate" if step[bad[0]] == 0 else "out of order"
+        raise InputError(
+            describe(f"times[{i}]", float(ts[i]), f"strictly increasing output times ({what}: times[{i - 1}] = {ts[i - 1]:g})")
+        )
+    if ts[-1] <= 0:
+        raise InputError(describe("times[-1]", float(ts[-1]), "a last output time > 0 day"))
+    return ts
+
+
+def _as_regimen(regimen) -> Regimen:
+    if regimen is None:
+        return Regimen()
+    if isinstance(regimen, Regimen):
+        return regimen
+    if isinstance(regimen, str):
+        return Regimen.parse(regimen)
+    raise InputTypeError(describe("regimen", regimen, "a Regimen, regimen text or None"))
+
+
+def prepare(regimen=None, params: Mapping | None = None, *, weight=None, growth_law: str = "gompertz"):
+    """Validate inputs and return (model, regimen, parameter dict, n_patients, weight_given).
+
+    Drug-specific PK defaults follow the dosed drug (nivolumab's when the regimen gives
+    nivolumab), unless the user set them. Shared by :func:`simulate` and the fitting code.
+    """
+    if growth_law not in GROWTH_LAWS:
+        raise InputError(describe("growth_law", growth_law, f"one of {list(GROWTH_LAWS)}"))
+    model = core_model(growth_law)
+    regimen = _as_regimen(regimen)
+    overrides = dict(params or {})
+    if not isinstance(params, (Mapping, type(None))):
+        raise InputTypeError(describe("params", params, "a mapping of parameter name to value(s)"))
+    for name in overrides:
+        model.parameters[name]  # raises ParameterError for unknown names
+    if weight is not None:
+        if "body_weight" in overrides:
+            raise InputError(describe("weight", weight, "weight or params['body_weight'], not both"))
+        overrides["body_weight"] = weight
+    weight_given = "body_weight" in overrides
+    drug_defaults = {}
+    for target in TARGETS:
+        drug = regimen.drug_for(target)
+        if drug is not None:
+            d = DRUGS[drug]
+            for key, value in (
+                ("clearance", d.clearance),
+                ("central_volume", d.central_volume),
+                ("intercompartmental_clearance", d.intercompartmental_clearance),
+                ("peripheral_volume", d.peripheral_volume),
+                ("ec50", d.ec50),
+            ):
+                if f"{target}_{key}" not in overrides:
+                    drug_defaults[f"{target}_{key}"] = value
+    values, batch = model.parameters.resolve({**drug_defaults, **overrides})
+    return model, regimen, values, (batch or 1), weight_given
+
+
+def _drug_constants(regimen: Regimen) -> dict[str, float]:
+    out = {}
+    for target in TARGETS:
+        name = regimen.drug_for(target) or {"pd1": "pembrolizumab", "clever1": "bexmarilimab"}[target]
+        d = DRUGS[name]
+        out[f"{target}_ref_weight"] = d.ref_weight
+        out[f"{target}_cl_exponent"] = d.clearance_weight_exponent
+        out[f"{target}_v_exponent"] = d.volume_weight_exponent
+    return out
+
+
+def simulate(
+    regimen: Regimen | str | None = None,
+    params: Mapping[str, float | Sequence[float]] | None = None,
+    *,
+    days: float = 365.0,
+    times: Sequence[float] | None = None,
+    weight: float | Sequence[float] | None = None,
+    growth_law: str = "gompertz",
+    solver: str = "tsit5",
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    max_steps: int = 100_000,
+    on_failure: str = "raise",
+) -> xr.Dataset:
+    """Simulate the core model for one patient or a batch.
+
+    Parameters
+    ----------
+    regimen
+        A :class:`~immunopd.dosing.Regimen`, regimen text (``"pembrolizumab 200 mg q3w"``) or
+        ``None`` for no treatment. Time 0 is the start of treatment (the baseline).
+    params
+        Overrides of the defaults in ``immunopd.PARAMETERS`` (units as listed there). A value
+        may be an array of shape ``(patients,)``; all such arrays share one length.
+    days
+        Simulation length in days; output is daily from 0 to ``days`` unless ``times`` is
+        given.
+    times
+        Output times in days, strictly increasing, >= 0.
+    weight
+        Body weight in kg, scalar or ``(patients,)``; needed for mg/kg doses and used for
+        allometric PK scaling (otherwise ``body_weight``'s default is used for PK only).
+    growth_law
+        ``"exponential"``, ``"logistic"``, ``"gompertz"`` (default) or ``"bertalanffy"``.
+    solver
+        ``"tsit5"`` (default, explicit), ``"dopri5"``, ``"dopri8"`` or ``"kvaerno5"``
+        (implicit, for stiff parameter sets).
+    rtol, atol
+        Tolerances of the PID step-size controller (relative; absolute in state units).
+    on_failure
+        ``"raise"`` (default) or ``"flag"``: failed patients come back as NaN with their
+        diffrax result code in ``solver_status``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``patient`` and ``time`` (day); states and observables as ``(patient, time)``
+        variables, parameters as ``(patient,)`` variables, units in each variable's attrs and
+        provenance in the Dataset attrs.
+    """
+    if solver not in SOLVERS:
+        raise InputError(describe("solver", solver, f"one of {list(SOLVERS)}"))
+    if on_failure not in ("raise", "flag"):
+        raise InputError(describe("on_failure", on_failure, "'raise' or 'flag'"))
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0 < tol < 1):
+            raise InputError(describe(name, tol, "a number in (0, 1)"))
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise InputError(describe("max_steps", max_steps, "an integer >= 1"))
+    ts = _check_times(times, days)
+    model, regimen, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law)
+    weights = values["body_weight"] if weight_given else None
+    schedule = regimen.schedule(float(ts[-1]), weights, n)
+    p = {k: jnp.broadcast_to(jnp.asarray(v, dtype=jnp.float64), (n,)) for k, v in values.items()}
+    p.update({k: jnp.full((n,), v, dtype=jnp.float64) for k, v in _drug_constants(regimen).items()})
+    fn = _compiled(model, solver, float(rtol), float(atol), int(max_steps))
+    ys, obs, status, steps = fn(
+        p,
+        jnp.asarray(schedule.starts),
+        jnp.asarray(schedule.ends),
+        jnp.asarray(schedule.rates),
+        jnp.asarray(np.where(np.isfinite(schedule.jump_times), schedule.jump_times, ts[-1] + 1.0)),
+        jnp.asarray(ts),
+    )
+    ys, status, steps = np.asarray(ys), np.asarray(status), np.asarray(steps)
+    obs = {k: np.asarray(v) for k, v in obs.items()}
+    failed = np.flatnonzero(status != 0)
+    if failed.size and on_failure == "raise":
+        shown = ", ".join(
+            f"patient {i}: {_RESULT_MESSAGES[status[i]].splitlines()[0]} "
+            + "{" + ", ".join(f"{k}={float(np.asarray(values[k]).reshape(-1)[i if np.ndim(values[k]) else 0]):.4g}" for k in _varying(values)) + "}"
+            for i in failed[:5]
+        )
+        raise SolverError(
+            f"the ODE solve failed for {failed.size} of {n} patient(s) (indices {failed[:20].tolist()}); {shown}. "
+            "Try solver='kvaerno5', a larger max_steps, or on_failure='flag' to keep the others."
+        )
+    if failed.size:
+        ys[failed] = np.nan
+        for v in obs.values():
+            v[failed] = np.nan
+    from .results import build_dataset
+
+    return build_dataset(
+        model=model, ts=ts, ys=ys, obs=obs, values=values, n=n, status=status, steps=steps,
+        attrs={
+            "model": model.name,
+            "growth_law": model.growth_law,
+            "regimen": regimen.describe(),
+            "anti_pd1_drug": regimen.drug_for("pd1") or "none",
+            "anti_clever1_drug": regimen.drug_for("clever1") or "none",
+            "body_weight_given": int(weight_given),
+            "solver": f"diffrax.{SOLVERS[solver].__name__} with PIDController inside ClipStepSizeController(jump_ts=infusion edges)",
+            "rtol": float(rtol),
+            "atol": float(atol),
+        },
+        dosed_mg=schedule.dosed_mg,
+    )
+
+
+def _varying(values: Mapping[str, np.ndarray]) -> list[str]:
+    batched = [k for k, v in values.items() if np.ndim(v) == 1]
+    return batched[:6] if batched else ["baseline_tumor_volume"]
