@@ -161,7 +161,7 @@ PARAMETERS = ParameterTable(
             _p("bertalanffy_exponent", 2.0 / 3.0, "-", 0.05, 0.95,
                "classical von Bertalanffy value 2/3 (Benzekry et al. 2014, doi:10.1371/journal.pcbi.1003800)",
                "gamma of the generalized von Bertalanffy law", scale="linear"),
-            _p("kill_rate", 45.5, "mm3/(1e6 cells day)", 0.01, 1e4,
+            _p("kill_rate", 45.5, "mm3/(1e6 cells day)", 0.0, 1e4,
                "QSP-IO example 1 k_C,T = 18/day per T cell (Sove et al. 2020, doi:10.1002/psp4.12546; authors' estimate) "
                "converted with 1 mm3 = 3.96e5 cancer cells (QSP-IO cell volume 2527 um3): 18/0.396 = 45.5",
                "maximal tumor volume killed per effector"),
