@@ -241,8 +241,8 @@ def simulate(
         jnp.asarray(np.where(np.isfinite(schedule.jump_times), schedule.jump_times, ts[-1] + 1.0)),
         jnp.asarray(ts),
     )
-    ys, status, steps = np.asarray(ys), np.asarray(status), np.asarray(steps)
-    obs = {k: np.asarray(v) for k, v in obs.items()}
+    ys, status, steps = np.array(ys), np.array(status), np.array(steps)
+    obs = {k: np.array(v) for k, v in obs.items()}
     failed = np.flatnonzero(status != 0)
     if failed.size and on_failure == "raise":
         shown = ", ".join(

@@ -123,7 +123,7 @@ IDX = {name: i for i, name in enumerate(STATES)}
 LOG_STATES: tuple[str, ...] = ("tumor_sensitive",)
 
 _KUZ = "Kuznetsov et al. 1994, Bull Math Biol 56:295, doi:10.1007/BF02460644"
-_QSPIO_TNBC = "QSP-IO TNBC, Wang et al. 2021/2022 (HanwenWang95/QSPIO-TNBC parameters)"
+_QSPIO_TNBC = "QSP-IO TNBC, Wang et al. 2021, J Immunother Cancer 9:e002100, doi:10.1136/jitc-2020-002100 (DOI unverified; values read in HanwenWang95/QSPIO-TNBC)"
 _CAL = "calibrated: chosen with the other 'calibrated' values so the defaults show the five behaviours of model-core.md (tests/test_behaviour.py)"
 
 
@@ -186,9 +186,9 @@ PARAMETERS = ParameterTable(
                "antigen-presenting volume for half-maximal expansion (K_a)"),
             _p("effector_death", 0.0412, "1/day", 1e-3, 2.0, _KUZ + " (d)", "effector death rate (delta_E)"),
             _p("exhaustion_rate", 0.06, "1/day", 0.0, 2.0,
-               "QSP-IO k_T = 0.1/day (authors' estimate), " + _CAL,
+               _CAL + "; QSP-IO k_T = 0.1/day (Sove et al. 2020, doi:10.1002/psp4.12546; authors' estimate) lowered to 0.06",
                "PD-1-driven exhaustion per unit PD-L1 (xi)", switch="T-cell exhaustion"),
-            _p("exhausted_death", 0.03, "1/day", 1e-3, 1.0, "QSP-IO example 1 k_clear = 0.03/day (authors' estimate)",
+            _p("exhausted_death", 0.03, "1/day", 1e-3, 1.0, "QSP-IO example 1 k_clear = 0.03/day (Sove et al. 2020, doi:10.1002/psp4.12546; authors' estimate)",
                "loss of exhausted T cells (delta_X)"),
             _p("reinvigoration_rate", 0.02, "1/day", 0.0, 1.0,
                "assumed: exhausted-cell reinvigoration by anti-PD-1 (concept: Hawi et al. 2026, doi:10.1007/s11538-026-01594-7; no value published)",
@@ -209,7 +209,7 @@ PARAMETERS = ParameterTable(
             _p("treg_recruitment", 0.1, "1e6 cells/day", 0.0, 10.0, _CAL + "; CD8:Treg near 2.4 as in QSP-IO example 1",
                "maximal tumor-driven Treg recruitment (alpha_R)", switch="tumor recruitment of Tregs"),
             _p("treg_death", 0.1, "1/day", 1e-3, 2.0,
-               "Robertson-Tessi et al. 2012, J Theor Biol 294:56 (functional Treg decay 0.1/day)", "Treg loss (delta_R)"),
+               "Robertson-Tessi et al. 2012, J Theor Biol 294:56, doi:10.1016/j.jtbi.2011.10.027 (DOI unverified; functional Treg decay 0.1/day)", "Treg loss (delta_R)"),
             _p("mdsc_influx", 0.005, "1e6 cells/day", 0.0, 10.0, "assumed: small tumor-independent influx",
                "baseline MDSC influx (sigma_M)", scale="linear"),
             _p("mdsc_recruitment", 0.03, "1e6 cells/day", 0.0, 10.0, _CAL,

@@ -1,0 +1,110 @@
+"""Dataset layout, netCDF round trip, atomic writes and the command line."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import immunopd as ip
+from immunopd.cli import main
+from immunopd.models.core import OBSERVABLES, STATES
+
+STABLE_NAMES = ["tumor_volume", "sld", "pct_change", "anti_pd1_conc", "anti_clever1_conc", "pd1_occupancy",
+                "clever1_occupancy", "sclever1_plasma", "effector", "exhausted", "treg", "mdsc",
+                "clever1_macrophage", "infiltration_score"]
+
+
+@pytest.fixture(scope="module")
+def result():
+    return ip.simulate("pembrolizumab 200 mg q3w x4", {"growth_rate": [0.003, 0.004]}, days=60)
+
+
+def test_dataset_layout(result):
+    assert result.sizes == {"patient": 2, "time": 61}
+    for name in STABLE_NAMES:
+        assert result[name].dims == ("patient", "time") and "units" in result[name].attrs
+    assert result.time.attrs["units"] == "day"
+    assert result.tumor_volume.attrs["units"] == "mm3" and result.sld.attrs["units"] == "mm"
+    assert result.anti_pd1_conc.attrs["units"] == "ug/mL"
+    for p in ip.PARAMETERS:
+        assert result[p.name].dims == ("patient",) and result[p.name].attrs["source"] == p.source
+    np.testing.assert_allclose(result.growth_rate.values, [0.003, 0.004])
+    for key in ("immunopd_version", "model", "growth_law", "solver", "rtol", "atol", "regimen"):
+        assert key in result.attrs
+    assert set(STATES) | set(OBSERVABLES) <= set(result.data_vars)
+    # sld of one sphere: (6 V / pi)^(1/3)
+    np.testing.assert_allclose(result.sld, (6 * result.tumor_volume / np.pi) ** (1 / 3), rtol=1e-12)
+    assert np.all(result.pct_change.values[:, 0] == pytest.approx(0.0, abs=1e-9))
+
+
+def test_netcdf_round_trip(result, tmp_path):
+    path = ip.write_netcdf(result, tmp_path / "r.nc")
+    xr.testing.assert_identical(ip.open_result(path), result)
+
+
+def test_failed_write_keeps_the_good_file(result, tmp_path, monkeypatch):
+    path = tmp_path / "r.nc"
+    ip.write_netcdf(result, path)
+    before = path.read_bytes()
+
+    def broken(self, target, **kw):
+        open(target, "wb").write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", broken)
+    with pytest.raises(OSError, match="disk full"):
+        ip.write_netcdf(result.isel(time=slice(0, 3)), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]
+
+
+def test_solver_failure_is_flagged_never_returned_as_numbers():
+    params = {"growth_rate": [0.003, 0.004]}
+    with pytest.raises(ip.SolverError, match=r"the ODE solve failed for 2 of 2 patient\(s\) \(indices \[0, 1\]\); patient 0: The maximum number of solver steps"):
+        ip.simulate("pembrolizumab 200 mg q3w", params, days=100, max_steps=5)
+    ds = ip.simulate("pembrolizumab 200 mg q3w", params, days=100, max_steps=5, on_failure="flag")
+    assert np.all(ds.solver_status.values == 1)
+    assert np.all(np.isnan(ds.tumor_volume.values))
+
+
+def test_cli_simulate_writes_file(tmp_path, capsys):
+    out = tmp_path / "res.nc"
+    rc = main(["simulate", "--regimen", "pembrolizumab 2 mg/kg q3w x3", "--weight", "80", "--days", "50",
+               "--set", "tcell_exclusion=0.5", "--out", str(out)])
+    assert rc == 0
+    ds = ip.open_result(out)
+    assert float(ds.tcell_exclusion[0]) == 0.5 and float(ds.dosed_anti_pd1[0]) == pytest.approx(480.0)
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["simulate", "--regimen", "pembrolizumab 2 mg/kg q3w", "--out", "x.nc"], "body weight = None is not allowed"),
+        (["simulate", "--set", "nope=1", "--out", "x.nc"], "parameter name = 'nope' is not allowed"),
+        (["simulate", "--set", "growth_rate", "--out", "x.nc"], "--set = 'growth_rate' is not allowed; allowed: name=value"),
+        (["simulate", "--days", "abc", "--out", "x.nc"], "argument --days: invalid float value: 'abc'"),
+        (["simulate", "--out", "/nonexistent-dir/x.nc", "--days", "5"], "output path folder = '/nonexistent-dir' is not allowed"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_cli_bad_arguments_one_paragraph_no_traceback(argv, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+    assert not (tmp_path / "x.nc").exists()
+
+
+def test_cli_params_lists_every_parameter():
+    proc = subprocess.run([sys.executable, "-m", "immunopd.cli", "params"], capture_output=True, text=True, check=True)
+    for p in ip.PARAMETERS:
+        assert p.name in proc.stdout
+    assert "0 switches off: antigen loss" in proc.stdout
+
+
+def test_every_default_has_a_source_and_unit():
+    for p in ip.PARAMETERS:
+        assert p.unit and (p.source.startswith(("assumed:", "calibrated:")) or "doi:10." in p.source), p.name
