@@ -331,11 +331,10 @@ class CoreModel:
         ro2 = pk.occupancy(c2, p["clever1_tumor_partition"], p["clever1_ec50"])
         return c1, c2, ro1, ro2
 
-    def rhs(self, y, p, pkv, infusion_rate):
-        """dy/dt for one patient. ``y``: (14,) state; ``infusion_rate``: (2,) mg/day per target."""
+    def pd_rhs(self, y, p, ro1, ro2):
+        """d/dt of the 8 PD states (indices 0-7) given the two receptor occupancies."""
         log_vs, vr, e, x, r, m, mc, s = (y[i] for i in range(8))
         vs = jnp.exp(log_vs)
-        _, _, ro1, ro2 = self.occupancies(y, p, pkv)
         v, ifn, pdl1, f = _effects(y, p, ro1)
         g = specific_growth_rate(
             self.growth_law, v, p["growth_rate"], p["carrying_capacity"], p["bertalanffy_exponent"]
@@ -365,12 +364,22 @@ class CoreModel:
         d_s = release * (1.0 - p["sclever1_release_block"] * ro2) - p["sclever1_clearance"] * (
             s - p["sclever1_healthy"]
         )
+        return jnp.stack([d_log_vs, d_vr, d_e, d_x, d_r, d_m, d_mc, d_s])
+
+    def rhs(self, y, p, pkv, infusion_rate):
+        """dy/dt of all 14 states, PK as ODEs. ``y``: (14,); ``infusion_rate``: (2,) mg/day per target.
+
+        The compiled solver integrates only :meth:`pd_rhs` and takes the PK from its exact
+        solution (:func:`immunopd.models.pk.advance`); this full form is the reference the tests
+        integrate with scipy.
+        """
+        _, _, ro1, ro2 = self.occupancies(y, p, pkv)
         pk_derivs = []
         for k, target in enumerate(self.targets):
             base = IDX[f"anti_{target}_central"]
             d_c, d_p, elim = pk.two_compartment(y[base], y[base + 1], infusion_rate[k], *pkv[target])
             pk_derivs += [d_c, d_p, elim]
-        return jnp.stack([d_log_vs, d_vr, d_e, d_x, d_r, d_m, d_mc, d_s, *pk_derivs])
+        return jnp.concatenate([self.pd_rhs(y[:8], p, ro1, ro2), jnp.stack(pk_derivs)])
 
     # ------------------------------------------------------------------ initial state
     def initial_state(self, p):

@@ -1,0 +1,125 @@
+"""Benchmark: one patient, then 1,000 and 10,000 virtual patients, one year of
+pembrolizumab 200 mg Q3W plus bexmarilimab 1 mg/kg Q3W, daily output; and, in the same run,
+scipy solve_ivp (LSODA) looping over patients on the same model and regimen.
+
+Reproduce with:  .venv/bin/python bench/simulate.py   (or: make bench)
+Options: --sizes 1000 10000  --scipy-patients 20  --repeats 2
+
+Patient-years per second = patients x (simulated days / 365) / wall seconds. Compile time is
+reported apart from run time (the first call compiles, later calls on the same grid reuse it).
+The scipy loop integrates between infusion edges (it has no jump handling) with the model's
+right-hand side compiled by jax.jit and called per step, the same equations and tolerances
+(rtol 1e-6, atol 1e-9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from scipy.integrate import solve_ivp  # noqa: E402
+
+import immunopd as ip  # noqa: E402
+from immunopd.solve import _drug_constants, prepare  # noqa: E402
+
+REGIMEN = "pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w over 60 min"
+DAYS = 365.0
+VARIED = {"growth_rate": 0.3, "effector_influx": 0.5, "sclever1_release": 0.5, "effector_expansion": 0.2, "body_weight": 0.2}
+
+
+def population(n: int, seed: int = 1) -> dict[str, np.ndarray]:
+    """Log-normal variability (CV-like sigma per parameter) around the defaults, clipped to bounds."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, sigma in VARIED.items():
+        spec = ip.PARAMETERS[name]
+        out[name] = np.clip(spec.default * np.exp(sigma * rng.standard_normal(n)), spec.lower, spec.upper)
+    return out
+
+
+def timed(fn, repeats=1):
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, res
+
+
+def scipy_loop(params: dict[str, np.ndarray], n: int) -> float:
+    """Wall seconds for LSODA over the first n patients (rtol 1e-6, atol 1e-9)."""
+    times = np.arange(0.0, DAYS + 1)
+    start = time.perf_counter()
+    for i in range(n):
+        single = {k: float(v[i]) for k, v in params.items()}
+        weight = single.pop("body_weight")
+        model, reg, values, _, _ = prepare(REGIMEN, single, weight=weight)
+        p = {k: jnp.asarray(v) for k, v in values.items()} | {k: jnp.asarray(v) for k, v in _drug_constants(reg).items()}
+        pkv = model.pk_values(p)
+        y = np.asarray(model.initial_state(p))
+        sched = reg.schedule(DAYS, np.asarray(weight), 1)
+        rhs = jax.jit(lambda yy, u, p=p, pkv=pkv: model.rhs(yy, p, pkv, u))
+        edges = np.unique(np.concatenate([[0.0], sched.jump_times[np.isfinite(sched.jump_times)], [DAYS]]))
+        edges = edges[edges <= DAYS]
+        for a, b in zip(edges[:-1], edges[1:]):
+            mid = 0.5 * (a + b)
+            u = jnp.asarray(np.sum(np.where((mid >= sched.starts) & (mid < sched.ends), sched.rates[0], 0.0), axis=-1))
+            sel = (times > a) & (times <= b)
+            sol = solve_ivp(lambda t, yy, u=u: np.asarray(rhs(yy, u)), (a, b), y, method="LSODA", rtol=1e-6, atol=1e-9,
+                            t_eval=times[sel] if sel.any() else None)
+            y = sol.y[:, -1]
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--scipy-patients", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    print(f"# immunopd {ip.__version__}, jax {jax.__version__} ({jax.default_backend()}), {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cpus")
+    years = DAYS / 365.0
+
+    one = population(1)
+    w1 = one.pop("body_weight")
+    t0 = time.perf_counter()
+    ip.simulate(REGIMEN, one, days=DAYS, weight=w1)
+    first = time.perf_counter() - t0
+    run1, ds1 = timed(lambda: ip.simulate(REGIMEN, one, days=DAYS, weight=w1), args.repeats)
+    print(f"one patient: first call {first:.2f} s (compile + run), warm run {run1 * 1e3:.1f} ms, "
+          f"compile ~{first - run1:.2f} s, steps {int(ds1.num_steps[0])}")
+
+    figures = {"compile_s": round(first - run1, 2), "one_patient_ms": round(run1 * 1e3, 1)}
+    for n in args.sizes:
+        pop = population(n)
+        w = pop.pop("body_weight")
+        ip.simulate(REGIMEN, pop, days=DAYS, weight=w)  # compile for this batch shape
+        wall, ds = timed(lambda: ip.simulate(REGIMEN, pop, days=DAYS, weight=w), args.repeats)
+        steps = ds.num_steps.values
+        rate = n * years / wall
+        print(f"{n:>6} patients: {wall:.2f} s, {rate:,.0f} patient-years/s, steps mean {steps.mean():.0f} max {steps.max()}")
+        figures[f"py_per_s_{n}"] = round(rate)
+
+    pop = population(args.scipy_patients)
+    wall = scipy_loop(pop, args.scipy_patients)
+    scipy_rate = args.scipy_patients * years / wall
+    print(f"scipy LSODA loop, {args.scipy_patients} patients: {wall:.2f} s, {scipy_rate:,.1f} patient-years/s")
+    best = max(v for k, v in figures.items() if k.startswith("py_per_s_"))
+    figures["scipy_py_per_s"] = round(scipy_rate, 1)
+    figures["ratio_vs_scipy"] = round(best / scipy_rate, 1)
+    print("reproduce: .venv/bin/python bench/simulate.py " + " ".join(sys.argv[1:]))
+    print("bench: simulate " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()
