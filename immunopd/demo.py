@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from .io import write_netcdf
+from .models.core import PARAMETERS
 from .solve import simulate
 
 __all__ = ["REGIMENS", "PATIENT_TYPES", "run_demo", "demo_dataset"]
@@ -26,7 +27,7 @@ REGIMENS: dict[str, str] = {
 PATIENT_TYPES: dict[str, dict[str, float]] = {
     "hot": {},
     "cold": {"tcell_exclusion": 0.9},
-    "high sClever-1": {"sclever1_release": 5 * 1.35},
+    "high sClever-1": {"sclever1_release": 5 * PARAMETERS["sclever1_release"].default},
 }
 
 
@@ -34,7 +35,6 @@ def demo_dataset(days: float = 365.0, weight: float = 70.0) -> xr.Dataset:
     """Dims (regimen, patient, time): one batched solve per regimen."""
     names = list(PATIENT_TYPES)
     keys = sorted({k for over in PATIENT_TYPES.values() for k in over})
-    from .models.core import PARAMETERS
 
     params = {k: np.array([PATIENT_TYPES[n].get(k, PARAMETERS[k].default) for n in names]) for k in keys}
     runs = [simulate(text, params, days=days, weight=weight) for text in REGIMENS.values()]

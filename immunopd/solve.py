@@ -53,7 +53,8 @@ N_PD = 8  # states integrated numerically; the antibody states come from the exa
 
 
 def _pk_tables(model, pkv, starts, ends, rates, edges):
-    """Per target: its exact propagator, segment input rates and amounts at every edge."""
+    """Per target: its exact propagator, segment input rates, amounts at every edge, and the
+    central amount on each segment as ``c_k + sum_i m_ki exp(-l_i (t - e_k))`` (for the vector field)."""
     hits = (edges[None, :, None] >= starts[:, None, :]) & (edges[None, :, None] < ends[:, None, :])
     seg_rates = jnp.sum(jnp.where(hits, rates[:, None, :], 0.0), axis=-1)  # (targets, edges)
     dts = jnp.diff(edges)
@@ -71,15 +72,31 @@ def _pk_tables(model, pkv, starts, ends, rates, edges):
         _, (xs, els) = jax.lax.scan(step, start, (seg_rates[k, :-1], dts))
         xs = jnp.concatenate([start[0][None], xs])
         els = jnp.concatenate([start[1][None], els])
-        tables.append((prop, seg_rates[k], xs, els))
+        lam, proj, x_ss, _ = prop
+        forced = seg_rates[k][:, None] * (proj[:, 0, :] @ x_ss)[None, :]  # (edges, modes)
+        modes = xs @ proj[:, 0, :].T - forced  # free minus forced central-amount modes
+        level = seg_rates[k] * x_ss[0]
+        tables.append((prop, seg_rates[k], xs, els, level, modes))
     return tables
+
+
+def _segment(edges, t):
+    # compare-all is cheaper than a binary search for the few dozen edges of a regimen
+    return jnp.clip(jnp.searchsorted(edges, t, side="right", method="compare_all") - 1, 0, edges.shape[0] - 1)
+
+
+def _central_at(tables, edges, t):
+    """Central amount (mg) of each target at time t: two exponentials per target."""
+    k = _segment(edges, t)
+    dt = t - edges[k]
+    return [level[k] + modes[k] @ jnp.exp(-prop[0] * dt) for prop, _, _, _, level, modes in tables]
 
 
 def _pk_at(tables, edges, t):
     """(central, peripheral, eliminated) amounts of each target at time t, exactly."""
-    k = jnp.clip(jnp.searchsorted(edges, t, side="right") - 1, 0, edges.shape[0] - 1)
+    k = _segment(edges, t)
     out = []
-    for prop, seg_rates, xs, els in tables:
+    for prop, seg_rates, xs, els, _, _ in tables:
         x, el = pk.advance(prop, xs[k], els[k], seg_rates[k], t - edges[k])
         out.append(jnp.concatenate([x, el[None]]))
     return out
@@ -96,7 +113,7 @@ def _compiled(model, solver_name: str, rtol: float, atol: float, max_steps: int)
         tables = _pk_tables(model, pkv, starts, ends, rates, edges)
 
         def vector_field(t, y, args):
-            (c1, _, _), (c2, _, _) = _pk_at(tables, edges, t)
+            c1, c2 = _central_at(tables, edges, t)
             ro1 = pk.occupancy(c1 / pkv["pd1"][1], p["pd1_tumor_partition"], p["pd1_ec50"])
             ro2 = pk.occupancy(c2 / pkv["clever1"][1], p["clever1_tumor_partition"], p["clever1_ec50"])
             return model.pd_rhs(y, p, ro1, ro2)
