@@ -3,6 +3,7 @@
     immunopd simulate --regimen "pembrolizumab 200 mg q3w" [--weight 70] [--days 365]
                       [--set name=value ...] [--growth-law gompertz] --out result.nc
     immunopd params [--markdown]
+    immunopd datasets
     immunopd demo [--out-dir out]
 
 A bad argument ends with a one-paragraph message on stderr and exit status 2, never a
@@ -60,6 +61,8 @@ def _build_parser() -> argparse.ArgumentParser:
     par = sub.add_parser("params", help="print the parameter table (name, default, unit, bounds, source)")
     par.add_argument("--markdown", action="store_true", help="print as a Markdown table")
 
+    sub.add_parser("datasets", help="list the shipped published datasets with counts and citations")
+
     demo = sub.add_parser("demo", help="no treatment vs anti-PD-1 vs anti-PD-1 + anti-Clever-1 on three patient types")
     demo.add_argument("--out-dir", default="out", help="folder for demo.nc and demo.png (default: out)")
     return parser
@@ -97,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "params":
             return _params(args)
+        if args.command == "datasets":
+            from .datasets import summary
+
+            print(summary())
+            return 0
         if args.command == "demo":
             from .demo import run_demo
 
