@@ -108,3 +108,11 @@ def test_cli_params_lists_every_parameter():
 def test_every_default_has_a_source_and_unit():
     for p in ip.PARAMETERS:
         assert p.unit and (p.source.startswith(("assumed:", "calibrated:")) or "doi:10." in p.source), p.name
+
+
+def test_plain_xarray_round_trip(result, tmp_path):
+    """Dataset.to_netcdf / xarray.open_dataset (no immunopd helpers) round-trip the result."""
+    path = tmp_path / "plain.nc"
+    result.to_netcdf(path)
+    with xr.open_dataset(path) as back:
+        xr.testing.assert_identical(back.load(), result)
