@@ -1,0 +1,5 @@
+"""Fitting tumor-size curves with lmfit, residuals and Jacobians in JAX."""
+
+from .curves import CURVE_MODELS as CURVE_MODELS
+from .fit import FitResult as FitResult
+from .fit import fit as fit

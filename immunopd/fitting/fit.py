@@ -1,0 +1,191 @@
+"""lmfit front end: fit one tumor-size curve with a closed-form model and a JAX Jacobian.
+
+The residual is ``(observed - model) / sigma`` with sigma from the error model:
+
+- ``"additive"``: sigma = ``additive_sd`` (default 1, data units);
+- ``"proportional"``: sigma = ``proportional_sd`` x max(model, floor), floor = 1e-3 x max(data)
+  so that measured zeros (lesions below measurability) keep a finite weight;
+- ``"combined"``: sigma = sqrt(additive_sd^2 + (proportional_sd x model)^2), additive_sd
+  defaulting to 5 % of the largest observation.
+
+Bounds: rates and the Bertalanffy exponent as listed in :data:`CURVE_MODELS`; sizes positive;
+the carrying capacity at most 1000x the largest observation. The Jacobian of the residual with respect to the user-facing values of the varying
+parameters (``result.var_names`` order) comes from ``jax.jacfwd`` and is passed to lmfit as
+``Dfun``; lmfit applies its own bounds scaling, so no finite differences are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import lmfit
+import numpy as np
+import xarray as xr
+
+from ..errors import InputError, describe
+from .curves import CURVE_MODELS, CurveModel
+
+__all__ = ["fit", "FitResult", "ERROR_MODELS"]
+
+ERROR_MODELS = ("additive", "proportional", "combined")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: lmfit's objects and a Dataset of the fitted curve."""
+
+    minimizer: lmfit.Minimizer
+    result: lmfit.minimizer.MinimizerResult
+    curve: xr.Dataset
+    model: str
+    lesion: str
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.result.success)
+
+    def report(self) -> str:
+        """lmfit's fit report, headed by the model, lesion and parameter units."""
+        units = ", ".join(f"{p.name} [{p.unit}]" for p in CURVE_MODELS[self.model].parameters)
+        return f"[[Model]] {self.model} for {self.lesion}; units: {units}\n" + lmfit.fit_report(self.result)
+
+
+def _check(times, sizes, lesion, n_free):
+    t = np.asarray(times, dtype=float)
+    y = np.asarray(sizes, dtype=float)
+    if t.ndim != 1 or y.shape != t.shape:
+        raise InputError(describe(f"lesion {lesion}: times/sizes shapes", (t.shape, y.shape), "two 1-D arrays of equal length"))
+    for column, values in (("time", t), ("size", y)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise InputError(describe(f"lesion {lesion}: {column}[{bad[0]}]", float(values[bad[0]]), "a finite number (no NaN)"))
+    bad = np.flatnonzero(y < 0)
+    if bad.size:
+        raise InputError(describe(f"lesion {lesion}: size[{bad[0]}]", float(y[bad[0]]), "a size >= 0"))
+    bad = np.flatnonzero(np.diff(t) <= 0)
+    if bad.size:
+        i = bad[0] + 1
+        raise InputError(describe(f"lesion {lesion}: time[{i}]", float(t[i]), f"strictly increasing times (time[{i - 1}] = {t[i - 1]:g})"))
+    if t.size < n_free:
+        raise InputError(describe(f"lesion {lesion}: number of measurements", int(t.size), f">= {n_free}, the number of free parameters"))
+    if not np.any(y > 0):
+        raise InputError(describe(f"lesion {lesion}: sizes", "all zero", "at least one size > 0"))
+    return t, y
+
+
+def _initial(model: CurveModel, t, y):
+    start = float(y[np.argmin(np.abs(t))])
+    out = {}
+    for p in model.parameters:
+        if p.guess == "first":
+            out[p.name] = max(start, 1e-3 * float(y.max()))
+        elif p.guess == "max":
+            out[p.name] = 2.0 * float(y.max())
+        else:
+            out[p.name] = float(p.guess)
+    return out
+
+
+def fit(
+    times,
+    sizes,
+    model: str = "gompertz",
+    *,
+    error_model: str = "proportional",
+    params: dict | None = None,
+    additive_sd: float | None = None,
+    proportional_sd: float = 0.1,
+    jacobian: bool = True,
+    lesion: str = "curve",
+    grid_points: int = 200,
+) -> FitResult:
+    """Fit ``model`` to one curve (times in days since treatment start, sizes in any unit >= 0).
+
+    ``params`` maps a parameter name to overrides of ``value``, ``min``, ``max`` or ``vary``
+    (lmfit's fields). With ``jacobian=False`` lmfit uses finite differences (for comparison).
+    Returns a :class:`FitResult`; a fit that does not converge says so in
+    ``result.success``/``result.message`` and in the curve's ``converged`` attr.
+    """
+    if model not in CURVE_MODELS:
+        raise InputError(describe("model", model, f"one of {sorted(CURVE_MODELS)}"))
+    if error_model not in ERROR_MODELS:
+        raise InputError(describe("error_model", error_model, f"one of {list(ERROR_MODELS)}"))
+    spec = CURVE_MODELS[model]
+    overrides = dict(params or {})
+    for name in overrides:
+        if name not in spec.names:
+            raise InputError(describe("params name", name, f"one of {list(spec.names)} for model {model!r}"))
+    n_free = sum(1 for p in spec.parameters if overrides.get(p.name, {}).get("vary", True))
+    t, y = _check(times, sizes, lesion, n_free)
+    scale = float(y.max())
+    guess = _initial(spec, t, y)
+
+    lm_params = lmfit.Parameters()
+    for p in spec.parameters:
+        lower = 1e-9 * scale if p.name in ("initial_size", "carrying_capacity") else p.lower
+        # a plateau beyond 1000x the largest observation is unidentifiable from the data
+        upper = 1e3 * scale if p.name == "carrying_capacity" else float(p.upper)
+        kw = {"value": guess[p.name], "min": lower, "max": upper, "vary": True} | overrides.get(p.name, {})
+        lm_params.add(p.name, **kw)
+    varying = [p.name for p in spec.parameters if lm_params[p.name].vary]
+
+    a_sd = float(additive_sd) if additive_sd is not None else (1.0 if error_model == "additive" else 0.05 * scale)
+    floor = 1e-3 * scale
+    tj, yj = jnp.asarray(t), jnp.asarray(y)
+
+    def sigma(f):
+        if error_model == "additive":
+            return a_sd * jnp.ones_like(f)
+        if error_model == "proportional":
+            return proportional_sd * jnp.maximum(f, floor)
+        return jnp.sqrt(a_sd**2 + (proportional_sd * f) ** 2)
+
+    def residual_vec(theta, fixed):
+        values = dict(fixed) | dict(zip(varying, theta))
+        f = spec.function(tj, values)
+        return (yj - f) / sigma(f)
+
+    residual_jit = jax.jit(residual_vec)
+    jac_jit = jax.jit(jax.jacfwd(residual_vec))
+
+    def split(pars):
+        theta = jnp.asarray([pars[n].value for n in varying])
+        fixed = {n: pars[n].value for n in spec.names if n not in varying}
+        return theta, fixed
+
+    def residual(pars):
+        return np.array(residual_jit(*split(pars)))
+
+    def dfun(pars):  # lmfit rescales this array in place: return a writable copy
+        return np.array(jac_jit(*split(pars)))
+
+    minimizer = lmfit.Minimizer(residual, lm_params, nan_policy="raise")
+    kws = {"Dfun": dfun, "col_deriv": False} if jacobian else {}
+    result = minimizer.minimize(method="leastsq", **kws)
+
+    grid = np.linspace(min(0.0, t.min()), t.max(), grid_points)
+    best = {n: result.params[n].value for n in spec.names}
+    curve_of = jax.jit(lambda theta: spec.function(jnp.asarray(grid), {n: best[n] for n in spec.names if n not in varying} | dict(zip(varying, theta))))
+    theta_hat = jnp.asarray([best[n] for n in varying])
+    fitted = np.asarray(curve_of(theta_hat))
+    if result.covar is not None and result.covar.shape == (len(varying), len(varying)):
+        j = np.asarray(jax.jacfwd(curve_of)(theta_hat))
+        sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", j, result.covar, j), 0.0))
+    else:
+        sd = np.full_like(fitted, np.nan)
+    curve = xr.Dataset(
+        {
+            "fitted": ("time", fitted, {"long_name": f"{model} fit", "units": "data unit"}),
+            "lower": ("time", fitted - 1.96 * sd, {"long_name": "95 % confidence band of the fitted curve (delta method)"}),
+            "upper": ("time", fitted + 1.96 * sd, {"long_name": "95 % confidence band of the fitted curve (delta method)"}),
+            "observed": ("obs", y, {"long_name": "observed size", "units": "data unit"}),
+            "observed_time": ("obs", t, {"units": "day"}),
+        },
+        coords={"time": ("time", grid, {"units": "day"})},
+        attrs={"model": model, "error_model": error_model, "lesion": lesion, "converged": int(bool(result.success)),
+               "message": str(result.message), "chisqr": float(result.chisqr), "aic": float(result.aic),
+               "bic": float(result.bic), "nfev": int(result.nfev), "jacobian": "jax.jacfwd" if jacobian else "finite differences"},
+    )
+    return FitResult(minimizer, result, curve, model, lesion)

@@ -1,0 +1,114 @@
+"""lmfit front end: known-answer fits, JAX Jacobian vs finite differences, bad input, a real lesion."""
+
+import re
+
+import lmfit
+import numpy as np
+import pytest
+
+from immunopd.datasets import load
+from immunopd.errors import InputError
+from immunopd.fitting import CURVE_MODELS, fit
+
+TRUE = {
+    "exponential": {"initial_size": 1000.0, "growth_rate": 0.01},
+    "logistic": {"initial_size": 1000.0, "growth_rate": 0.02, "carrying_capacity": 6000.0},
+    "gompertz": {"initial_size": 1000.0, "growth_rate": 0.01, "carrying_capacity": 8000.0},
+    "bertalanffy": {"initial_size": 1000.0, "growth_rate": 0.01, "carrying_capacity": 8000.0},
+    "general_bertalanffy": {"initial_size": 1000.0, "growth_rate": 0.01, "carrying_capacity": 8000.0, "exponent": 0.5},
+    "stein": {"initial_size": 1000.0, "shrinkage_rate": 0.02, "growth_rate": 0.004},
+}
+
+
+def _closed_form(model, t, p):
+    """Typed independently of immunopd.fitting.curves."""
+    v0, g = p["initial_size"], p["growth_rate"]
+    if model == "exponential":
+        return v0 * np.exp(g * t)
+    if model == "logistic":
+        k = p["carrying_capacity"]
+        return k / (1 + (k / v0 - 1) * np.exp(-g * t))
+    if model == "gompertz":
+        k = p["carrying_capacity"]
+        return k * (v0 / k) ** np.exp(-g * t)
+    if model in ("bertalanffy", "general_bertalanffy"):
+        k, om = p["carrying_capacity"], 1 - p.get("exponent", 2 / 3)
+        return (k**om - (k**om - v0**om) * np.exp(-g * t)) ** (1 / om)
+    return v0 * (np.exp(-p["shrinkage_rate"] * t) + np.exp(g * t) - 1)
+
+
+@pytest.mark.parametrize("model", sorted(TRUE))
+def test_recovers_known_parameters_from_noise_free_data(model):
+    t = np.linspace(0, 300, 12)
+    y = _closed_form(model, t, TRUE[model])
+    res = fit(t, y, model)
+    assert res.converged
+    for name, value in TRUE[model].items():
+        assert res.result.params[name].value == pytest.approx(value, rel=1e-4), name
+    np.testing.assert_allclose(res.curve.fitted.interp(time=t).values, y, rtol=1e-4)
+
+
+def test_jax_jacobian_matches_finite_differences_and_saves_evaluations():
+    rng = np.random.default_rng(3)
+    t = np.linspace(0, 250, 9)
+    y = _closed_form("gompertz", t, TRUE["gompertz"]) * np.exp(0.05 * rng.standard_normal(t.size))
+    with_jac = fit(t, y, "gompertz")
+    finite = fit(t, y, "gompertz", jacobian=False)
+    for name in TRUE["gompertz"]:
+        assert with_jac.result.params[name].value == pytest.approx(finite.result.params[name].value, rel=1e-4)
+    assert with_jac.result.nfev < finite.result.nfev
+    # the Jacobian itself against central differences of the residual at the optimum
+    mini, pars = with_jac.minimizer, with_jac.result.params
+    base = pars.valuesdict()
+    jac = np.empty((t.size, 3))
+    for j, name in enumerate(with_jac.result.var_names):
+        h = 1e-6 * abs(base[name])
+        up, down = pars.copy(), pars.copy()
+        up[name].value, down[name].value = base[name] + h, base[name] - h
+        jac[:, j] = (mini.userfcn(up) - mini.userfcn(down)) / (2 * h)
+    analytic = np.asarray(with_jac.minimizer.jacfcn(pars))  # the Dfun lmfit was given
+    np.testing.assert_allclose(analytic, jac, rtol=1e-5, atol=1e-8)
+
+
+def test_error_models_and_confidence_intervals():
+    t = np.linspace(0, 200, 8)
+    y = _closed_form("gompertz", t, TRUE["gompertz"]) * (1 + 0.03 * np.array([1, -1, 1, -1, 1, -1, 1, -1]))
+    for em in ("additive", "proportional", "combined"):
+        res = fit(t, y, "gompertz", error_model=em)
+        assert res.converged and res.curve.attrs["error_model"] == em
+        assert np.all(res.curve.lower <= res.curve.fitted) and np.all(res.curve.fitted <= res.curve.upper)
+    ci = lmfit.conf_interval(res.minimizer, res.result, p_names=["growth_rate"], sigmas=[1])
+    lo, mid, hi = (v for _, v in ci["growth_rate"])
+    assert lo < mid < hi and mid == pytest.approx(res.result.params["growth_rate"].value)
+    assert "[[Model]] gompertz" in res.report() and "growth_rate [1/day]" in res.report()
+
+
+@pytest.mark.parametrize(
+    "times,sizes,message",
+    [
+        ([0, 10, 20, 30], [5, np.nan, 6, 7], "lesion L1: size[1] = nan is not allowed; allowed: a finite number (no NaN)"),
+        ([0, 10, 20, 30], [5, -1, 6, 7], "lesion L1: size[1] = -1.0 is not allowed; allowed: a size >= 0"),
+        ([0, 10, 10, 30], [5, 6, 6, 7], "lesion L1: time[2] = 10.0 is not allowed; allowed: strictly increasing times (time[1] = 10)"),
+        ([0, 10], [5, 6], "lesion L1: number of measurements = 2 is not allowed; allowed: >= 3, the number of free parameters"),
+    ],
+)
+def test_bad_curve_input(times, sizes, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        fit(times, sizes, "gompertz", lesion="L1")
+
+
+def test_fits_a_published_lesion():
+    """A real atezolizumab lesion of OAK (Laleh et al. 2022 data): the 2-3 parameter models converge and Stein
+    (shrink + regrow) fits best; the 4-parameter general Bertalanffy may not converge on 9 points, and then says so."""
+    table = load("laleh2022")
+    lesion = table[(table.study_arm == "Study_4_Arm_2")].groupby("lesion").filter(lambda g: len(g) >= 8)
+    one = lesion[lesion.lesion == lesion.lesion.iloc[0]].sort_values("time_days")
+    aic = {}
+    for model in CURVE_MODELS:
+        res = fit(one.time_days.values, one.volume_mm3.values, model, lesion=one.lesion.iloc[0])
+        assert np.isfinite(res.result.chisqr)
+        assert res.curve.attrs["converged"] == int(res.converged) and res.curve.attrs["message"]
+        if model != "general_bertalanffy":
+            assert res.converged, model
+        aic[model] = res.result.aic
+    assert min(aic, key=aic.get) == "stein"  # this lesion shrinks, then regrows
