@@ -187,9 +187,9 @@ def prepare(regimen=None, params: Mapping | None = None, *, weight=None, growth_
         raise InputError(describe("growth_law", growth_law, f"one of {list(GROWTH_LAWS)}"))
     model = core_model(growth_law)
     regimen = _as_regimen(regimen)
-    overrides = dict(params or {})
     if not isinstance(params, (Mapping, type(None))):
         raise InputTypeError(describe("params", params, "a mapping of parameter name to value(s)"))
+    overrides = dict(params or {})
     for name in overrides:
         model.parameters[name]  # raises ParameterError for unknown names
     if weight is not None:

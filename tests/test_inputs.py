@@ -115,3 +115,10 @@ def test_nivolumab_regimen_uses_nivolumab_pk_defaults():
     assert ds.attrs["anti_pd1_drug"] == "nivolumab"
     ds = ip.simulate("nivolumab 240 mg q2w", {"pd1_clearance": 0.3}, days=5)
     assert float(ds.pd1_clearance[0]) == pytest.approx(0.3)
+
+
+def test_params_must_be_a_mapping():
+    from immunopd.errors import InputTypeError
+
+    with pytest.raises(InputTypeError, match=re.escape("params = [('growth_rate', 0.1)] is not allowed; allowed: a mapping")):
+        ip.simulate(None, [("growth_rate", 0.1)], days=5)
