@@ -3,3 +3,4 @@
 from .curves import CURVE_MODELS as CURVE_MODELS
 from .fit import FitResult as FitResult
 from .fit import fit as fit
+from .batched import fit_lesions as fit_lesions

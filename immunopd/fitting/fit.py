@@ -27,7 +27,7 @@ import xarray as xr
 from ..errors import InputError, describe
 from .curves import CURVE_MODELS, CurveModel
 
-__all__ = ["fit", "FitResult", "ERROR_MODELS"]
+__all__ = ["fit", "FitResult", "ERROR_MODELS", "weighted_residual"]
 
 ERROR_MODELS = ("additive", "proportional", "combined")
 
@@ -50,6 +50,22 @@ class FitResult:
         """lmfit's fit report, headed by the model, lesion and parameter units."""
         units = ", ".join(f"{p.name} [{p.unit}]" for p in CURVE_MODELS[self.model].parameters)
         return f"[[Model]] {self.model} for {self.lesion}; units: {units}\n" + lmfit.fit_report(self.result)
+
+
+def weighted_residual(spec: CurveModel, error_model, proportional_sd, additive_sd, floor, t, y, values):
+    """``(y - f) / sigma(f)`` for the error model (module docstring); shared by the lmfit and batched paths."""
+    f = spec.function(t, values)
+    if error_model == "additive":
+        sigma = additive_sd * jnp.ones_like(f)
+    elif error_model == "proportional":
+        sigma = proportional_sd * jnp.maximum(f, floor)
+    else:
+        sigma = jnp.sqrt(additive_sd**2 + (proportional_sd * f) ** 2)
+    return (y - f) / sigma
+
+
+def default_additive_sd(error_model: str, scale: float) -> float:
+    return 1.0 if error_model == "additive" else 0.05 * scale
 
 
 def _check(times, sizes, lesion, n_free):
@@ -100,11 +116,13 @@ def fit(
     jacobian: bool = True,
     lesion: str = "curve",
     grid_points: int = 200,
+    fit_kws: dict | None = None,
 ) -> FitResult:
     """Fit ``model`` to one curve (times in days since treatment start, sizes in any unit >= 0).
 
     ``params`` maps a parameter name to overrides of ``value``, ``min``, ``max`` or ``vary``
     (lmfit's fields). With ``jacobian=False`` lmfit uses finite differences (for comparison).
+    ``fit_kws`` go to scipy's leastsq through lmfit (e.g. ``{"xtol": 1e-12, "ftol": 1e-12}``).
     Returns a :class:`FitResult`; a fit that does not converge says so in
     ``result.success``/``result.message`` and in the curve's ``converged`` attr.
     """
@@ -131,21 +149,13 @@ def fit(
         lm_params.add(p.name, **kw)
     varying = [p.name for p in spec.parameters if lm_params[p.name].vary]
 
-    a_sd = float(additive_sd) if additive_sd is not None else (1.0 if error_model == "additive" else 0.05 * scale)
+    a_sd = float(additive_sd) if additive_sd is not None else default_additive_sd(error_model, scale)
     floor = 1e-3 * scale
     tj, yj = jnp.asarray(t), jnp.asarray(y)
 
-    def sigma(f):
-        if error_model == "additive":
-            return a_sd * jnp.ones_like(f)
-        if error_model == "proportional":
-            return proportional_sd * jnp.maximum(f, floor)
-        return jnp.sqrt(a_sd**2 + (proportional_sd * f) ** 2)
-
     def residual_vec(theta, fixed):
         values = dict(fixed) | dict(zip(varying, theta))
-        f = spec.function(tj, values)
-        return (yj - f) / sigma(f)
+        return weighted_residual(spec, error_model, proportional_sd, a_sd, floor, tj, yj, values)
 
     residual_jit = jax.jit(residual_vec)
     jac_jit = jax.jit(jax.jacfwd(residual_vec))
@@ -162,7 +172,7 @@ def fit(
         return np.array(jac_jit(*split(pars)))
 
     minimizer = lmfit.Minimizer(residual, lm_params, nan_policy="raise")
-    kws = {"Dfun": dfun, "col_deriv": False} if jacobian else {}
+    kws = ({"Dfun": dfun, "col_deriv": False} if jacobian else {}) | dict(fit_kws or {})
     result = minimizer.minimize(method="leastsq", **kws)
 
     grid = np.linspace(min(0.0, t.min()), t.max(), grid_points)
