@@ -22,8 +22,11 @@ doi:10.1371/journal.pcbi.1009822 (S1 Data, CC BY), as restructured by TumorGrowt
 (``flat_patient_data.csv``, MIT). Arm 1 of POPLAR (study 2) and OAK (study 4) is docetaxel; every
 other arm is atezolizumab (the mapping and its evidence are in ``data/laleh2022/README.md``).
 
-Quirks kept as published (see the data README): one lesion's days are not sorted, seven
-lesions have two rows on the same day. Fitting code must sort and check per lesion.
+Quirks (see the data README): one lesion's days are not sorted, seven lesions have two rows
+on the same day (six with equal values, one, ``0332bdd735b55b898d994c7449d52dec-S5``, with 12 and
+41 mm). ``load(name)`` keeps every row as published. ``load(name, clean=True)`` sorts each
+lesion by day, drops exact same-day duplicates and drops lesions whose same-day readings
+disagree; what it removed is listed in ``table.attrs["cleaning"]``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import InputError, describe
@@ -71,8 +75,8 @@ def data_dir() -> Path:
     return here
 
 
-def load(name: str) -> pd.DataFrame:
-    """Load a shipped dataset as a tidy table (see the module docstring for the columns)."""
+def load(name: str, clean: bool = False) -> pd.DataFrame:
+    """Load a shipped dataset as a tidy table (see the module docstring for the columns and ``clean``)."""
     if name not in DATASETS:
         raise InputError(describe("dataset", name, f"one of {sorted(DATASETS)}"))
     path = data_dir() / DATASETS[name].files[0]
@@ -98,7 +102,25 @@ def load(name: str) -> pd.DataFrame:
     )
     table.attrs.update({"dataset": name, "citation": DATASETS[name].citation, "licence": DATASETS[name].licence,
                         "source_file": str(path.relative_to(data_dir().parent))})
-    return table
+    return _clean(table) if clean else table
+
+
+def _clean(table: pd.DataFrame) -> pd.DataFrame:
+    attrs = dict(table.attrs)
+    conflicting = [
+        lesion for lesion, g in table.groupby("lesion", sort=False) if g.groupby("time_days")["diameter_mm"].nunique().max() > 1
+    ]
+    kept = table[~table["lesion"].isin(conflicting)]
+    order = kept.assign(_row=np.arange(len(kept))).sort_values(["lesion", "time_days", "_row"], kind="stable")
+    deduped = order.drop_duplicates(subset=["lesion", "time_days"], keep="first")
+    lesion_order = {les: i for i, les in enumerate(dict.fromkeys(table["lesion"]))}
+    out = deduped.sort_values(by=["lesion", "time_days"], key=lambda c: c.map(lesion_order) if c.name == "lesion" else c, kind="stable")
+    out = out.drop(columns="_row").reset_index(drop=True)
+    out.attrs = attrs | {
+        "cleaning": f"sorted by day within each lesion; dropped {len(order) - len(deduped)} exact same-day duplicate rows; "
+        f"dropped {len(conflicting)} lesion(s) with disagreeing same-day readings: {conflicting}"
+    }
+    return out
 
 
 def summary() -> str:

@@ -42,3 +42,13 @@ def test_cli_datasets(capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "1461 lesions, 8416 measurements, 5 studies" in out and "doi:10.1371/journal.pcbi.1009822" in out
+
+
+def test_clean_sorts_dedupes_and_reports():
+    raw = load("laleh2022")
+    clean = load("laleh2022", clean=True)
+    groups = clean.groupby("lesion")
+    assert all(g.time_days.is_monotonic_increasing and g.time_days.is_unique for _, g in groups)
+    assert clean.lesion.nunique() == 1460  # the one lesion with 12 and 41 mm on the same day is dropped
+    assert len(clean) == len(raw) - 6 - 4  # six exact duplicates, and that lesion's 4 rows
+    assert "0332bdd735b55b898d994c7449d52dec-S5" in clean.attrs["cleaning"]
