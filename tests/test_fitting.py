@@ -168,3 +168,17 @@ def test_batched_fit_recovers_synthetic_parameters_and_flags_failures():
         assert float(out.estimate.sel(lesion=f"L{i}", parameter="growth_rate")) == pytest.approx(g, rel=1e-6)
     assert out.converged.sel(lesion=["L0", "L1", "L2"]).all()
     assert list(out.lesion.values) == ["L0", "L1", "L2", "flat"]  # nothing dropped
+
+
+def test_cli_fit_writes_flagged_results(tmp_path, capsys):
+    from immunopd.cli import main
+    from immunopd.io import open_result
+
+    out = tmp_path / "fits.nc"
+    assert main(["fit", "--arm", "chemotherapy", "--model", "stein", "--out", str(out)]) == 0
+    ds = open_result(out)
+    assert ds.sizes["lesion"] == 399 and ds.attrs["arm"] == "chemotherapy"
+    assert set(ds.parameter.values) == {"initial_size", "shrinkage_rate", "growth_rate"}
+    assert int(ds.converged.sum()) > 200
+    assert np.all(np.isnan(ds.estimate.values[~ds.converged.values & (ds.status.values != "ok")]))
+    assert "converged" in capsys.readouterr().out

@@ -81,13 +81,20 @@ def fit_lesions(
     error_model: str = "proportional",
     proportional_sd: float = 0.1,
     max_steps: int = 1000,
+    width: int | None = None,
+    on_invalid: str = "raise",
 ) -> xr.Dataset:
     """Fit ``model`` to every lesion of a tidy table (columns ``lesion``, ``time_days`` and ``size``).
 
     Returns a Dataset with dims (lesion, parameter): ``estimate``, ``stderr``; and per lesion
     ``chisqr``, ``aic``, ``bic``, ``n_obs``, ``converged`` (non-converged lesions are kept and
-    flagged, never dropped), ``num_steps``.
+    flagged, never dropped), ``num_steps``. ``width`` pads every lesion to that many points
+    (default: the longest here), so chunks of one table share one compilation. A lesion that
+    fails the input checks (too few points, NaN, ...) raises, or with ``on_invalid="flag"`` is
+    kept with NaN estimates, ``converged`` False and the reason in ``status``.
     """
+    if on_invalid not in ("raise", "flag"):
+        raise InputError(describe("on_invalid", on_invalid, "'raise' or 'flag'"))
     if model not in CURVE_MODELS:
         raise InputError(describe("model", model, f"one of {sorted(CURVE_MODELS)}"))
     if error_model not in ERROR_MODELS:
@@ -97,7 +104,9 @@ def fit_lesions(
             raise InputError(describe("table column", column, f"present; columns are {list(table.columns)}"))
     spec = CURVE_MODELS[model]
     groups = [(lesion, g.sort_values("time_days", kind="stable")) for lesion, g in table.groupby("lesion", sort=False)]
-    width = max(len(g) for _, g in groups)
+    longest = max(len(g) for _, g in groups)
+    if width is None or width < longest:
+        width = longest
     n_les = len(groups)
     t = np.zeros((n_les, width))
     y = np.zeros((n_les, width))
@@ -105,8 +114,15 @@ def fit_lesions(
     theta0 = np.zeros((n_les, len(spec.names)))
     floor = np.zeros(n_les)
     a_sd = np.zeros(n_les)
+    status = ["ok"] * n_les
     for i, (lesion, g) in enumerate(groups):
-        ti, yi = _check(g["time_days"].to_numpy(), g[size].to_numpy(), lesion, len(spec.names))
+        try:
+            ti, yi = _check(g["time_days"].to_numpy(), g[size].to_numpy(), lesion, len(spec.names))
+        except InputError as exc:
+            if on_invalid == "raise":
+                raise
+            status[i] = str(exc)
+            ti, yi = np.arange(len(spec.names), dtype=float), np.ones(len(spec.names))  # stand-in rows; results set to NaN below
         k = ti.size
         t[i, :k], y[i, :k], mask[i, :k] = ti, yi, 1.0
         t[i, k:] = ti[-1]
@@ -114,9 +130,12 @@ def fit_lesions(
         floor[i], a_sd[i] = 1e-3 * scale, default_additive_sd(error_model, scale)
         theta0[i] = _from_user(spec.names, _initial(spec, ti, yi))
     fn = _compiled(model, error_model, float(proportional_sd), int(max_steps))
-    est, se, chisqr, n, ok, steps = (np.asarray(a) for a in fn(*(jnp.asarray(a) for a in (theta0, t, y, mask, floor, a_sd))))
+    est, se, chisqr, n, ok, steps = (np.array(a) for a in fn(*(jnp.asarray(a) for a in (theta0, t, y, mask, floor, a_sd))))
+    invalid = np.array([st != "ok" for st in status])
+    est[invalid], se[invalid], chisqr[invalid] = np.nan, np.nan, np.nan
+    ok = ok & ~invalid
     p = len(spec.names)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         neg2ll = n * np.log(chisqr / n)
     units = {q.name: q.unit for q in spec.parameters}
     return xr.Dataset(
@@ -129,6 +148,7 @@ def fit_lesions(
             "n_obs": ("lesion", n.astype(int)),
             "converged": ("lesion", ok.astype(bool)),
             "num_steps": ("lesion", steps.astype(int)),
+            "status": ("lesion", np.array(status, dtype=object)),
         },
         coords={
             "lesion": [str(lesion) for lesion, _ in groups],

@@ -16,6 +16,7 @@ parameters (``result.var_names`` order) comes from ``jax.jacfwd`` and is passed 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
@@ -66,6 +67,30 @@ def weighted_residual(spec: CurveModel, error_model, proportional_sd, additive_s
 
 def default_additive_sd(error_model: str, scale: float) -> float:
     return 1.0 if error_model == "additive" else 0.05 * scale
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_residual(model: str, error_model: str, proportional_sd: float, varying: tuple[str, ...]):
+    """Residual and its Jacobian in the varying parameters, compiled once per configuration
+    (data are arguments, so fitting many lesions does not recompile)."""
+    spec = CURVE_MODELS[model]
+
+    def residual_vec(theta, fixed, t, y, floor, a_sd):
+        values = dict(fixed) | dict(zip(varying, theta))
+        return weighted_residual(spec, error_model, proportional_sd, a_sd, floor, t, y, values)
+
+    return jax.jit(residual_vec), jax.jit(jax.jacfwd(residual_vec))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_curve(model: str, varying: tuple[str, ...]):
+    """The model curve on a grid and its Jacobian in the varying parameters (for the band)."""
+    spec = CURVE_MODELS[model]
+
+    def curve(theta, fixed, grid):
+        return spec.function(grid, dict(fixed) | dict(zip(varying, theta)))
+
+    return jax.jit(curve), jax.jit(jax.jacfwd(curve))
 
 
 def _check(times, sizes, lesion, n_free):
@@ -150,15 +175,8 @@ def fit(
     varying = [p.name for p in spec.parameters if lm_params[p.name].vary]
 
     a_sd = float(additive_sd) if additive_sd is not None else default_additive_sd(error_model, scale)
-    floor = 1e-3 * scale
-    tj, yj = jnp.asarray(t), jnp.asarray(y)
-
-    def residual_vec(theta, fixed):
-        values = dict(fixed) | dict(zip(varying, theta))
-        return weighted_residual(spec, error_model, proportional_sd, a_sd, floor, tj, yj, values)
-
-    residual_jit = jax.jit(residual_vec)
-    jac_jit = jax.jit(jax.jacfwd(residual_vec))
+    data = (jnp.asarray(t), jnp.asarray(y), 1e-3 * scale, a_sd)
+    residual_jit, jac_jit = _compiled_residual(model, error_model, float(proportional_sd), tuple(varying))
 
     def split(pars):
         theta = jnp.asarray([pars[n].value for n in varying])
@@ -166,10 +184,10 @@ def fit(
         return theta, fixed
 
     def residual(pars):
-        return np.array(residual_jit(*split(pars)))
+        return np.array(residual_jit(*split(pars), *data))
 
     def dfun(pars):  # lmfit rescales this array in place: return a writable copy
-        return np.array(jac_jit(*split(pars)))
+        return np.array(jac_jit(*split(pars), *data))
 
     minimizer = lmfit.Minimizer(residual, lm_params, nan_policy="raise")
     kws = ({"Dfun": dfun, "col_deriv": False} if jacobian else {}) | dict(fit_kws or {})
@@ -177,11 +195,12 @@ def fit(
 
     grid = np.linspace(min(0.0, t.min()), t.max(), grid_points)
     best = {n: result.params[n].value for n in spec.names}
-    curve_of = jax.jit(lambda theta: spec.function(jnp.asarray(grid), {n: best[n] for n in spec.names if n not in varying} | dict(zip(varying, theta))))
+    fixed = {n: best[n] for n in spec.names if n not in varying}
     theta_hat = jnp.asarray([best[n] for n in varying])
-    fitted = np.asarray(curve_of(theta_hat))
+    curve_fn, curve_jac = _compiled_curve(model, tuple(varying))
+    fitted = np.array(curve_fn(theta_hat, fixed, jnp.asarray(grid)))
     if result.covar is not None and result.covar.shape == (len(varying), len(varying)):
-        j = np.asarray(jax.jacfwd(curve_of)(theta_hat))
+        j = np.asarray(curve_jac(theta_hat, fixed, jnp.asarray(grid)))
         sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", j, result.covar, j), 0.0))
     else:
         sd = np.full_like(fitted, np.nan)
