@@ -7,9 +7,9 @@ Options: --sizes 1000 10000  --scipy-patients 20  --repeats 2
 
 Patient-years per second = patients x (simulated days / 365) / wall seconds. Compile time is
 reported apart from run time (the first call compiles, later calls on the same grid reuse it).
-The scipy loop integrates between infusion edges (it has no jump handling) with the model's
-right-hand side compiled by jax.jit and called per step, the same equations and tolerances
-(rtol 1e-6, atol 1e-9).
+The scipy loop (tests/reference.py) integrates the full 14-state ODE between infusion edges
+(it has no jump handling) with the model's right-hand side compiled once by jax.jit and called
+per step: the same equations and tolerances (rtol 1e-6, atol 1e-9).
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from scipy.integrate import solve_ivp  # noqa: E402
 
 import immunopd as ip  # noqa: E402
-from immunopd.solve import _drug_constants, prepare  # noqa: E402
+from tests.reference import scipy_solve  # noqa: E402
 
 REGIMEN = "pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w over 60 min"
 DAYS = 365.0
@@ -56,27 +54,23 @@ def timed(fn, repeats=1):
 
 
 def scipy_loop(params: dict[str, np.ndarray], n: int) -> float:
-    """Wall seconds for LSODA over the first n patients (rtol 1e-6, atol 1e-9)."""
+    """Wall seconds for LSODA over the first n patients (rtol 1e-6, atol 1e-9), warm.
+
+    Uses the tests' scipy reference (segment by segment between infusion edges, the model's
+    rhs compiled once with the parameters as arguments); one untimed patient first, so no
+    JAX compilation is charged to the loop.
+    """
     times = np.arange(0.0, DAYS + 1)
-    start = time.perf_counter()
-    for i in range(n):
+
+    def one(i):
         single = {k: float(v[i]) for k, v in params.items()}
         weight = single.pop("body_weight")
-        model, reg, values, _, _ = prepare(REGIMEN, single, weight=weight)
-        p = {k: jnp.asarray(v) for k, v in values.items()} | {k: jnp.asarray(v) for k, v in _drug_constants(reg).items()}
-        pkv = model.pk_values(p)
-        y = np.asarray(model.initial_state(p))
-        sched = reg.schedule(DAYS, np.asarray(weight), 1)
-        rhs = jax.jit(lambda yy, u, p=p, pkv=pkv: model.rhs(yy, p, pkv, u))
-        edges = np.unique(np.concatenate([[0.0], sched.jump_times[np.isfinite(sched.jump_times)], [DAYS]]))
-        edges = edges[edges <= DAYS]
-        for a, b in zip(edges[:-1], edges[1:]):
-            mid = 0.5 * (a + b)
-            u = jnp.asarray(np.sum(np.where((mid >= sched.starts) & (mid < sched.ends), sched.rates[0], 0.0), axis=-1))
-            sel = (times > a) & (times <= b)
-            sol = solve_ivp(lambda t, yy, u=u: np.asarray(rhs(yy, u)), (a, b), y, method="LSODA", rtol=1e-6, atol=1e-9,
-                            t_eval=times[sel] if sel.any() else None)
-            y = sol.y[:, -1]
+        scipy_solve(REGIMEN, single, times=times, weight=weight, method="LSODA", rtol=1e-6, atol=1e-9)
+
+    one(0)
+    start = time.perf_counter()
+    for i in range(n):
+        one(i)
     return time.perf_counter() - start
 
 

@@ -194,16 +194,8 @@ class Regimen:
         return Regimen(self.series + other.series, text="; ".join(texts))
 
     # ---------------------------------------------------------------- queries
-    @property
-    def drugs(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(s.drug for s in self.series))
-
     def drug_for(self, target: str) -> str | None:
         return next((s.drug for s in self.series if s.target == target), None)
-
-    @property
-    def needs_weight(self) -> bool:
-        return any(s.unit == "mg/kg" for s in self.series)
 
     def describe(self) -> str:
         return self.text or ("; ".join(s.describe() for s in self.series) if self.series else "none")
@@ -212,7 +204,7 @@ class Regimen:
         """Expanded doses ``(drug, start day, amount mg, duration day)`` before ``horizon``."""
         out = []
         for s in self.series:
-            amount = _amount_mg(s, weight)
+            amount = float(_amount_mg(s, weight))
             out += [(s.drug, float(t), amount, s.duration) for t in s.times(horizon)]
         return sorted(out, key=lambda d: d[1])
 
@@ -220,14 +212,7 @@ class Regimen:
         """Expand into padded solver arrays for ``n_patients`` (weights in kg, or None)."""
         per_target: dict[str, list[tuple[float, float, np.ndarray]]] = {t: [] for t in TARGETS}
         for s in self.series:
-            if s.unit == "mg/kg":
-                if weights is None:
-                    raise RegimenError(
-                        describe("body weight", None, f"a weight in kg (needed by the mg/kg dose '{s.describe()}'): pass weight=... or --weight")
-                    )
-                amount = s.amount * np.broadcast_to(weights, (n_patients,))
-            else:
-                amount = np.full(n_patients, s.amount)
+            amount = np.broadcast_to(_amount_mg(s, weights), (n_patients,))
             for t in s.times(horizon):
                 per_target[s.target].append((float(t), float(t) + s.duration, amount / s.duration))
         n = max([len(v) for v in per_target.values()] + [1])
@@ -249,12 +234,15 @@ class Regimen:
         return InfusionSchedule(starts, ends, rates, padded, dosed)
 
 
-def _amount_mg(s: DoseSeries, weight: float | None) -> float:
+def _amount_mg(s: DoseSeries, weight):
+    """Dose amount in mg; ``weight`` (kg) is a number, an array over patients or None."""
     if s.unit == "mg":
         return s.amount
     if weight is None:
-        raise RegimenError(describe("body weight", None, f"a weight in kg (needed by the mg/kg dose '{s.describe()}')"))
-    return s.amount * float(weight)
+        raise RegimenError(
+            describe("body weight", None, f"a weight in kg (needed by the mg/kg dose '{s.describe()}'): pass weight=... or --weight")
+        )
+    return s.amount * np.asarray(weight, dtype=float)
 
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"

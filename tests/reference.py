@@ -7,17 +7,27 @@ the diffrax solve, dosing and output handling, not the equations.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from immunopd.dosing import Regimen
 from immunopd.solve import _drug_constants, prepare
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled_rhs(model):
+    """The full 14-state rhs and its Jacobian, compiled once per model (parameters are arguments)."""
+    def rhs(y, u, p, pkv):
+        return model.rhs(y, p, pkv, u)
+
+    return jax.jit(rhs), jax.jit(jax.jacfwd(rhs))
+
+
 def scipy_solve(regimen, params=None, *, times, weight=None, method="Radau", rtol=1e-10, atol=1e-12, growth_law="gompertz"):
-    """States (T, 14) at ``times`` for one patient, integrated by scipy."""
+    """States (T, 14) at ``times`` for one patient, integrated by scipy (used by the tests and bench/simulate.py)."""
     model, reg, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law)
     assert n == 1
     p = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in values.items()}
@@ -34,8 +44,9 @@ def scipy_solve(regimen, params=None, *, times, weight=None, method="Radau", rto
     y = y0
     if times[0] == 0.0:
         out[0] = y0
-    rhs = jax.jit(lambda yy, u: model.rhs(yy, p, pkv, u))
-    jac = jax.jit(jax.jacfwd(lambda yy, u: model.rhs(yy, p, pkv, u)))
+    rhs_p, jac_p = _compiled_rhs(model)
+    rhs = lambda yy, u: rhs_p(yy, u, p, pkv)  # noqa: E731
+    jac = lambda yy, u: jac_p(yy, u, p, pkv)  # noqa: E731
     for a, b in zip(edges[:-1], edges[1:]):
         mid = 0.5 * (a + b)  # the input is constant on [a, b): evaluate it at the midpoint
         u_mid = jnp.asarray(np.sum(np.where((mid >= starts) & (mid < ends), rates, 0.0), axis=-1))
