@@ -18,6 +18,9 @@ parses clause by clause (clauses separated by ``;``). Each clause is::
 - ``over`` is the IV infusion duration (default 30 min, the label infusion time of
   pembrolizumab and nivolumab). Boluses are not modelled: antibodies are infused.
 - ``from day 21`` delays the first dose (default day 0).
+- ``skip 3,4`` misses doses 3 and 4 (numbered from 1 in the planned schedule).
+- ``delay 3 by 1w`` gives dose 3 one week late and shifts every later dose with it (a delayed
+  cycle restarts the interval, as in trial protocols); several ``delay`` terms add up.
 
 A clause may also be a preset name (see :data:`PRESETS`), and ``none`` is the untreated
 regimen. mg/kg amounts are resolved against a body weight in kg; without one they are an
@@ -53,7 +56,7 @@ PRESETS: dict[str, str] = {
 }
 
 _GRAMMAR = (
-    "'<drug> <amount> <mg|mg/kg> [q<N><h|d|w>] [x<count>] [over <N> <min|h>] [from day <N>]', "
+    "'<drug> <amount> <mg|mg/kg> [q<N><h|d|w>] [x<count>] [over <N> <min|h>] [from day <N>] [skip <N>,...] [delay <N> by <N> <d|w>]', "
     f"a preset ({', '.join(PRESETS)}) or 'none'"
 )
 
@@ -82,6 +85,8 @@ class DoseSeries:
     count: int | None = 1
     duration: float = DEFAULT_DURATION_DAYS
     field: str = "dose"  # where this series came from, for error messages
+    skip: tuple[int, ...] = ()  # dose numbers (from 1) not given
+    delays: tuple[tuple[int, float], ...] = ()  # (dose number, days late); later doses shift too
 
     def __post_init__(self) -> None:
         f = self.field
@@ -104,6 +109,13 @@ class DoseSeries:
                 isinstance(self.count, bool) or not isinstance(self.count, (int, np.integer)) or self.count < 1
             ):
                 raise RegimenError(describe(f"{f}.count", self.count, "an integer >= 1, or None to repeat until the end"))
+        for k in self.skip:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or (self.count is not None and k > self.count):
+                raise RegimenError(describe(f"{f}.skip", k, f"dose numbers from 1 to {self.count if self.count is not None else 'the last dose'}"))
+        for k, days in self.delays:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or (self.count is not None and k > self.count):
+                raise RegimenError(describe(f"{f}.delay dose number", k, f"dose numbers from 1 to {self.count if self.count is not None else 'the last dose'}"))
+            _finite_positive(f"{f}.delay of dose {k}", days, "a finite delay > 0 day")
 
     @property
     def target(self) -> str:
@@ -116,6 +128,11 @@ class DoseSeries:
         else:
             n = self.count if self.count is not None else max(0, math.ceil((horizon - self.start) / self.interval))
             times = self.start + self.interval * np.arange(n)
+        for k, days in self.delays:
+            times[k - 1 :] += days
+        given = np.ones(times.size, dtype=bool)
+        given[[k - 1 for k in self.skip if k <= times.size]] = False
+        times = times[given]
         return times[times < horizon]
 
     def describe(self) -> str:
@@ -125,6 +142,10 @@ class DoseSeries:
         text += f" over {self.duration * 1440:g} min"
         if self.start:
             text += f" from day {self.start:g}"
+        if self.skip:
+            text += " skip " + ",".join(str(k) for k in self.skip)
+        for k, days in self.delays:
+            text += f" delay {k} by {days:g}d"
         return text
 
 
@@ -200,6 +221,13 @@ class Regimen:
     def describe(self) -> str:
         return self.text or ("; ".join(s.describe() for s in self.series) if self.series else "none")
 
+    def max_doses_per_target(self, horizon: float) -> int:
+        """The largest number of infusions of one target before ``horizon`` (for padding)."""
+        counts = {t: 0 for t in TARGETS}
+        for s in self.series:
+            counts[s.target] += len(s.times(horizon))
+        return max(counts.values())
+
     def doses(self, horizon: float, weight: float | None = None) -> list[tuple[str, float, float, float]]:
         """Expanded doses ``(drug, start day, amount mg, duration day)`` before ``horizon``."""
         out = []
@@ -208,14 +236,20 @@ class Regimen:
             out += [(s.drug, float(t), amount, s.duration) for t in s.times(horizon)]
         return sorted(out, key=lambda d: d[1])
 
-    def schedule(self, horizon: float, weights: np.ndarray | None, n_patients: int, pad_to: int = 8) -> InfusionSchedule:
-        """Expand into padded solver arrays for ``n_patients`` (weights in kg, or None)."""
+    def schedule(
+        self, horizon: float, weights: np.ndarray | None, n_patients: int, pad_to: int = 8, min_doses: int = 0
+    ) -> InfusionSchedule:
+        """Expand into padded solver arrays for ``n_patients`` (weights in kg, or None).
+
+        The dose axis is padded to a multiple of ``pad_to`` and to at least ``min_doses``, so
+        regimens of a trial share one array shape (and one compiled solver).
+        """
         per_target: dict[str, list[tuple[float, float, np.ndarray]]] = {t: [] for t in TARGETS}
         for s in self.series:
             amount = np.broadcast_to(_amount_mg(s, weights), (n_patients,))
             for t in s.times(horizon):
                 per_target[s.target].append((float(t), float(t) + s.duration, amount / s.duration))
-        n = max([len(v) for v in per_target.values()] + [1])
+        n = max([len(v) for v in per_target.values()] + [1, min_doses])
         n = pad_to * math.ceil(n / pad_to)
         starts = np.full((len(TARGETS), n), horizon + 1.0)
         ends = np.full((len(TARGETS), n), horizon + 2.0)
@@ -270,6 +304,8 @@ def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
     interval = count = None
     duration = DEFAULT_DURATION_DAYS
     start = 0.0
+    skip: list[int] = []
+    delays: list[tuple[int, float]] = []
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -282,6 +318,17 @@ def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
         elif _COUNT.match(tok):
             count = int(_COUNT.match(tok).group("n"))
             i += 1
+        elif tok == "skip":
+            if i + 1 >= len(tokens) or not re.fullmatch(r"\d+(,\d+)*", tokens[i + 1]):
+                raise RegimenError(describe(f"{field} skip", " ".join(tokens[i:i + 2]), "'skip <N>[,<N>...]' with dose numbers from 1, e.g. skip 3,4"))
+            skip += [int(k) for k in tokens[i + 1].split(",")]
+            i += 2
+        elif tok == "delay":
+            if i + 2 >= len(tokens) or not tokens[i + 1].isdigit() or tokens[i + 2] != "by":
+                raise RegimenError(describe(f"{field} delay", " ".join(tokens[i:i + 4]), "'delay <dose number> by <N> <d|w>', e.g. delay 3 by 1w"))
+            dose_number = int(tokens[i + 1])
+            days, i = _number_with_unit(tokens, i + 3, f"{field} delay of dose {dose_number}")
+            delays.append((dose_number, days))
         elif tok == "over":
             duration, i = _number_with_unit(tokens, i + 1, f"{field} infusion duration")
         elif tok in ("from", "starting", "start"):
@@ -303,7 +350,8 @@ def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
         if count != 1:
             raise RegimenError(describe(f"{field} count", f"x{count}", "a count only together with an interval such as q3w"))
     return [DoseSeries(drug, amount, unit, start=start, interval=interval,
-                       count=count if interval is not None else 1, duration=duration, field=field)]
+                       count=count if interval is not None else 1, duration=duration, field=field,
+                       skip=tuple(skip), delays=tuple(delays))]
 
 
 def _number_with_unit(tokens: list[str], i: int, field: str) -> tuple[float, int]:

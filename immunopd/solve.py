@@ -22,6 +22,7 @@ code in ``solver_status``.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 
 import diffrax
@@ -37,7 +38,7 @@ from .models.growth import GROWTH_LAWS
 from .models import pk
 from .models.pk import DRUGS, TARGETS
 
-__all__ = ["simulate", "SOLVERS", "prepare"]
+__all__ = ["simulate", "SOLVERS", "prepare", "problem", "check_options", "check_times"]
 
 SOLVERS: dict[str, type] = {
     "tsit5": diffrax.Tsit5,
@@ -139,7 +140,7 @@ def _compiled(model, solver_name: str, rtol: float, atol: float, max_steps: int)
     return jax.jit(jax.vmap(one_patient, in_axes=(0, None, None, 0, None, None)))
 
 
-def _check_times(times, days) -> np.ndarray:
+def check_times(times, days) -> np.ndarray:
     if times is None:
         if isinstance(days, bool) or not isinstance(days, (int, float)) or not np.isfinite(days) or days <= 0:
             raise InputError(describe("days", days, "a finite simulation length > 0 (day)"))
@@ -226,6 +227,52 @@ def _drug_constants(regimen: Regimen) -> dict[str, float]:
     return out
 
 
+def check_options(*, solver, on_failure, rtol, atol, max_steps) -> None:
+    """Validate the solver options shared by simulate, trials and sensitivity runs."""
+    if solver not in SOLVERS:
+        raise InputError(describe("solver", solver, f"one of {list(SOLVERS)}"))
+    if on_failure not in ("raise", "flag"):
+        raise InputError(describe("on_failure", on_failure, "'raise' or 'flag'"))
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0 < tol < 1):
+            raise InputError(describe(name, tol, "a number in (0, 1)"))
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise InputError(describe("max_steps", max_steps, "an integer >= 1"))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything one compiled batch call needs (built by :func:`problem`)."""
+
+    model: object
+    regimen: Regimen
+    values: dict
+    n: int
+    weight_given: bool
+    schedule: object
+    p: dict  # parameters as (n,) float64 arrays, drug constants included
+    fn: object  # the compiled, vmapped solve
+    shared: tuple  # (starts, ends, jump times, output times), shared by all patients
+
+
+def problem(regimen, params, *, ts, weight=None, growth_law="gompertz", solver="tsit5", rtol=1e-6, atol=1e-9,
+            max_steps=100_000, min_doses=0) -> Problem:
+    """Validate and assemble a batch for the compiled solver (used by simulate and trials)."""
+    model, regimen, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law)
+    weights = values["body_weight"] if weight_given else None
+    schedule = regimen.schedule(float(ts[-1]), weights, n, min_doses=min_doses)
+    p = {k: jnp.broadcast_to(jnp.asarray(v, dtype=jnp.float64), (n,)) for k, v in values.items()}
+    p.update({k: jnp.full((n,), v, dtype=jnp.float64) for k, v in _drug_constants(regimen).items()})
+    fn = _compiled(model, solver, float(rtol), float(atol), int(max_steps))
+    shared = (
+        jnp.asarray(schedule.starts),
+        jnp.asarray(schedule.ends),
+        jnp.asarray(np.where(np.isfinite(schedule.jump_times), schedule.jump_times, ts[-1] + 1.0)),
+        jnp.asarray(ts),
+    )
+    return Problem(model, regimen, values, n, weight_given, schedule, p, fn, shared)
+
+
 def simulate(
     regimen: Regimen | str | None = None,
     params: Mapping[str, float | Sequence[float]] | None = None,
@@ -276,29 +323,12 @@ def simulate(
         variables, parameters as ``(patient,)`` variables, units in each variable's attrs and
         provenance in the Dataset attrs.
     """
-    if solver not in SOLVERS:
-        raise InputError(describe("solver", solver, f"one of {list(SOLVERS)}"))
-    if on_failure not in ("raise", "flag"):
-        raise InputError(describe("on_failure", on_failure, "'raise' or 'flag'"))
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0 < tol < 1):
-            raise InputError(describe(name, tol, "a number in (0, 1)"))
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise InputError(describe("max_steps", max_steps, "an integer >= 1"))
-    ts = _check_times(times, days)
-    model, regimen, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law)
-    weights = values["body_weight"] if weight_given else None
-    schedule = regimen.schedule(float(ts[-1]), weights, n)
-    p = {k: jnp.broadcast_to(jnp.asarray(v, dtype=jnp.float64), (n,)) for k, v in values.items()}
-    p.update({k: jnp.full((n,), v, dtype=jnp.float64) for k, v in _drug_constants(regimen).items()})
-    fn = _compiled(model, solver, float(rtol), float(atol), int(max_steps))
-    shared = (
-        jnp.asarray(schedule.starts),
-        jnp.asarray(schedule.ends),
-        jnp.asarray(np.where(np.isfinite(schedule.jump_times), schedule.jump_times, ts[-1] + 1.0)),
-        jnp.asarray(ts),
-    )
-    ys, obs, status, steps = _run_chunked(fn, p, schedule.rates, shared, n)
+    check_options(solver=solver, on_failure=on_failure, rtol=rtol, atol=atol, max_steps=max_steps)
+    ts = check_times(times, days)
+    prob = problem(regimen, params, ts=ts, weight=weight, growth_law=growth_law, solver=solver,
+                   rtol=rtol, atol=atol, max_steps=max_steps)
+    model, regimen, values, n, schedule = prob.model, prob.regimen, prob.values, prob.n, prob.schedule
+    ys, obs, status, steps = _run_chunked(prob.fn, prob.p, schedule.rates, prob.shared, n)
     failed = np.flatnonzero(status != 0)
     if failed.size and on_failure == "raise":
         shown = ", ".join(
@@ -324,7 +354,7 @@ def simulate(
             "regimen": regimen.describe(),
             "anti_pd1_drug": regimen.drug_for("pd1") or "none",
             "anti_clever1_drug": regimen.drug_for("clever1") or "none",
-            "body_weight_given": int(weight_given),
+            "body_weight_given": int(prob.weight_given),
             "solver": f"diffrax.{SOLVERS[solver].__name__} with PIDController inside ClipStepSizeController(jump_ts=infusion edges)",
             "rtol": float(rtol),
             "atol": float(atol),

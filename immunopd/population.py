@@ -1,0 +1,317 @@
+"""Virtual populations: seeded, reproducible parameter sets with covariates.
+
+A :class:`Population` is a labelled table of virtual patients (an ``xarray.Dataset`` over
+``patient``): one variable per parameter that differs from the model defaults, plus
+covariates. It round-trips through netCDF with its sampling recipe in the attrs, and feeds
+:func:`immunopd.simulate` and :func:`immunopd.trial.run_trial` directly.
+
+Sampling (:func:`sample`), in the style of NONMEM/mrgsolve between-subject variability:
+
+- log-normal parameters ``p_i = typical * exp(eta_i)``, ``eta ~ N(0, Omega)`` with
+  ``omega_k^2 = ln(1 + CV_k^2)`` (so ``CV`` is the coefficient of variation of ``p``) and
+  optional correlations between the etas;
+- uniform parameters on an interval (the "plausible patient" sampling of Allen et al. 2016,
+  CPT Pharmacometrics Syst Pharmacol 5:140, doi:10.1002/psp4.12063);
+- covariates: body weight (kg), baseline tumor volume (mm3), baseline infiltration (a hot/cold
+  draw that sets ``tcell_exclusion``) and baseline plasma sClever-1 (ng/mL, computed from each
+  patient's quasi-steady state, so it follows ``sclever1_release`` and the other parameters).
+
+A draw outside a parameter's bounds is redrawn (the distributions are truncated at the
+bounds listed in ``immunopd params``), so every virtual patient is a valid parameter set.
+The same ``seed`` and recipe give the same population on every machine (NumPy's PCG64).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from .errors import InputError, InputTypeError, describe
+from .models.core import PARAMETERS, core_model
+
+__all__ = ["Population", "Covariates", "sample", "DEFAULT_CV"]
+
+#: between-patient coefficients of variation used by default (all "assumed": no published
+#: population analysis of this model exists; values give several-fold spread, as seen in
+#: fitted tumor growth and kill rates of trial data, e.g. Stein et al. 2008, doi:10.1158/1078-0432.CCR-07-4331)
+DEFAULT_CV: dict[str, float] = {
+    "growth_rate": 0.7,
+    "kill_rate": 0.5,
+    "effector_influx": 0.5,
+    "effector_expansion": 0.3,
+    "exhaustion_rate": 0.3,
+    "pdl1_upregulation": 0.5,
+    "sclever1_release": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class Covariates:
+    """How covariates are drawn (units in the names).
+
+    ``weight_median_kg``/``weight_cv``: log-normal body weight (assumed: median 75 kg, CV 20%,
+    typical of adult oncology population-PK cohorts). ``baseline_volume_median_mm3`` /
+    ``baseline_volume_log_sd``: log-normal baseline tumor volume; the defaults are the median
+    (20,580 mm3) and log-SD (1.83) of the baseline target-lesion volumes (pi/6 LD^3) of the
+    immunotherapy arms of Ghaffari Laleh et al. 2022 (doi:10.1371/journal.pcbi.1009822), as
+    shipped in data/laleh2022 (checked in tests/test_population.py). ``cold_fraction``: share
+    of "cold" (T-cell excluded) tumors, which get ``tcell_exclusion = cold_exclusion``
+    (assumed: 0.4, roughly the immune-desert plus excluded share reported for NSCLC; not
+    verified here). ``None`` for a field leaves that parameter at its default/typical value.
+    """
+
+    weight_median_kg: float | None = 75.0
+    weight_cv: float = 0.2
+    baseline_volume_median_mm3: float | None = 20580.0
+    baseline_volume_log_sd: float = 1.83
+    cold_fraction: float | None = 0.4
+    cold_exclusion: float = 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("weight_median_kg", "baseline_volume_median_mm3"):
+            v = getattr(self, name)
+            if v is not None and not (np.isfinite(v) and v > 0):
+                raise InputError(describe(f"covariates.{name}", v, "a finite value > 0, or None"))
+        for name in ("weight_cv", "baseline_volume_log_sd"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise InputError(describe(f"covariates.{name}", v, "a finite value >= 0"))
+        if self.cold_fraction is not None and not (0 <= self.cold_fraction <= 1):
+            raise InputError(describe("covariates.cold_fraction", self.cold_fraction, "a fraction in [0, 1], or None"))
+        if not (0 <= self.cold_exclusion < 1):
+            raise InputError(describe("covariates.cold_exclusion", self.cold_exclusion, "a fraction in [0, 1)"))
+
+
+@dataclass(frozen=True)
+class Population:
+    """Virtual patients as a Dataset over ``patient`` (parameters and covariates)."""
+
+    data: xr.Dataset = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.data.sizes["patient"])
+
+    def __repr__(self) -> str:
+        names = ", ".join(self.parameter_names)
+        return f"Population({len(self)} patients; parameters: {names}; seed={self.data.attrs.get('seed')})"
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return [k for k, v in self.data.data_vars.items() if v.attrs.get("kind") == "parameter"]
+
+    def params(self) -> dict[str, np.ndarray]:
+        """Parameter overrides for :func:`immunopd.simulate`, each of shape ``(patients,)``."""
+        return {k: self.data[k].values.astype(np.float64) for k in self.parameter_names}
+
+    def isel(self, index) -> "Population":
+        """A sub-population (NumPy index or boolean mask over patients), patient ids kept."""
+        return Population(self.data.isel(patient=index))
+
+    def to_netcdf(self, path: str | os.PathLike):
+        from .io import write_netcdf
+
+        return write_netcdf(self.data, path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Population":
+        from .io import open_result
+
+        ds = open_result(path)
+        if ds.attrs.get("title") != "immunopd virtual population":
+            raise InputError(describe("population file", str(path), "a file written by Population.to_netcdf"))
+        return cls(ds)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, np.ndarray], **attrs) -> "Population":
+        """Wrap explicit parameter arrays (validated against the parameter table)."""
+        values, n = PARAMETERS.resolve(dict(params))
+        n = n or 1
+        data = {k: ("patient", np.broadcast_to(values[k], (n,)).copy(), _param_attrs(k)) for k in params}
+        ds = xr.Dataset(data, coords={"patient": np.arange(n)})
+        _add_baseline_sclever1(ds)
+        ds.attrs.update({"title": "immunopd virtual population", **{k: _attr(v) for k, v in attrs.items()}})
+        return cls(ds)
+
+
+def _attr(v):
+    return v if isinstance(v, (int, float, str)) else json.dumps(v)
+
+
+def _param_attrs(name: str) -> dict:
+    spec = PARAMETERS[name]
+    return {"units": spec.unit, "long_name": spec.description, "source": spec.source, "kind": "parameter"}
+
+
+def _truncated(rng, draw, lower, upper, name, tries: int = 100) -> np.ndarray:
+    """Redraw entries outside [lower, upper] (bounds of the parameter table)."""
+    x = draw(None)
+    for _ in range(tries):
+        bad = (x < lower) | (x > upper)
+        if not bad.any():
+            return x
+        x[bad] = draw(int(bad.sum()))
+    raise InputError(
+        describe(f"variability of {name}", "most draws outside the bounds", f"a distribution mostly inside [{lower:g}, {upper:g}]")
+    )
+
+
+def sample(
+    n: int,
+    *,
+    seed: int,
+    cv: Mapping[str, float] | None = None,
+    uniform: Mapping[str, tuple[float, float]] | None = None,
+    correlation: Mapping[tuple[str, str], float] | None = None,
+    typical: Mapping[str, float] | None = None,
+    covariates: Covariates | None = None,
+) -> Population:
+    """Sample ``n`` virtual patients.
+
+    Parameters
+    ----------
+    n
+        Number of patients.
+    seed
+        Seed of NumPy's default generator: same seed and arguments, same population.
+    cv
+        Log-normal variability: parameter name -> coefficient of variation (default
+        :data:`DEFAULT_CV`; ``{}`` for none).
+    uniform
+        Parameter name -> ``(low, high)`` in the parameter's unit, sampled uniformly.
+    correlation
+        ``{(name_a, name_b): rho}`` between log-normal parameters (on the eta scale).
+    typical
+        Typical values (medians) overriding the model defaults, in the parameter's unit.
+    covariates
+        :class:`Covariates` (default ``Covariates()``).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(describe("n", n, "an integer number of patients >= 1"))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(describe("seed", seed, "an integer >= 0"))
+    cv = dict(DEFAULT_CV if cv is None else cv)
+    uniform = dict(uniform or {})
+    typical = dict(typical or {})
+    covariates = Covariates() if covariates is None else covariates
+    if not isinstance(covariates, Covariates):
+        raise InputTypeError(describe("covariates", covariates, "a Covariates instance"))
+    for label, names in (("cv", cv), ("uniform", uniform), ("typical", typical)):
+        for name in names:
+            PARAMETERS[name]  # unknown names raise with a suggestion
+    both = sorted(set(cv) & set(uniform))
+    if both:
+        raise InputError(describe("cv and uniform", both, "each parameter in at most one of them"))
+    for name, c in cv.items():
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c) or c < 0:
+            raise InputError(describe(f"cv[{name!r}]", c, "a coefficient of variation >= 0 (0.3 = 30%)"))
+    for name, bounds in uniform.items():
+        spec = PARAMETERS[name]
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise InputError(describe(f"uniform[{name!r}]", bounds, "a (low, high) pair")) from None
+        if not (spec.lower <= lo < hi <= spec.upper):
+            raise InputError(describe(f"uniform[{name!r}]", bounds, f"low < high within [{spec.lower:g}, {spec.upper:g}] {spec.unit}"))
+    typical_values, _ = PARAMETERS.resolve(typical)
+
+    rng = np.random.default_rng(seed)
+    names = list(cv)
+    corr = np.eye(len(names))
+    for pair, rho in (correlation or {}).items():
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(p in names for p in pair) and pair[0] != pair[1]):
+            raise InputError(describe("correlation key", pair, f"a pair of two different log-normal parameters from {names}"))
+        if not (-1 < rho < 1):
+            raise InputError(describe(f"correlation[{pair}]", rho, "a correlation in (-1, 1)"))
+        i, j = names.index(pair[0]), names.index(pair[1])
+        corr[i, j] = corr[j, i] = rho
+    try:
+        chol = np.linalg.cholesky(corr) if names else corr
+    except np.linalg.LinAlgError:
+        raise InputError(describe("correlation", dict(correlation or {}), "a positive-definite correlation matrix")) from None
+    omega = np.sqrt(np.log1p(np.array([cv[k] for k in names]) ** 2))
+
+    values: dict[str, np.ndarray] = {}
+    etas = (rng.standard_normal((n, len(names))) @ chol.T) * omega if names else np.zeros((n, 0))
+    for k, name in enumerate(names):
+        spec = PARAMETERS[name]
+        median = float(typical_values[name])
+        x = median * np.exp(etas[:, k])
+        values[name] = _truncated(
+            rng, lambda m, k=k, median=median, x=x: x.copy() if m is None else median * np.exp(omega[k] * rng.standard_normal(m)),
+            spec.lower, spec.upper, name,
+        )
+    for name, (lo, hi) in uniform.items():
+        values[name] = rng.uniform(lo, hi, n)
+
+    cov = covariates
+    if cov.weight_median_kg is not None:
+        s = np.sqrt(np.log1p(cov.weight_cv**2))
+        spec = PARAMETERS["body_weight"]
+        values["body_weight"] = _truncated(
+            rng, lambda m: cov.weight_median_kg * np.exp(s * rng.standard_normal(n if m is None else m)), spec.lower, spec.upper, "body_weight"
+        )
+    if cov.baseline_volume_median_mm3 is not None:
+        spec = PARAMETERS["baseline_tumor_volume"]
+        values["baseline_tumor_volume"] = _truncated(
+            rng,
+            lambda m: cov.baseline_volume_median_mm3 * np.exp(cov.baseline_volume_log_sd * rng.standard_normal(n if m is None else m)),
+            spec.lower, spec.upper, "baseline_tumor_volume",
+        )
+    cold = None
+    if cov.cold_fraction is not None:
+        cold = rng.random(n) < cov.cold_fraction
+        values["tcell_exclusion"] = np.where(cold, cov.cold_exclusion, 0.0)
+    for name, v in typical.items():
+        values.setdefault(name, np.full(n, float(typical_values[name])))
+
+    pop = Population.from_params(
+        values,
+        seed=int(seed),
+        cv=cv,
+        uniform={k: list(v) for k, v in uniform.items()},
+        correlation={f"{a},{b}": r for (a, b), r in (correlation or {}).items()},
+        typical=typical,
+        covariates={k: getattr(cov, k) for k in cov.__dataclass_fields__},
+    )
+    if cold is not None:
+        pop.data["cold"] = xr.Variable(
+            ("patient",), cold.astype(np.int8),
+            {"long_name": "baseline infiltration: 1 = cold (T-cell excluded), 0 = hot", "units": "1", "kind": "covariate",
+             "flag_values": np.array([0, 1], dtype=np.int8), "flag_meanings": "hot cold"},
+        )
+    return pop
+
+
+def _add_baseline_sclever1(ds: xr.Dataset) -> None:
+    """Baseline plasma sClever-1 (ng/mL) of each patient: its quasi-steady state at baseline."""
+    import jax.numpy as jnp
+
+    model = core_model("gompertz")  # the quasi-steady immune state does not depend on the growth law
+    values, n = PARAMETERS.resolve({k: ds[k].values for k in ds.data_vars if ds[k].attrs.get("kind") == "parameter"})
+    n = n or 1
+    p = {k: jnp.broadcast_to(jnp.asarray(v), (n,)) for k, v in values.items()}
+    y0 = _initial_states(model)(p)
+    ds["baseline_sclever1"] = xr.Variable(
+        ("patient",), np.array(y0[:, 7]),
+        {"units": "ng/mL", "long_name": "baseline plasma sClever-1 (quasi-steady state at baseline)", "kind": "covariate"},
+    )
+    ds["baseline_effector"] = xr.Variable(
+        ("patient",), np.array(y0[:, 2]),
+        {"units": "1e6 cells", "long_name": "baseline tumor effector CD8 T cells (quasi-steady state)", "kind": "covariate"},
+    )
+
+
+_INITIAL_CACHE: dict = {}
+
+
+def _initial_states(model):
+    import jax
+
+    if model not in _INITIAL_CACHE:
+        _INITIAL_CACHE[model] = jax.jit(jax.vmap(model.initial_state))
+    return _INITIAL_CACHE[model]

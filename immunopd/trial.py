@@ -1,0 +1,346 @@
+"""Virtual dosing experiments: a grid of regimens x a virtual population, with RECIST endpoints.
+
+:func:`run_trial` simulates every regimen on every patient of a
+:class:`~immunopd.population.Population` with one compiled solver (the dose arrays of all
+regimens are padded to one shape, so the solver compiles once and is reused for every regimen
+and every chunk of patients), keeps only the requested outputs, and scores each (regimen,
+patient) with RECIST 1.1 at scan times (:mod:`immunopd.endpoints`). The result is an
+``xarray.Dataset`` with dims ``(regimen, patient, time)``::
+
+    <outputs>           (regimen, patient, time)  e.g. sld, pct_change, tumor_volume
+    best_response       (regimen, patient)        int8 codes; flag_meanings "CR PR SD PD NE"
+    best_pct_change     (regimen, patient)        %
+    pfs_days, progressed, responded, dor_days, dor_event
+    orr, dcr (+ _lower/_upper 95% Clopper-Pearson)  (regimen,)
+    median_pfs_days (+ _lower/_upper)                (regimen,)
+    parameters and covariates of the population      (patient,)
+
+Experiments can be written in TOML (:func:`load_experiment`, ``immunopd trial file.toml``);
+see ``examples/`` for annotated files.
+
+Missed doses: regimen text can skip or delay given doses (``skip 3,4``, ``delay 3 by 1w``),
+and ``missed_dose_probability`` drops each planned infusion of each patient independently
+(seeded), like non-adherence in a real trial.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from . import endpoints as ep
+from .dosing import Regimen
+from .errors import InputError, InputTypeError, SolverError, describe
+from .models.core import LOG_STATES, OBSERVABLES, STATES, STATE_UNITS
+from .population import Covariates, Population, sample
+from .results import package_versions
+from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_times, problem
+
+__all__ = ["run_trial", "Experiment", "load_experiment", "endpoint_table", "DEFAULT_OUTPUTS"]
+
+DEFAULT_OUTPUTS: tuple[str, ...] = ("tumor_volume", "sld", "pct_change")
+#: scans every 6 weeks (assumed: the usual RECIST schedule of immunotherapy trials; the shipped
+#: Laleh 2022 data have a median gap of 44 days between scans)
+DEFAULT_SCAN_INTERVAL_DAYS = 42.0
+
+
+def _as_regimens(regimens) -> dict[str, Regimen]:
+    if isinstance(regimens, (str, Regimen)):
+        regimens = [regimens]
+    if isinstance(regimens, Mapping):
+        items = list(regimens.items())
+    elif isinstance(regimens, Sequence):
+        items = [(r if isinstance(r, str) else r.describe(), r) for r in regimens]
+    else:
+        raise InputTypeError(describe("regimens", regimens, "a mapping name -> regimen text, or a list of regimen texts"))
+    if not items:
+        raise InputError(describe("regimens", regimens, "at least one regimen"))
+    out: dict[str, Regimen] = {}
+    for name, reg in items:
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(describe("regimen name", name, "a non-empty string"))
+        if name in out:
+            raise InputError(describe("regimen name", name, "distinct names"))
+        out[name] = reg if isinstance(reg, Regimen) else Regimen.parse(reg)
+    return out
+
+
+def _extract(name: str):
+    if name in OBSERVABLES:
+        return lambda ys, obs: obs[name]
+    i = STATES.index(name)
+    if name in LOG_STATES:
+        return lambda ys, obs: np.exp(ys[:, :, i])
+    return lambda ys, obs: ys[:, :, i]
+
+
+def run_trial(
+    regimens: Mapping[str, str | Regimen] | Sequence[str | Regimen],
+    population: Population,
+    *,
+    days: float = 365.0,
+    scan_interval_days: float = DEFAULT_SCAN_INTERVAL_DAYS,
+    outputs: Sequence[str] = DEFAULT_OUTPUTS,
+    missed_dose_probability: float = 0.0,
+    seed: int = 0,
+    growth_law: str = "gompertz",
+    solver: str = "tsit5",
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    max_steps: int = 100_000,
+    on_failure: str = "raise",
+    chunk: int = CHUNK,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Simulate ``regimens`` x ``population`` and score RECIST endpoints.
+
+    Parameters
+    ----------
+    regimens
+        ``{name: regimen text or Regimen}`` (or a list of texts, named by their text).
+    population
+        Virtual patients (:func:`immunopd.population.sample`). Their ``body_weight`` resolves
+        mg/kg doses.
+    days
+        Length of the trial (day); outputs are daily.
+    scan_interval_days
+        RECIST scans every this many days from treatment start (default 42 = 6 weeks).
+    outputs
+        Time courses kept in the result (state or observable names); ``sld`` is always used
+        for the endpoints. Each costs ``8 * regimens * patients * (days + 1)`` bytes.
+    missed_dose_probability
+        Chance that each planned infusion is missed, per patient and dose (seeded by ``seed``).
+    chunk
+        Patients per compiled call (memory grows linearly with it).
+    """
+    check_options(solver=solver, on_failure=on_failure, rtol=rtol, atol=atol, max_steps=max_steps)
+    regs = _as_regimens(regimens)
+    if not isinstance(population, Population):
+        raise InputTypeError(describe("population", population, "an immunopd.population.Population"))
+    unknown = [o for o in outputs if o not in OBSERVABLES and o not in STATES]
+    if unknown:
+        raise InputError(describe("outputs", unknown[0], f"state or observable names: {list(STATES) + list(OBSERVABLES)}"))
+    if not (0.0 <= missed_dose_probability < 1.0):
+        raise InputError(describe("missed_dose_probability", missed_dose_probability, "a probability in [0, 1)"))
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise InputError(describe("chunk", chunk, "an integer number of patients >= 1"))
+    ts = check_times(None, days)
+    scans = ep.scan_times(ts, scan_interval_days)
+    n = len(population)
+    params = population.params()
+    horizon = float(ts[-1])
+    min_doses = max(r.max_doses_per_target(horizon) for r in regs.values())
+
+    keep = list(dict.fromkeys(outputs))
+    store = {o: np.empty((len(regs), n, ts.size)) for o in keep}
+    names = list(ep.recist(np.ones((1, 2)), np.array([0.0, 1.0])))
+    ends = {k: np.empty((len(regs), n), dtype=v.dtype) for k, v in ep.recist(np.ones((1, 2)), np.array([0.0, 1.0])).items()}
+    status_all = np.zeros((len(regs), n), dtype=np.int32)
+    dosed = np.zeros((len(regs), n, 2))
+    get = {o: _extract(o) for o in set(keep) | {"sld"}}
+
+    n_chunks = math.ceil(n / chunk)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(regs) * n, unit="patient", desc="trial")
+    texts = []
+    for r_idx, (name, regimen) in enumerate(regs.items()):
+        prob = problem(regimen, params, ts=ts, growth_law=growth_law, solver=solver, rtol=rtol, atol=atol,
+                       max_steps=max_steps, min_doses=min_doses)
+        texts.append(prob.regimen.describe())
+        rates = prob.schedule.rates
+        if missed_dose_probability > 0:
+            rng = np.random.default_rng([seed, r_idx])
+            rates = np.where(rng.random(rates.shape) < missed_dose_probability, 0.0, rates)
+        dosed[r_idx] = _dosed(prob.schedule, rates)
+        starts, ends_, jumps, tsj = prob.shared
+        for c in range(n_chunks):
+            lo = c * chunk
+            idx = np.arange(lo, lo + chunk)
+            m = min(chunk, n - lo)
+            idx = np.where(idx < n, idx, lo)  # pad the last chunk with copies, dropped below
+            pc = {k: v[idx] for k, v in prob.p.items()}
+            out = prob.fn(pc, starts, ends_, jnp.asarray(rates[idx]), jumps, tsj)
+            ys, obs, status, _ = jax.tree_util.tree_map(lambda a: np.array(a)[:m], out)
+            sl = slice(lo, lo + m)
+            status_all[r_idx, sl] = status
+            for o in keep:
+                store[o][r_idx, sl] = get[o](ys, obs)
+            sld = get["sld"](ys, obs)
+            bad = status != 0
+            if bad.any():
+                for o in keep:
+                    store[o][r_idx, sl][bad] = np.nan
+                sld = sld.copy()
+                sld[bad] = 1.0  # scored then overwritten with NE below
+            res = ep.recist(sld, ts, scans=scans)
+            for k in names:
+                ends[k][r_idx, sl] = res[k]
+            if bad.any():
+                ends["best_response"][r_idx, sl][bad] = ep.NE
+                for k in ("best_pct_change", "pfs_days", "response_onset_days", "dor_days"):
+                    ends[k][r_idx, sl][bad] = np.nan
+            if bar is not None:
+                bar.update(m)
+    if bar is not None:
+        bar.close()
+    failed = np.argwhere(status_all != 0)
+    if failed.size and on_failure == "raise":
+        r, i = failed[0]
+        raise SolverError(
+            f"the ODE solve failed for {len(failed)} (regimen, patient) pair(s); first: regimen {list(regs)[r]!r}, patient {i} "
+            f"({_RESULT_MESSAGES[status_all[r, i]].splitlines()[0]}). Try solver='kvaerno5', a larger max_steps, or on_failure='flag'."
+        )
+    return _assemble(regs, texts, population, ts, scans, store, ends, status_all, dosed, dict(
+        days=float(days), scan_interval_days=float(scan_interval_days), missed_dose_probability=float(missed_dose_probability),
+        seed=int(seed), growth_law=growth_law, solver=solver, rtol=float(rtol), atol=float(atol),
+    ))
+
+
+def _dosed(schedule, rates) -> np.ndarray:
+    """Total mg infused per (patient, target) from the (possibly thinned) rates."""
+    return np.sum(rates * (schedule.ends - schedule.starts)[None], axis=-1)
+
+
+def _assemble(regs, texts, population, ts, scans, store, ends, status, dosed, settings) -> xr.Dataset:
+    dims3, dims2 = ("regimen", "patient", "time"), ("regimen", "patient")
+    data = {}
+    for o, arr in store.items():
+        unit, long = OBSERVABLES[o] if o in OBSERVABLES else (STATE_UNITS[o], o.replace("_", " "))
+        data[o] = xr.Variable(dims3, arr, {"units": unit, "long_name": long})
+    data["best_response"] = xr.Variable(dims2, ends["best_response"], {
+        "long_name": "RECIST 1.1 best overall response (unconfirmed)", "units": "1",
+        "flag_values": np.arange(len(ep.RESPONSES), dtype=np.int8), "flag_meanings": " ".join(ep.RESPONSES)})
+    data["best_pct_change"] = xr.Variable(dims2, ends["best_pct_change"], {"units": "%", "long_name": "best change of SLD from baseline at a scan, up to progression"})
+    data["pfs_days"] = xr.Variable(dims2, ends["pfs_days"], {"units": "day", "long_name": "progression-free survival: first PD scan, or last scan if censored"})
+    data["progressed"] = xr.Variable(dims2, ends["progressed"], {"units": "1", "long_name": "PD seen (False = PFS censored)"})
+    data["responded"] = xr.Variable(dims2, ends["responded"], {"units": "1", "long_name": "PR or CR seen before progression"})
+    data["response_onset_days"] = xr.Variable(dims2, ends["response_onset_days"], {"units": "day", "long_name": "first PR/CR scan"})
+    data["dor_days"] = xr.Variable(dims2, ends["dor_days"], {"units": "day", "long_name": "duration of response (to PD, or censored at last scan)"})
+    data["dor_event"] = xr.Variable(dims2, ends["dor_event"], {"units": "1", "long_name": "duration of response ended by PD"})
+    data["solver_status"] = xr.Variable(dims2, status, {"units": "1", "long_name": "diffrax result code (0 = success)"})
+    data["dosed_anti_pd1"] = xr.Variable(dims2, dosed[..., 0], {"units": "mg", "long_name": "anti-PD-1 infused"})
+    data["dosed_anti_clever1"] = xr.Variable(dims2, dosed[..., 1], {"units": "mg", "long_name": "anti-Clever-1 infused"})
+    br = ends["best_response"]
+    ok = status == 0
+    for key, codes, long in (("orr", (ep.CR, ep.PR), "objective response rate (CR + PR)"),
+                             ("dcr", (ep.CR, ep.PR, ep.SD), "disease control rate (CR + PR + SD)")):
+        rate, lo, hi = zip(*(ep.response_rate(np.isin(br[r][ok[r]], codes)) for r in range(len(regs))))
+        data[key] = xr.Variable(("regimen",), np.array(rate), {"units": "1", "long_name": long})
+        data[f"{key}_lower"] = xr.Variable(("regimen",), np.array(lo), {"units": "1", "long_name": f"{key} 95% CI lower (Clopper-Pearson)"})
+        data[f"{key}_upper"] = xr.Variable(("regimen",), np.array(hi), {"units": "1", "long_name": f"{key} 95% CI upper (Clopper-Pearson)"})
+    med = np.array([ep.km_median(ep.kaplan_meier(ends["pfs_days"][r][ok[r]], ends["progressed"][r][ok[r]])) for r in range(len(regs))])
+    for j, suffix in enumerate(("", "_lower", "_upper")):
+        data[f"median_pfs_days{suffix}"] = xr.Variable(("regimen",), med[:, j], {
+            "units": "day", "long_name": "Kaplan-Meier median PFS" + (f" 95% CI {suffix[1:]}" if suffix else "") + " (NaN: not reached)"})
+    for k, v in population.data.data_vars.items():
+        data[k] = v
+    ds = xr.Dataset(data, coords={
+        "regimen": ("regimen", list(regs)),
+        "regimen_text": ("regimen", texts),
+        "patient": population.data.patient.values,
+        "time": ("time", ts, {"units": "day", "long_name": "time since treatment start"}),
+        "scan_time": ("scan_time", ts[scans], {"units": "day", "long_name": "RECIST scan times"}),
+    })
+    ds.attrs.update({
+        "title": "immunopd virtual trial",
+        **package_versions(),
+        **settings,
+        "endpoints": "RECIST 1.1 on SLD at scan times (immunopd.endpoints): CR <= 1 mm, PR <= -30%, PD >= +20% and +5 mm over nadir",
+        "population_seed": population.data.attrs.get("seed", -1),
+        "population_recipe": str({k: population.data.attrs[k] for k in ("cv", "uniform", "covariates") if k in population.data.attrs}),
+    })
+    return ds
+
+
+def endpoint_table(ds: xr.Dataset) -> str:
+    """The per-regimen endpoint table that the CLI and demo print."""
+    lines = [f"{'regimen':<34} {'n':>6} {'ORR % (95% CI)':>20} {'DCR % (95% CI)':>20} {'median PFS d (95% CI)':>24}"]
+
+    def fmt(x):
+        return "NR" if not np.isfinite(x) else f"{x:.0f}"
+
+    for r in ds.regimen.values:
+        d = ds.sel(regimen=r)
+        n = int((d.solver_status == 0).sum())
+        orr = f"{100 * d.orr:.1f} ({100 * d.orr_lower:.1f}-{100 * d.orr_upper:.1f})"
+        dcr = f"{100 * d.dcr:.1f} ({100 * d.dcr_lower:.1f}-{100 * d.dcr_upper:.1f})"
+        pfs = f"{fmt(float(d.median_pfs_days))} ({fmt(float(d.median_pfs_days_lower))}-{fmt(float(d.median_pfs_days_upper))})"
+        lines.append(f"{str(r):<34} {n:>6} {orr:>20} {dcr:>20} {pfs:>24}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- TOML experiments
+@dataclass(frozen=True)
+class Experiment:
+    """A virtual dosing experiment as read from TOML (see examples/)."""
+
+    regimens: dict[str, str]
+    population: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    name: str = "experiment"
+
+    def build_population(self) -> Population:
+        pop = dict(self.population)
+        if "file" in pop:
+            return Population.open(pop["file"])
+        cov = Covariates(**pop.get("covariates", {}))
+        corr = {tuple(k.split(",")): v for k, v in pop.get("correlation", {}).items()}
+        return sample(pop.get("patients", 1000), seed=pop.get("seed", 0), cv=pop.get("cv"), uniform=pop.get("uniform"),
+                      correlation=corr or None, typical=pop.get("typical"), covariates=cov)
+
+    def run(self, progress: bool = False) -> xr.Dataset:
+        ds = run_trial(self.regimens, self.build_population(), progress=progress, **self.settings)
+        ds.attrs["experiment"] = self.name
+        return ds
+
+
+_TOP = {"experiment", "population", "regimens"}
+_SETTINGS = {"name", "days", "scan_interval_days", "outputs", "missed_dose_probability", "seed", "growth_law", "solver", "rtol", "atol"}
+_POPULATION = {"patients", "seed", "cv", "uniform", "correlation", "typical", "covariates", "file"}
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read an experiment TOML file; unknown tables or keys are errors naming them."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise InputError(describe("experiment file", str(path), "an existing TOML file")) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(describe(f"{path.name}", str(exc), "valid TOML")) from None
+    for key in doc:
+        if key not in _TOP:
+            raise InputError(describe(f"{path.name} table [{key}]", key, f"one of {sorted(_TOP)}"))
+    settings = dict(doc.get("experiment", {}))
+    for key in settings:
+        if key not in _SETTINGS:
+            raise InputError(describe(f"{path.name} [experiment] key", key, f"one of {sorted(_SETTINGS)}"))
+    pop = dict(doc.get("population", {}))
+    for key in pop:
+        if key not in _POPULATION:
+            raise InputError(describe(f"{path.name} [population] key", key, f"one of {sorted(_POPULATION)}"))
+    if "file" in pop and not Path(pop["file"]).is_absolute():
+        pop["file"] = str(path.parent / pop["file"])
+    regimens = doc.get("regimens")
+    if not isinstance(regimens, dict) or not regimens:
+        raise InputError(describe(f"{path.name} [regimens]", regimens, "a table of name = \"regimen text\" entries"))
+    for name, text in regimens.items():
+        if not isinstance(text, str):
+            raise InputError(describe(f"{path.name} [regimens] {name}", text, "regimen text such as \"pembrolizumab 200 mg q3w\""))
+        Regimen.parse(text)  # fail early, naming the clause
+    name = settings.pop("name", path.stem)
+    if "outputs" in settings:
+        settings["outputs"] = tuple(settings["outputs"])
+    return Experiment(regimens=dict(regimens), population=pop, settings=settings, name=name)
