@@ -5,6 +5,10 @@
     immunopd params [--markdown]
     immunopd datasets
     immunopd fit --data laleh2022 --arm immunotherapy --model gompertz --out fits.nc
+    immunopd trial experiment.toml --out trial.nc
+    immunopd trial --regimen "..." --regimen "..." --patients 1000 --seed 1 --out trial.nc
+    immunopd calibrate --patients 10000 --seed 1 --out calibrated.nc [--plot calibration.png]
+    immunopd biomarker [--population calibrated.nc] --out biomarker.nc
     immunopd demo [--out-dir out]
 
 A bad argument ends with a one-paragraph message on stderr and exit status 2, never a
@@ -72,6 +76,29 @@ def _build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("--error-model", default="proportional", help="additive, proportional or combined")
     fitp.add_argument("--out", required=True, help="output netCDF path (written atomically)")
 
+    tri = sub.add_parser("trial", help="virtual trial: regimens x virtual population, RECIST endpoints")
+    tri.add_argument("experiment", nargs="?", default=None, help="experiment TOML file (see examples/); or use --regimen")
+    tri.add_argument("--regimen", action="append", default=[], help="regimen text (repeatable), or NAME=TEXT")
+    tri.add_argument("--patients", type=int, default=None, help="number of virtual patients (default 1000)")
+    tri.add_argument("--seed", type=int, default=None, help="population seed (default 1)")
+    tri.add_argument("--population", default=None, help="a population netCDF file (e.g. from `immunopd calibrate`)")
+    tri.add_argument("--days", type=float, default=None, help="trial length in days (default 365)")
+    tri.add_argument("--missed-dose-probability", type=float, default=None, help="chance each infusion is missed (default 0)")
+    tri.add_argument("--stratify", default=None, help="also print endpoints by a patient variable (e.g. baseline_sclever1, cold)")
+    tri.add_argument("--out", required=True, help="output netCDF path (written atomically)")
+
+    cal = sub.add_parser("calibrate", help="virtual population matched to the published immunotherapy response")
+    cal.add_argument("--patients", type=int, default=10_000, help="plausible patients to sample (default 10000)")
+    cal.add_argument("--seed", type=int, default=1, help="seed of sampling and acceptance (default 1)")
+    cal.add_argument("--out", required=True, help="calibrated population netCDF path")
+    cal.add_argument("--plot", default=None, help="PNG of observed vs simulated best %% change")
+
+    bio = sub.add_parser("biomarker", help="anti-PD-1 vs anti-PD-1 + anti-Clever-1 by baseline sClever-1 and hot/cold")
+    bio.add_argument("--population", default=None, help="calibrated population file (default: calibrate now)")
+    bio.add_argument("--patients", type=int, default=10_000, help="plausible patients when calibrating (default 10000)")
+    bio.add_argument("--seed", type=int, default=1, help="seed (default 1)")
+    bio.add_argument("--out", required=True, help="trial netCDF path; strata go to groups in the same file")
+
     demo = sub.add_parser("demo", help="no treatment vs anti-PD-1 vs anti-PD-1 + anti-Clever-1 on three patient types")
     demo.add_argument("--out-dir", default="out", help="folder for demo.nc and demo.png (default: out)")
     return parser
@@ -124,6 +151,78 @@ def _fit(args) -> int:
     return 0
 
 
+def _trial(args) -> int:
+    from .errors import InputError, describe
+    from .io import write_netcdf
+    from .population import Population, sample
+    from .trial import Experiment, endpoint_table, load_experiment, run_trial, stratify, strata_table
+
+    if args.experiment is not None:
+        if args.regimen:
+            raise InputError(describe("--regimen", args.regimen, "either an experiment file or --regimen options, not both"))
+        exp = load_experiment(args.experiment)
+        pop = dict(exp.population)
+        if args.patients is not None:
+            pop["patients"] = args.patients
+        if args.seed is not None:
+            pop["seed"] = args.seed
+        if args.population is not None:
+            pop = {"file": args.population}
+        settings = dict(exp.settings)
+        if args.days is not None:
+            settings["days"] = args.days
+        if args.missed_dose_probability is not None:
+            settings["missed_dose_probability"] = args.missed_dose_probability
+        exp = Experiment(regimens=exp.regimens, population=pop, settings=settings, name=exp.name)
+    else:
+        if not args.regimen:
+            raise InputError(describe("--regimen", None, "at least one --regimen (or an experiment TOML file)"))
+        regimens = {}
+        for item in args.regimen:
+            name, sep, text = item.partition("=")
+            regimens[name.strip() if sep else item.strip()] = text.strip() if sep else item.strip()
+        pop = {"file": args.population} if args.population else {"patients": args.patients or 1000, "seed": 1 if args.seed is None else args.seed}
+        settings = {k: v for k, v in (("days", args.days), ("missed_dose_probability", args.missed_dose_probability)) if v is not None}
+        exp = Experiment(regimens=regimens, population=pop, settings=settings, name="command line")
+    ds = exp.run(progress=True)
+    write_netcdf(ds, args.out)
+    print(endpoint_table(ds))
+    if args.stratify:
+        print()
+        print(strata_table(stratify(ds, args.stratify)))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from .calibration import calibrate, plausible_population, plot
+
+    cal = calibrate(plausible_population(args.patients, seed=args.seed), seed=args.seed, progress=True)
+    cal.population.to_netcdf(args.out)
+    print(cal.report())
+    if args.plot:
+        plot(cal, args.plot)
+        print(f"wrote {args.plot}")
+    print(f"wrote {args.out} ({len(cal.population)} calibrated virtual patients)")
+    return 0
+
+
+def _biomarker(args) -> int:
+    from .biomarker import biomarker_report, run_biomarker_experiment
+    from .io import write_netcdf
+    from .population import Population
+
+    pop = Population.open(args.population) if args.population else None
+    trial, strata = run_biomarker_experiment(pop, plausible_patients=args.patients, seed=args.seed, progress=True)
+    for key, st in strata.items():
+        for var in st.data_vars:
+            trial[f"{key}_{var}"] = st[var].rename({"stratum": f"{key}_stratum"})
+    write_netcdf(trial, args.out)
+    print(biomarker_report(trial, strata))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _params(args) -> int:
     from .models.core import PARAMETERS
 
@@ -143,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
             return _params(args)
         if args.command == "fit":
             return _fit(args)
+        if args.command == "trial":
+            return _trial(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
+        if args.command == "biomarker":
+            return _biomarker(args)
         if args.command == "datasets":
             from .datasets import summary
 
