@@ -1,6 +1,11 @@
-"""The first virtual dosing comparison that ``make demo`` runs.
+"""What ``make demo`` runs: a small version of the virtual dosing experiment, then the
+three-patient-type comparison.
 
-Three regimens (no treatment; pembrolizumab 200 mg Q3W; pembrolizumab 200 mg Q3W plus
+Part 1 (:func:`run_small_trial`): 3,000 plausible patients calibrated to the immunotherapy arms
+of the shipped Laleh 2022 data, then anti-PD-1 alone vs with anti-Clever-1 on the accepted
+patients, with the RECIST endpoint table and the sClever-1 and hot/cold strata.
+
+Part 2: three regimens (no treatment; pembrolizumab 200 mg Q3W; pembrolizumab 200 mg Q3W plus
 bexmarilimab 1 mg/kg Q3W) on three patient types built from the default parameters: a hot
 tumor (defaults), a cold tumor (tcell_exclusion 0.9: effector influx cut 10x) and a hot tumor
 with 5x sClever-1 release. One year, daily output, body weight 70 kg.
@@ -63,6 +68,40 @@ def summary_table(ds: xr.Dataset, day: float = 182.0) -> str:
     return "\n".join(lines)
 
 
+def run_small_trial(out_dir: Path, plausible_patients: int = 3000, seed: int = 1) -> xr.Dataset:
+    """Calibrate, run the biomarker experiment, print the endpoint tables, write trial.nc and plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plots
+    from .biomarker import REGIMENS as BIO
+    from .calibration import calibrate, plausible_population
+    from .trial import endpoint_table, run_trial, strata_table, stratify
+
+    cal = calibrate(plausible_population(plausible_patients, seed=seed), seed=seed)
+    print(cal.report())
+    trial = run_trial(BIO, cal.population, days=365, outputs=("sld", "pct_change"))
+    print()
+    print(endpoint_table(trial))
+    for by in ("baseline_sclever1", "cold"):
+        print()
+        print(strata_table(stratify(trial, by, seed=seed)))
+    write_netcdf(trial, out_dir / "trial.nc")
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    plots.waterfall(trial, "anti-PD-1", ax=axes[0])
+    plots.waterfall(trial, "anti-PD-1 + anti-Clever-1", ax=axes[1])
+    plots.kaplan_meier_plot(trial, ax=axes[2])
+    fig.tight_layout()
+    tmp = out_dir / ".trial.png.part"
+    fig.savefig(tmp, dpi=100, format="png")
+    tmp.replace(out_dir / "trial.png")
+    plt.close(fig)
+    print(f"\nwrote {out_dir / 'trial.nc'} and {out_dir / 'trial.png'}\n")
+    return trial
+
+
 def run_demo(out_dir: Path) -> xr.Dataset:
     import matplotlib
 
@@ -70,6 +109,7 @@ def run_demo(out_dir: Path) -> xr.Dataset:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    run_small_trial(out_dir)
     ds = demo_dataset()
     write_netcdf(ds, out_dir / "demo.nc")
     fig, axes = plt.subplots(1, ds.sizes["patient"], figsize=(13, 4), sharey=True)

@@ -33,7 +33,7 @@ import xarray as xr
 
 from .dosing import Regimen
 from .errors import InputError, InputTypeError, SolverError, describe
-from .models.core import OBSERVABLES, core_model
+from .models.core import LOG_STATES, OBSERVABLES, core_model
 from .models.growth import GROWTH_LAWS
 from .models import pk
 from .models.pk import DRUGS, TARGETS
@@ -103,9 +103,16 @@ def _pk_at(tables, edges, t):
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(model, solver_name: str, rtol: float, atol: float, max_steps: int):
+def one_patient_solver(model, solver_name: str, rtol: float, atol: float, max_steps: int,
+                       outputs: tuple[str, ...] | None = None, adjoint=None):
+    """The solve of one patient, ``f(p, starts, ends, rates, jumps, ts)``, before jit/vmap.
+
+    With ``outputs`` (state or observable names) it returns ``({name: (time,)}, status,
+    steps)``; otherwise ``(states (time, 14), observables, status, steps)``. ``adjoint``
+    (e.g. ``diffrax.ForwardMode()``) is passed to diffeqsolve for forward-mode derivatives.
+    """
     solver = SOLVERS[solver_name]()
+    adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
 
     def one_patient(p, starts, ends, rates, jumps, ts):
         pkv = model.pk_values(p)
@@ -131,12 +138,31 @@ def _compiled(model, solver_name: str, rtol: float, atol: float, max_steps: int)
             stepsize_controller=controller,
             max_steps=max_steps,
             throw=False,
+            adjoint=adjoint,
         )
         pk_states = jax.vmap(lambda t: jnp.concatenate(_pk_at(tables, edges, t)))(ts)
         ys = jnp.concatenate([sol.ys, pk_states], axis=1)
         obs = jax.vmap(lambda y: model.observables(y, p, pkv, y0))(ys)
+        if outputs is not None:
+            picked = {}
+            for name in outputs:
+                if name in obs:
+                    picked[name] = obs[name]
+                else:
+                    i = model.states.index(name)
+                    picked[name] = jnp.exp(ys[:, i]) if name in LOG_STATES else ys[:, i]
+            return picked, sol.result._value, sol.stats["num_steps"]
         return ys, obs, sol.result._value, sol.stats["num_steps"]
 
+    return one_patient
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(model, solver_name: str, rtol: float, atol: float, max_steps: int, outputs: tuple[str, ...] | None = None):
+    """The jitted, vmapped solve. With ``outputs`` (state or observable names) it returns only
+    those time courses (``{name: (patients, time)}``) instead of all states and observables,
+    so XLA drops the unused work and far less memory leaves the device."""
+    one_patient = one_patient_solver(model, solver_name, rtol, atol, max_steps, outputs)
     return jax.jit(jax.vmap(one_patient, in_axes=(0, None, None, 0, None, None)))
 
 
@@ -256,14 +282,14 @@ class Problem:
 
 
 def problem(regimen, params, *, ts, weight=None, growth_law="gompertz", solver="tsit5", rtol=1e-6, atol=1e-9,
-            max_steps=100_000, min_doses=0) -> Problem:
+            max_steps=100_000, min_doses=0, outputs: tuple[str, ...] | None = None) -> Problem:
     """Validate and assemble a batch for the compiled solver (used by simulate and trials)."""
     model, regimen, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law)
     weights = values["body_weight"] if weight_given else None
     schedule = regimen.schedule(float(ts[-1]), weights, n, min_doses=min_doses)
     p = {k: jnp.broadcast_to(jnp.asarray(v, dtype=jnp.float64), (n,)) for k, v in values.items()}
     p.update({k: jnp.full((n,), v, dtype=jnp.float64) for k, v in _drug_constants(regimen).items()})
-    fn = _compiled(model, solver, float(rtol), float(atol), int(max_steps))
+    fn = _compiled(model, solver, float(rtol), float(atol), int(max_steps), outputs)
     shared = (
         jnp.asarray(schedule.starts),
         jnp.asarray(schedule.ends),

@@ -73,15 +73,6 @@ def _as_regimens(regimens) -> dict[str, Regimen]:
     return out
 
 
-def _extract(name: str):
-    if name in OBSERVABLES:
-        return lambda ys, obs: obs[name]
-    i = STATES.index(name)
-    if name in LOG_STATES:
-        return lambda ys, obs: np.exp(ys[:, :, i])
-    return lambda ys, obs: ys[:, :, i]
-
-
 def run_trial(
     regimens: Mapping[str, str | Regimen] | Sequence[str | Regimen],
     population: Population,
@@ -145,7 +136,7 @@ def run_trial(
     ends = {k: np.empty((len(regs), n), dtype=v.dtype) for k, v in ep.recist(np.ones((1, 2)), np.array([0.0, 1.0])).items()}
     status_all = np.zeros((len(regs), n), dtype=np.int32)
     dosed = np.zeros((len(regs), n, 2))
-    get = {o: _extract(o) for o in set(keep) | {"sld"}}
+    wanted = tuple(sorted(set(keep) | {"sld"}))
 
     n_chunks = math.ceil(n / chunk)
     bar = None
@@ -156,7 +147,7 @@ def run_trial(
     texts = []
     for r_idx, (name, regimen) in enumerate(regs.items()):
         prob = problem(regimen, params, ts=ts, growth_law=growth_law, solver=solver, rtol=rtol, atol=atol,
-                       max_steps=max_steps, min_doses=min_doses)
+                       max_steps=max_steps, min_doses=min_doses, outputs=wanted)
         texts.append(prob.regimen.describe())
         rates = prob.schedule.rates
         if missed_dose_probability > 0:
@@ -171,12 +162,12 @@ def run_trial(
             idx = np.where(idx < n, idx, lo)  # pad the last chunk with copies, dropped below
             pc = {k: v[idx] for k, v in prob.p.items()}
             out = prob.fn(pc, starts, ends_, jnp.asarray(rates[idx]), jumps, tsj)
-            ys, obs, status, _ = jax.tree_util.tree_map(lambda a: np.array(a)[:m], out)
+            picked, status, _ = jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], out)
             sl = slice(lo, lo + m)
             status_all[r_idx, sl] = status
             for o in keep:
-                store[o][r_idx, sl] = get[o](ys, obs)
-            sld = get["sld"](ys, obs)
+                store[o][r_idx, sl] = picked[o]
+            sld = picked["sld"]
             bad = status != 0
             if bad.any():
                 for o in keep:

@@ -52,11 +52,11 @@ def test_regimens_share_one_compilation(pop):
     from immunopd.solve import _compiled
     from immunopd.models.core import core_model
 
-    fn = _compiled(core_model("gompertz"), "tsit5", 1e-6, 1e-9, 100_000)
+    fn = _compiled(core_model("gompertz"), "tsit5", 1e-6, 1e-9, 100_000, ("sld",))
     before = fn._cache_size()
     # 14, 5 and 0 infusions before day 97 (padded alone to 16, 8 and 8 doses): padded to one
     # shape, the three regimens need one new trace (the 98-point grid is new), not two
-    run_trial({"a": "nivolumab 240 mg qw", "b": "pembrolizumab 200 mg q3w", "c": "none"}, pop, days=97)
+    run_trial({"a": "nivolumab 240 mg qw", "b": "pembrolizumab 200 mg q3w", "c": "none"}, pop, days=97, outputs=("sld",))
     assert fn._cache_size() == before + 1
 
 
