@@ -9,6 +9,8 @@
     immunopd trial --regimen "..." --regimen "..." --patients 1000 --seed 1 --out trial.nc
     immunopd calibrate --patients 10000 --seed 1 --out calibrated.nc [--plot calibration.png]
     immunopd biomarker [--population calibrated.nc] --out biomarker.nc
+    immunopd sensitivity --method sobol --n 4096 --regimen "..." --out sobol.nc
+    immunopd sensitivity --method local --regimen "..." --out local.nc
     immunopd demo [--out-dir out]
 
 A bad argument ends with a one-paragraph message on stderr and exit status 2, never a
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import numpy as np
 from pathlib import Path
 
 __all__ = ["main"]
@@ -98,6 +102,18 @@ def _build_parser() -> argparse.ArgumentParser:
     bio.add_argument("--patients", type=int, default=10_000, help="plausible patients when calibrating (default 10000)")
     bio.add_argument("--seed", type=int, default=1, help="seed (default 1)")
     bio.add_argument("--out", required=True, help="trial netCDF path; strata go to groups in the same file")
+
+    sen = sub.add_parser("sensitivity", help="local (AD) or global (Sobol, Morris, eFAST via SALib) sensitivity to netCDF/zarr")
+    sen.add_argument("--method", default="sobol", choices=["local", "sobol", "morris", "efast"], help="analysis (default sobol)")
+    sen.add_argument("--n", type=int, default=1024, help="SALib N: Sobol base samples (power of 2), Morris trajectories, eFAST samples per parameter")
+    sen.add_argument("--regimen", default="pembrolizumab 200 mg q3w", help="regimen text (default pembrolizumab 200 mg q3w)")
+    sen.add_argument("--parameters", default=None, help="comma-separated parameter names (default: 12 core parameters)")
+    sen.add_argument("--range-factor", type=float, default=None,
+                     help="ranges default/F..default*F instead of the parameter bounds (e.g. 2)")
+    sen.add_argument("--days", type=float, default=365.0, help="simulation length in days (default 365)")
+    sen.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default 0)")
+    sen.add_argument("--no-second-order", action="store_true", help="Sobol without S2 (N (D + 2) evaluations)")
+    sen.add_argument("--out", required=True, help="output path: .nc (netCDF) or .zarr")
 
     demo = sub.add_parser("demo", help="no treatment vs anti-PD-1 vs anti-PD-1 + anti-Clever-1 on three patient types")
     demo.add_argument("--out-dir", default="out", help="folder for demo.nc and demo.png (default: out)")
@@ -223,6 +239,28 @@ def _biomarker(args) -> int:
     return 0
 
 
+def _sensitivity(args) -> int:
+    from . import sensitivity as sa
+
+    names = [n.strip() for n in args.parameters.split(",")] if args.parameters else list(sa.DEFAULT_PARAMETERS)
+    if args.method == "local":
+        ds = sa.local_sensitivity(args.regimen, parameters=names, days=args.days)
+        sa.write(ds, args.out)
+        s = ds.S.isel(patient=0).sel(output="tumor_volume").isel(time=-1)
+        order = np.argsort(-np.abs(np.nan_to_num(s.values)))
+        print(f"local d ln(tumor_volume) / d ln p at day {float(ds.time[-1]):g} ({args.regimen}):")
+        for i in order:
+            print(f"  {str(s.parameter.values[i]):<32} {float(s.values[i]):+.3g}")
+    else:
+        ranges = sa.ranges_around_defaults(names, args.range_factor) if args.range_factor else None
+        ds = sa.run_global(args.method, names, args.n, ranges=ranges, regimen=args.regimen, days=args.days, seed=args.seed,
+                           second_order=not args.no_second_order, progress=True)
+        sa.write(ds, args.out)
+        print(sa.summary_table(ds))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _params(args) -> int:
     from .models.core import PARAMETERS
 
@@ -242,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             return _params(args)
         if args.command == "fit":
             return _fit(args)
+        if args.command == "sensitivity":
+            return _sensitivity(args)
         if args.command == "trial":
             return _trial(args)
         if args.command == "calibrate":

@@ -1,4 +1,5 @@
-"""Trial plots: waterfall, spider and Kaplan–Meier per regimen (matplotlib, on a trial Dataset).
+"""Plots: trials (waterfall, spider, Kaplan–Meier per regimen) and sensitivity (tornado, Sobol
+bars with CIs, heatmap of time-resolved indices), with matplotlib on result Datasets.
 
 Each function draws into ``ax`` (a new figure when omitted) and returns the axes, so
 notebooks can compose them; nothing here computes an endpoint (see :mod:`immunopd.endpoints`).
@@ -11,7 +12,7 @@ import xarray as xr
 
 from . import endpoints as ep
 
-__all__ = ["waterfall", "spider", "kaplan_meier_plot"]
+__all__ = ["waterfall", "spider", "kaplan_meier_plot", "tornado", "sobol_bars", "index_heatmap"]
 
 _COLORS = {"CR": "#1a9850", "PR": "#91cf60", "SD": "#fee08b", "PD": "#d73027", "NE": "#bbbbbb"}
 
@@ -77,4 +78,44 @@ def kaplan_meier_plot(trial: xr.Dataset, ax=None, mask=None, label_suffix: str =
     ax.set_ylabel("progression-free (Kaplan-Meier)")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7)
+    return ax
+
+
+# ---------------------------------------------------------------------- sensitivity plots
+def tornado(local: xr.Dataset, output: str, time: float, patient: int = 0, ax=None):
+    """Local normalized sensitivities of ``output`` at ``time`` (day), largest |S| on top."""
+    ax = _axes(ax)
+    s = local.S.sel(output=output).isel(patient=patient).sel(time=time, method="nearest")
+    order = np.argsort(np.abs(np.nan_to_num(s.values)))
+    ax.barh(np.arange(order.size), s.values[order], color=["C3" if v < 0 else "C0" for v in s.values[order]])
+    ax.set_yticks(np.arange(order.size), [str(p) for p in s.parameter.values[order]], fontsize=8)
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_xlabel(f"d ln {output} / d ln p at day {float(s.time):g}")
+    return ax
+
+
+def sobol_bars(gsa: xr.Dataset, output: str, ax=None):
+    """First-order and total Sobol indices of ``output`` with their confidence intervals."""
+    ax = _axes(ax)
+    d = gsa.sel(output=output)
+    x = np.arange(d.sizes["parameter"])
+    ax.bar(x - 0.2, d.S1, width=0.4, yerr=d.S1_conf, capsize=2, label="S1 (first order)")
+    ax.bar(x + 0.2, d.ST, width=0.4, yerr=d.ST_conf, capsize=2, label="ST (total)")
+    ax.set_xticks(x, [str(p) for p in d.parameter.values], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("Sobol index")
+    ax.set_title(output)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def index_heatmap(gsa: xr.Dataset, variable: str = "ST_log10_tumor_volume", ax=None):
+    """Time-resolved indices as a (parameter x time) heatmap."""
+    ax = _axes(ax)
+    v = gsa[variable]
+    im = ax.pcolormesh(gsa.time.values, np.arange(v.sizes["parameter"]), v.transpose("parameter", "time").values,
+                       shading="nearest", vmin=0, vmax=1, cmap="viridis")
+    ax.set_yticks(np.arange(v.sizes["parameter"]), [str(p) for p in v.parameter.values], fontsize=8)
+    ax.set_xlabel("time since treatment start (day)")
+    ax.set_title(variable)
+    ax.figure.colorbar(im, ax=ax)
     return ax

@@ -56,10 +56,17 @@ from .models.core import OBSERVABLES, PARAMETERS, STATES
 from .results import package_versions
 from .solve import CHUNK, check_times, one_patient_solver, problem
 
-__all__ = ["local_sensitivity", "define", "sample", "evaluate", "analyze", "run_global", "write", "open_sensitivity",
+__all__ = ["local_sensitivity", "summary_table", "DEFAULT_PARAMETERS", "Outputs", "define", "sample", "evaluate", "analyze", "run_global", "write", "open_sensitivity",
            "SensitivityProblem", "METHODS", "ranges_around_defaults"]
 
 METHODS = ("sobol", "morris", "efast")
+#: the 12 parameters analysed by default (CLI, notebook, bench): growth, killing, T-cell
+#: supply and fate, checkpoint, suppression and sClever-1
+DEFAULT_PARAMETERS = (
+    "growth_rate", "kill_rate", "kill_half_volume", "effector_influx", "effector_expansion", "effector_death",
+    "exhaustion_rate", "checkpoint_strength", "pdl1_upregulation", "treg_suppression", "sclever1_release",
+    "sclever1_suppression",
+)
 
 
 # ---------------------------------------------------------------------- local
@@ -245,8 +252,8 @@ def sample(problem_: SensitivityProblem, method: str, n: int, *, seed: int = 0, 
 class Outputs:
     """Which outputs to compute (see the module docstring for their meaning)."""
 
-    tumor_days: tuple[float, ...] = (182.0, 365.0)
-    sclever1_days: tuple[float, ...] = (182.0,)
+    tumor_days: tuple[float, ...] | None = None  # default: mid-point and end (whole days)
+    sclever1_days: tuple[float, ...] | None = None  # default: mid-point
     best_response: bool = True
     time_to_progression: bool = True
     time_step_days: float = 14.0  # grid of the time-resolved log10 tumor volume (0 = none)
@@ -287,6 +294,12 @@ def evaluate(
     if clash:
         raise InputError(describe("params", clash, "fixed parameters that are not also sampled"))
     n = X.shape[0]
+    half = float(math.floor(ts[-1] / 2))
+    outputs = Outputs(
+        tumor_days=(half, float(math.floor(ts[-1]))) if outputs.tumor_days is None else tuple(outputs.tumor_days),
+        sclever1_days=(half,) if outputs.sclever1_days is None else tuple(outputs.sclever1_days),
+        best_response=outputs.best_response, time_to_progression=outputs.time_to_progression, time_step_days=outputs.time_step_days,
+    )
     names = ["tumor_volume", "sld"] + (["sclever1_plasma"] if outputs.sclever1_days else [])
     prob = problem(regimen, {**fixed, **{k: v for k, v in values.items()}}, ts=ts, growth_law=growth_law, solver=solver,
                    rtol=rtol, atol=atol, outputs=tuple(names))
@@ -377,9 +390,13 @@ def analyze(problem_: SensitivityProblem, method: str, X: np.ndarray, Y: Mapping
             r = morris.analyze(sp, X, y, num_resamples=num_resamples, conf_level=conf_level, num_levels=num_levels, seed=seed)
             keys = ["mu", "mu_star", "mu_star_conf", "sigma"]
         else:
+            import warnings
+
             from SALib.analyze import fast
 
-            r = fast.analyze(sp, y, M=M, num_resamples=num_resamples, conf_level=conf_level, seed=seed)
+            with warnings.catch_warnings():  # the caveat is kept in the attrs (see below)
+                warnings.filterwarnings("ignore", message="FAST confidence intervals")
+                r = fast.analyze(sp, y, M=M, num_resamples=num_resamples, conf_level=conf_level, seed=seed)
             keys = ["S1", "S1_conf", "ST", "ST_conf"]
         return {k: np.asarray(r[k], dtype=float) for k in keys}
 
@@ -415,6 +432,8 @@ def analyze(problem_: SensitivityProblem, method: str, X: np.ndarray, Y: Mapping
     ds.attrs.update({
         "method": {"sobol": "Sobol' (Saltelli 2010 estimators, SALib.analyze.sobol)", "morris": "Morris elementary effects (SALib.analyze.morris)",
                    "efast": "eFAST (Saril et al. 1999, SALib.analyze.fast)"}[method],
+        **({"conf_note": "eFAST S1_conf/ST_conf are bootstrap estimates that SALib marks as unreliable for this method "
+                          "(SALib issue 649): treat them as indicative"} if method == "efast" else {}),
         "method_key": method, "N": int(X.shape[0]), "seed": int(seed), "conf_level": conf_level, "num_resamples": num_resamples,
         "ranges": json.dumps({n: [lo, hi, "log10-uniform" if lg else "uniform"] for n, lo, hi, lg in zip(names, problem_.lower, problem_.upper, problem_.log)}),
         **package_versions(), **(attrs or {}),
@@ -437,6 +456,19 @@ def run_global(method: str, parameters: Sequence[str], n: int, *, ranges=None, r
                  attrs={"model": "immunopd core", "growth_law": growth_law, "regimen": reg.describe(), "days": float(days),
                         "base_samples": int(n), "evaluations": int(X.shape[0])})
     return ds
+
+
+def summary_table(ds: xr.Dataset) -> str:
+    """Indices of every scalar output as text (largest total effect first)."""
+    lines = [f"{ds.attrs['method']}; {ds.attrs.get('evaluations', ds.attrs['N'])} model evaluations; regimen: {ds.attrs.get('regimen', '-')}"]
+    main, second = (("ST", "S1"), "ST_conf") if "ST" in ds else (("mu_star", "sigma"), "mu_star_conf")
+    for out in ds.output.values:
+        d = ds.sel(output=out)
+        lines.append(f"\n{out} ({str(d.output_units.values)}):")
+        lines.append(f"  {'parameter':<24} {main[0]:>8} {'+-':>6} {main[1]:>8}")
+        for i in np.argsort(-np.nan_to_num(d[main[0]].values)):
+            lines.append(f"  {str(d.parameter.values[i]):<24} {float(d[main[0]][i]):>8.3f} {float(d[second][i]):>6.3f} {float(d[main[1]][i]):>8.3f}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------- export
