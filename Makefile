@@ -24,6 +24,9 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/fit.py
+	$(BIN)/python bench/trial.py
+	$(BIN)/python bench/sensitivity.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

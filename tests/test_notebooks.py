@@ -22,3 +22,23 @@ def test_fit_published_response_notebook():
     text = _run("01_fit_published_response.ipynb")
     assert "best model: stein" in text
     assert "lesions plotted: 88" in text
+
+
+@pytest.mark.slow
+def test_virtual_dosing_notebook():
+    text = _run("02_virtual_dosing.ipynb")
+    assert "observed lesions: 1061" in text
+    assert "calibrated ORR within the observed 95% CI: True" in text
+    assert "high sClever-1 responds less to anti-PD-1: True" in text
+
+
+@pytest.mark.slow
+def test_sensitivity_notebook():
+    import re
+
+    text = _run("03_sensitivity.ipynb")
+    gap = float(re.search(r"relative gap ([0-9.e+-]+)", text).group(1))
+    assert gap < 1e-4  # forward-mode AD vs central difference
+    assert "written and read back equal: True" in text
+    overlap = int(re.search(r"top-4 overlap: (\d) of 4", text).group(1))
+    assert overlap >= 2  # Morris screening and Sobol agree on most of the leading parameters
