@@ -1,8 +1,9 @@
 """Batched fits: every lesion of a table in one compiled, vmapped Levenberg-Marquardt solve.
 
 The residual is the same :func:`~immunopd.fitting.fit.weighted_residual` as the lmfit path.
-Positive parameters are solved for on the log scale and the Bertalanffy exponent on a logit
-scale mapped to (0.01, 0.99), so no bounds are needed; a lesion whose optimum sits on a
+Positive parameters are solved for on the log scale, the Bertalanffy exponent on a logit
+scale mapped to (0.01, 0.99) and the carrying capacity on a logit scale mapped to (0, 1000 x the
+lesion's largest size) (the lmfit path's upper bound), so no bounds are needed; a lesion whose optimum sits on a
 boundary of the lmfit path (a rate of exactly 0, say) drifts towards it here and is reported
 as not converged rather than silently clipped. Lesions are padded to the longest series with
 a mask that zeroes the padded residuals.
@@ -30,15 +31,28 @@ from .fit import ERROR_MODELS, _check, _initial, default_additive_sd, weighted_r
 __all__ = ["fit_lesions"]
 
 
-def _to_user(names, theta):
-    return {n: (0.01 + 0.98 * jax.nn.sigmoid(theta[i]) if n == "exponent" else jnp.exp(theta[i])) for i, n in enumerate(names)}
+def _to_user(names, theta, cap):
+    def one(i, n):
+        if n == "exponent":
+            return 0.01 + 0.98 * jax.nn.sigmoid(theta[i])
+        if n == "carrying_capacity":  # (0, cap): the lmfit path's upper bound, log-like well below it
+            return cap * jax.nn.sigmoid(theta[i])
+        return jnp.exp(theta[i])
+
+    return {n: one(i, n) for i, n in enumerate(names)}
 
 
-def _from_user(names, values):
+def _from_user(names, values, cap):
     out = []
     for n in names:
         v = values[n]
-        out.append(np.log((v - 0.01) / (0.99 - v)) if n == "exponent" else np.log(v))
+        if n == "exponent":
+            out.append(np.log((v - 0.01) / (0.99 - v)))
+        elif n == "carrying_capacity":
+            q = min(v / cap, 1 - 1e-9)
+            out.append(np.log(q / (1 - q)))
+        else:
+            out.append(np.log(v))
     return np.asarray(out)
 
 
@@ -53,12 +67,14 @@ def _compiled(model: str, error_model: str, proportional_sd: float, max_steps: i
             values = dict(zip(names, u))
             return mask * weighted_residual(spec, error_model, proportional_sd, a_sd, floor, t, y, values)
 
+        cap = 1e6 * floor  # floor = 1e-3 x the lesion's largest size, so cap = 1e3 x it
+
         def residual_theta(theta, _):
-            u = _to_user(names, theta)
+            u = _to_user(names, theta, cap)
             return residual_user(jnp.stack([u[n] for n in names]))
 
         sol = optx.least_squares(residual_theta, solver, theta0, max_steps=max_steps, throw=False)
-        u_hat = _to_user(names, sol.value)
+        u_hat = _to_user(names, sol.value, cap)
         u_vec = jnp.stack([u_hat[n] for n in names])
         r = residual_user(u_vec)
         chisqr = jnp.sum(r**2)
@@ -128,7 +144,7 @@ def fit_lesions(
         t[i, k:] = ti[-1]
         scale = float(yi.max())
         floor[i], a_sd[i] = 1e-3 * scale, default_additive_sd(error_model, scale)
-        theta0[i] = _from_user(spec.names, _initial(spec, ti, yi))
+        theta0[i] = _from_user(spec.names, _initial(spec, ti, yi), 1e3 * scale)
     fn = _compiled(model, error_model, float(proportional_sd), int(max_steps))
     est, se, chisqr, n, ok, steps = (np.array(a) for a in fn(*(jnp.asarray(a) for a in (theta0, t, y, mask, floor, a_sd))))
     invalid = np.array([st != "ok" for st in status])
