@@ -135,6 +135,8 @@ def run_trial(
     names = list(ep.recist(np.ones((1, 2)), np.array([0.0, 1.0])))
     ends = {k: np.empty((len(regs), n), dtype=v.dtype) for k, v in ep.recist(np.ones((1, 2)), np.array([0.0, 1.0])).items()}
     status_all = np.zeros((len(regs), n), dtype=np.int32)
+    steps_all = np.zeros((len(regs), n), dtype=np.int64)
+    order = np.arange(n)
     dosed = np.zeros((len(regs), n, 2))
     wanted = tuple(sorted(set(keep) | {"sld"}))
 
@@ -157,32 +159,35 @@ def run_trial(
         starts, ends_, jumps, tsj = prob.shared
         for c in range(n_chunks):
             lo = c * chunk
-            idx = np.arange(lo, lo + chunk)
             m = min(chunk, n - lo)
-            idx = np.where(idx < n, idx, lo)  # pad the last chunk with copies, dropped below
+            sel = order[lo : lo + m]
+            idx = np.concatenate([sel, np.full(chunk - m, sel[0])])  # pad the last chunk with copies, dropped below
             pc = {k: v[idx] for k, v in prob.p.items()}
             out = prob.fn(pc, starts, ends_, jnp.asarray(rates[idx]), jumps, tsj)
-            picked, status, _ = jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], out)
-            sl = slice(lo, lo + m)
-            status_all[r_idx, sl] = status
+            picked, status, steps = jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], out)
+            status_all[r_idx, sel] = status
+            steps_all[r_idx, sel] = steps
             for o in keep:
-                store[o][r_idx, sl] = picked[o]
+                store[o][r_idx, sel] = picked[o]
             sld = picked["sld"]
             bad = status != 0
             if bad.any():
                 for o in keep:
-                    store[o][r_idx, sl][bad] = np.nan
+                    store[o][r_idx, sel[bad]] = np.nan
                 sld = sld.copy()
                 sld[bad] = 1.0  # scored then overwritten with NE below
             res = ep.recist(sld, ts, scans=scans)
             for k in names:
-                ends[k][r_idx, sl] = res[k]
+                ends[k][r_idx, sel] = res[k]
             if bad.any():
-                ends["best_response"][r_idx, sl][bad] = ep.NE
+                ends["best_response"][r_idx, sel[bad]] = ep.NE
                 for k in ("best_pct_change", "pfs_days", "response_onset_days", "dor_days"):
-                    ends[k][r_idx, sl][bad] = np.nan
+                    ends[k][r_idx, sel[bad]] = np.nan
             if bar is not None:
                 bar.update(m)
+        # a vmapped chunk runs as many steps as its slowest patient: group patients of similar
+        # step counts (as seen under this regimen) for the next regimen
+        order = np.argsort(steps_all[r_idx], kind="stable")
     if bar is not None:
         bar.close()
     failed = np.argwhere(status_all != 0)
