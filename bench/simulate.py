@@ -1,9 +1,10 @@
 """Benchmark: one patient, then 1,000 and 10,000 virtual patients, one year of
 pembrolizumab 200 mg Q3W plus bexmarilimab 1 mg/kg Q3W, daily output; and, in the same run,
-scipy solve_ivp (LSODA) looping over patients on the same model and regimen.
+scipy solve_ivp (LSODA) looping over patients on the same model and regimen, and libRoadRunner
+(CVODE on the SBML export) looping over 200 of the same virtual patients.
 
 Reproduce with:  .venv/bin/python bench/simulate.py   (or: make bench)
-Options: --sizes 1000 10000  --scipy-patients 20  --repeats 2
+Options: --sizes 1000 10000  --scipy-patients 20  --repeats 2  --roadrunner-patients 200
 
 Patient-years per second = patients x (simulated days / 365) / wall seconds. Compile time is
 reported apart from run time (the first call compiles, later calls on the same grid reuse it).
@@ -74,11 +75,40 @@ def scipy_loop(params: dict[str, np.ndarray], n: int) -> float:
     return time.perf_counter() - start
 
 
+def roadrunner_loop(params: dict[str, np.ndarray], n: int) -> float | None:
+    """Patient-years/s of libRoadRunner looping over n patients, each exported to SBML by immunopd
+    and loaded once (export and load are not timed: only simulate calls, warm, with the same
+    tolerances and daily output). None when libroadrunner is not installed."""
+    try:
+        import roadrunner
+    except ImportError:
+        return None
+    from immunopd.sbml import to_sbml
+
+    runners = []
+    for i in range(n):
+        single = {k: float(v[i]) for k, v in params.items()}
+        weight = single.pop("body_weight")
+        rr = roadrunner.RoadRunner(to_sbml(REGIMEN, single, weight=weight, horizon=DAYS))
+        rr.integrator.relative_tolerance = 1e-6
+        rr.integrator.absolute_tolerance = 1e-9
+        rr.timeCourseSelections = ["time", "tumor_volume"]
+        runners.append(rr)
+    runners[0].simulate(0, DAYS, int(DAYS) + 1)
+    runners[0].reset()
+    start = time.perf_counter()
+    for rr in runners:
+        rr.simulate(0, DAYS, int(DAYS) + 1)
+    wall = time.perf_counter() - start
+    return n * DAYS / 365.0 / wall
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--scipy-patients", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--roadrunner-patients", type=int, default=200)
     args = ap.parse_args()
     print(f"# immunopd {ip.__version__}, jax {jax.__version__} ({jax.default_backend()}), {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus")
@@ -111,6 +141,12 @@ def main() -> None:
     best = max(v for k, v in figures.items() if k.startswith("py_per_s_"))
     figures["scipy_py_per_s"] = round(scipy_rate, 1)
     figures["ratio_vs_scipy"] = round(best / scipy_rate, 1)
+    rr_rate = roadrunner_loop(population(args.roadrunner_patients), args.roadrunner_patients)
+    if rr_rate is not None:
+        print(f"libRoadRunner loop (SBML export, CVODE, rtol 1e-6, atol 1e-9), {args.roadrunner_patients} patients: "
+              f"{rr_rate:,.1f} patient-years/s")
+        figures["roadrunner_py_per_s"] = round(rr_rate, 1)
+        figures["ratio_vs_roadrunner"] = round(best / rr_rate, 1)
     print("reproduce: .venv/bin/python bench/simulate.py " + " ".join(sys.argv[1:]))
     print("bench: simulate " + " ".join(f"{k}={v}" for k, v in figures.items()))
 

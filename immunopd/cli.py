@@ -11,6 +11,7 @@
     immunopd biomarker [--population calibrated.nc] --out biomarker.nc
     immunopd sensitivity --method sobol --n 4096 --regimen "..." --out sobol.nc
     immunopd sensitivity --method local --regimen "..." --out local.nc
+    immunopd export-sbml --regimen "..." [--weight 70] [--set name=value ...] --out model.xml
     immunopd demo [--out-dir out]
 
 A bad argument ends with a one-paragraph message on stderr and exit status 2, never a
@@ -114,6 +115,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default 0)")
     sen.add_argument("--no-second-order", action="store_true", help="Sobol without S2 (N (D + 2) evaluations)")
     sen.add_argument("--out", required=True, help="output path: .nc (netCDF) or .zarr")
+
+    sb = sub.add_parser("export-sbml", help="write one patient's model and regimen as SBML Level 3 (libRoadRunner-checked)")
+    sb.add_argument("--regimen", default="none", help="regimen text (default: none)")
+    sb.add_argument("--weight", type=float, default=None, help="body weight in kg (needed for mg/kg doses)")
+    sb.add_argument("--days", type=float, default=365.0, help="doses given before this day are written as events (default 365)")
+    sb.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (repeatable)")
+    sb.add_argument("--growth-law", default="gompertz", help="exponential, logistic, gompertz or bertalanffy")
+    sb.add_argument("--out", required=True, help="output .xml path (written atomically)")
 
     demo = sub.add_parser("demo", help="no treatment vs anti-PD-1 vs anti-PD-1 + anti-Clever-1 on three patient types")
     demo.add_argument("--out-dir", default="out", help="folder for demo.nc and demo.png (default: out)")
@@ -261,6 +270,22 @@ def _sensitivity(args) -> int:
     return 0
 
 
+def _export_sbml(args) -> int:
+    import os
+    import tempfile
+
+    from .sbml import to_sbml
+
+    text = to_sbml(args.regimen, _parse_set(args.set), weight=args.weight, growth_law=args.growth_law, horizon=args.days)
+    out = Path(args.out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent if str(out.parent) else ".")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, out)
+    print(f"wrote {out} (SBML Level 3 Version 2; simulate it with libRoadRunner, COPASI, tellurium...)")
+    return 0
+
+
 def _params(args) -> int:
     from .models.core import PARAMETERS
 
@@ -282,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fit(args)
         if args.command == "sensitivity":
             return _sensitivity(args)
+        if args.command == "export-sbml":
+            return _export_sbml(args)
         if args.command == "trial":
             return _trial(args)
         if args.command == "calibrate":

@@ -219,6 +219,10 @@ def prepare(regimen=None, params: Mapping | None = None, *, weight=None, growth_
     overrides = dict(params or {})
     for name in overrides:
         model.parameters[name]  # raises ParameterError for unknown names
+    if isinstance(weight, str):  # "154 lb"
+        from .units import parse_value
+
+        weight = parse_value(weight, "kg", "weight")
     if weight is not None:
         if "body_weight" in overrides:
             raise InputError(describe("weight", weight, "weight or params['body_weight'], not both"))

@@ -15,7 +15,7 @@ import re
 
 from .errors import InputError, describe
 
-__all__ = ["TIME_UNITS", "AMOUNT_UNITS", "to_days", "parse_quantity"]
+__all__ = ["TIME_UNITS", "AMOUNT_UNITS", "QUANTITY_UNITS", "to_days", "parse_quantity", "convert", "parse_value"]
 
 #: time units accepted from users, as multiples of one day
 TIME_UNITS: dict[str, float] = {
@@ -72,3 +72,44 @@ def parse_quantity(text: str | float | int, *, field: str, default_unit: str | N
             ) from None
         return parse_quantity(number, field=field, default_unit=default_unit)
     return to_days(float(match.group(1)), match.group(2), field)
+
+
+#: units of typed quantities: unit -> (dimension, factor to the dimension's reference unit).
+#: Reference units: mass mg, body weight kg (mass too: 1 kg = 1e6 mg), volume L, length mm,
+#: tumor volume mm3 (1 mL = 1 cm3 = 1000 mm3), concentration ug/mL (= mg/L), time day.
+QUANTITY_UNITS: dict[str, tuple[str, float]] = {
+    "ng": ("mass", 1e-6), "ug": ("mass", 1e-3), "mg": ("mass", 1.0), "g": ("mass", 1e3), "kg": ("mass", 1e6),
+    "lb": ("mass", 453592.37),  # international avoirdupois pound
+    "mm": ("length", 1.0), "cm": ("length", 10.0),
+    "mm3": ("volume", 1e-6), "cm3": ("volume", 1e-3), "uL": ("volume", 1e-6), "mL": ("volume", 1e-3), "L": ("volume", 1.0),
+    "ng/mL": ("concentration", 1e-3), "ug/mL": ("concentration", 1.0), "mg/L": ("concentration", 1.0),
+    "mg/mL": ("concentration", 1e3), "ug/L": ("concentration", 1e-3),
+    "L/day": ("flow", 1.0), "mL/day": ("flow", 1e-3), "L/h": ("flow", 24.0), "mL/h": ("flow", 24e-3),
+    "1/day": ("rate", 1.0), "1/h": ("rate", 24.0), "1/week": ("rate", 1.0 / 7.0),
+    **{u: ("time", f) for u, f in TIME_UNITS.items()},
+}
+
+
+def convert(value, from_unit: str, to_unit: str, field: str = "value"):
+    """``value`` in ``from_unit`` expressed in ``to_unit``; a dimension mismatch names both units."""
+    for u in (from_unit, to_unit):
+        if u not in QUANTITY_UNITS:
+            raise InputError(describe(f"{field} unit", u, f"one of {sorted(QUANTITY_UNITS)}"))
+    (dim_a, fa), (dim_b, fb) = QUANTITY_UNITS[from_unit], QUANTITY_UNITS[to_unit]
+    if dim_a != dim_b:
+        raise InputError(
+            f"{field}: cannot convert {from_unit!r} ({dim_a}) to {to_unit!r} ({dim_b}); give a quantity in {to_unit} "
+            f"or another {dim_b} unit"
+        )
+    return value * (fa / fb)
+
+
+_VALUE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z0-9/]+)\s*$")
+
+
+def parse_value(text: str, to_unit: str, field: str) -> float:
+    """``"154 lb"`` -> 69.85 for ``to_unit="kg"``: a number with a unit, converted."""
+    match = _VALUE.match(text)
+    if match is None:
+        raise InputError(describe(field, text, f"a number with a unit, e.g. '1.5 {to_unit}'"))
+    return float(convert(float(match.group(1)), match.group(2), to_unit, field))

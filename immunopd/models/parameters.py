@@ -108,6 +108,12 @@ class ParameterTable:
         batch_from = ""
         for name, raw in (overrides or {}).items():
             spec = self[name]
+            if isinstance(raw, str):  # "500 ng/mL": a number with a unit, converted to the table's unit
+                from ..units import QUANTITY_UNITS, parse_value
+
+                if spec.unit not in QUANTITY_UNITS:
+                    raise ParameterError(describe(f"params[{name!r}]", raw, f"a plain number in {spec.unit} (no unit conversion for it)"))
+                raw = parse_value(raw, spec.unit, f"params[{name!r}]")
             arr = np.asarray(raw, dtype=np.float64)
             if arr.ndim > 1:
                 raise ParameterError(describe(f"params[{name!r}]", raw, "a number or a 1-D array over patients"))

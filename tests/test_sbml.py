@@ -1,0 +1,71 @@
+"""SBML export, checked by an independent simulator: libRoadRunner (CVODE) against immunopd."""
+
+import numpy as np
+import pytest
+
+roadrunner = pytest.importorskip("roadrunner")
+libsbml = pytest.importorskip("libsbml")
+
+from immunopd import simulate  # noqa: E402
+from immunopd.cli import main  # noqa: E402
+from immunopd.sbml import to_sbml, unit_definition_parts  # noqa: E402
+
+OUTPUTS = ["tumor_volume", "sld", "effector", "exhausted", "treg", "clever1_macrophage", "sclever1_plasma",
+           "anti_pd1_conc", "anti_clever1_conc", "pd1_occupancy", "clever1_occupancy", "killing_factor", "pct_change"]
+
+CASES = [
+    ("pembrolizumab 200 mg q3w x6; bexmarilimab 1 mg/kg q3w x4 over 60 min", {}, "gompertz"),
+    ("nivolumab 480 mg q4w x3", {"tcell_exclusion": 0.9, "sclever1_release": 4.0}, "gompertz"),
+    ("pembrolizumab 400 mg q6w x2 delay 2 by 1w", {"antigen_loss_rate": 1e-3, "growth_rate": 0.006}, "logistic"),
+    ("bexmarilimab 3 mg/kg q2w x5 over 60 min", {"kill_rate": 30.0, "resistant_fraction0": 0.2}, "bertalanffy"),
+]
+
+
+def roadrunner_run(xml, days):
+    rr = roadrunner.RoadRunner(xml)
+    rr.integrator.relative_tolerance = 1e-10
+    rr.integrator.absolute_tolerance = 1e-12
+    rr.integrator.max_steps = 200_000
+    rr.timeCourseSelections = ["time"] + OUTPUTS
+    return rr.simulate(0, days, days + 1)
+
+
+@pytest.mark.parametrize("regimen, params, law", CASES)
+def test_roadrunner_reproduces_immunopd(regimen, params, law):
+    days = 150
+    xml = to_sbml(regimen, params, weight=70.0, growth_law=law, horizon=days)
+    out = roadrunner_run(xml, days)
+    np.testing.assert_allclose(out[:, 0], np.arange(days + 1.0))
+    ds = simulate(regimen, params, weight=70.0, growth_law=law, days=days, rtol=1e-10, atol=1e-12)
+    for k, name in enumerate(OUTPUTS, start=1):
+        ours = ds[name].values[0]
+        theirs = out[:, k]
+        scale = np.abs(ours).max()
+        big = np.abs(ours) > 1e-6 * scale  # relative error where the value is not ~0 (e.g. drug before dosing)
+        np.testing.assert_allclose(theirs[big], ours[big], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(theirs[~big], ours[~big], atol=1e-5 * scale, err_msg=name)
+
+
+def test_document_is_valid_sbml_with_units_and_events():
+    xml = to_sbml("pembrolizumab 200 mg q3w x2", horizon=60)
+    doc = libsbml.readSBMLFromString(xml)
+    assert doc.getLevel() == 3 and doc.getVersion() == 2
+    assert doc.checkConsistency() == 0 or all(
+        doc.getError(i).getSeverity() < libsbml.LIBSBML_SEV_ERROR for i in range(doc.getNumErrors()))
+    m = doc.getModel()
+    assert m.getNumEvents() == 4  # two infusions: start and end each
+    assert m.getParameter("kill_rate").getUnits() == "u_mm3_per_1e6_cells_day"
+    ud = m.getUnitDefinition("u_mm3_per_1e6_cells_day")
+    assert ud.getNumUnits() == 3
+
+
+def test_unit_parts():
+    assert unit_definition_parts("1/(ng/mL)") == [("gram", -1, -9, 1.0), ("litre", 1, -3, 1.0)]
+    assert unit_definition_parts("1e6 cells/day") == [("item", 1, 0, 1e6), ("second", -1, 0, 86400.0)]
+
+
+def test_cli_export_sbml(tmp_path, capsys):
+    out = tmp_path / "model.xml"
+    assert main(["export-sbml", "--regimen", "pembrolizumab 200 mg q3w x4", "--days", "100", "--out", str(out)]) == 0
+    assert roadrunner.RoadRunner(str(out)).simulate(0, 10, 11).shape == (11, 15)
+    assert "wrote" in capsys.readouterr().out
