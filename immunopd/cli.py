@@ -40,6 +40,20 @@ class _UsageError(Exception):
     pass
 
 
+def _weight(text: str) -> float:
+    """``--weight``: a bare number is kg; '154 lb' or '70 kg' are converted."""
+    from .units import parse_value
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_value(text, "kg", "--weight")
+    except ValueError as exc:  # argparse shows an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parse_set(items: list[str]) -> dict[str, float]:
     from .errors import InputError, describe
 
@@ -51,7 +65,7 @@ def _parse_set(items: list[str]) -> dict[str, float]:
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise InputError(describe(f"--set {name.strip()}", value, "a number")) from None
+            out[name.strip()] = value.strip()  # a number with a unit ("500 ng/mL"), converted by the parameter table
     return out
 
 
@@ -61,7 +75,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="simulate one patient under a regimen and write a netCDF file")
     sim.add_argument("--regimen", default="none", help="regimen text, e.g. 'pembrolizumab 200 mg q3w x8' (default: none)")
-    sim.add_argument("--weight", type=float, default=None, help="body weight in kg (needed for mg/kg doses)")
+    sim.add_argument("--weight", type=_weight, default=None, help="body weight: kg, or with a unit ('154 lb'); needed for mg/kg doses")
     sim.add_argument("--days", type=float, default=365.0, help="simulation length in days (daily output; default 365)")
     sim.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (repeatable)")
     sim.add_argument("--growth-law", default="gompertz", help="exponential, logistic, gompertz or bertalanffy")
@@ -118,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sb = sub.add_parser("export-sbml", help="write one patient's model and regimen as SBML Level 3 (libRoadRunner-checked)")
     sb.add_argument("--regimen", default="none", help="regimen text (default: none)")
-    sb.add_argument("--weight", type=float, default=None, help="body weight in kg (needed for mg/kg doses)")
+    sb.add_argument("--weight", type=_weight, default=None, help="body weight: kg, or with a unit ('154 lb'); needed for mg/kg doses")
     sb.add_argument("--days", type=float, default=365.0, help="doses given before this day are written as events (default 365)")
     sb.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (repeatable)")
     sb.add_argument("--growth-law", default="gompertz", help="exponential, logistic, gompertz or bertalanffy")

@@ -55,6 +55,14 @@ class NonmemData:
     observations: pd.DataFrame
     covariates: pd.DataFrame
 
+    def fitting_table(self, observable: str = "sld", size_column: str = "diameter_mm") -> pd.DataFrame:
+        """Observations of ``observable`` as the tidy table the fitting code reads (columns
+        ``lesion`` = ID, ``time_days``, ``size_column``), for ``immunopd.fitting.fit_lesions``."""
+        obs = self.observations[self.observations.observable == observable]
+        if obs.empty:
+            raise InputError(describe("observable", observable, f"one of {sorted(set(self.observations.observable))}"))
+        return pd.DataFrame({"lesion": obs.ID.astype(str).to_numpy(), "time_days": obs.time_days.to_numpy(), size_column: obs.DV.to_numpy()})
+
 
 def _row(i) -> str:
     return f"row {i + 1}"

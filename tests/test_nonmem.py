@@ -72,3 +72,14 @@ def test_mg_per_kg_needs_weight_to_write():
     with pytest.raises(InputError, match=r"weight\[1\] = None is not allowed"):
         to_nonmem({1: "bexmarilimab 1 mg/kg q3w x2"})
     assert np.isclose(to_nonmem({1: "bexmarilimab 1 mg/kg q3w x2"}, weight={1: 64.0}).AMT.iloc[0], 64.0)
+
+
+def test_observations_become_fitting_data():
+    from immunopd.fitting import fit_lesions
+
+    t = np.array([0.0, 42, 84, 126, 168, 210])
+    rows = [{"ID": i, "time_days": tt, "observable": "sld", "DV": 30 * np.exp(g * tt)} for i, g in ((1, 0.004), (2, 0.002)) for tt in t]
+    d = read_nonmem(to_nonmem({1: "pembrolizumab 200 mg q3w x2", 2: "none"}, observations=pd.DataFrame(rows)))
+    table = d.fitting_table()
+    fits = fit_lesions(table, "exponential", size="diameter_mm", error_model="proportional")
+    np.testing.assert_allclose(fits.estimate.sel(parameter="growth_rate").values, [0.004, 0.002], rtol=1e-6)

@@ -34,3 +34,12 @@ def test_typed_parameters_and_weight_in_simulate():
         ip.simulate(None, {"pd1_ec50": "0.5 mg"}, days=3)
     with pytest.raises(ParameterError, match=r"a plain number in mm3/\(1e6 cells day\)"):
         ip.simulate(None, {"kill_rate": "3 mg"}, days=3)
+
+
+def test_cli_weight_with_units(tmp_path, capsys):
+    from immunopd.cli import main
+
+    out = tmp_path / "r.nc"
+    assert main(["simulate", "--regimen", "bexmarilimab 1 mg/kg q3w x1", "--weight", "154 lb", "--days", "10", "--out", str(out)]) == 0
+    assert main(["simulate", "--weight", "70 mg/L", "--days", "10", "--out", str(out)]) == 2
+    assert "cannot convert 'mg/L' (concentration) to 'kg' (mass)" in capsys.readouterr().err
