@@ -35,7 +35,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import immunopd  # noqa: E402,F401  (x64)
+import immunopd  # noqa: E402,F401  (importing it turns on float64 in JAX)
 from immunopd.fitting import fit_lesions  # noqa: E402
 from immunopd.fitting.curves import CURVE_MODELS  # noqa: E402
 

@@ -193,8 +193,7 @@ def _fit(args) -> int:
 def _trial(args) -> int:
     from .errors import InputError, describe
     from .io import write_netcdf
-    from .population import Population, sample
-    from .trial import Experiment, endpoint_table, load_experiment, run_trial, stratify, strata_table
+    from .trial import Experiment, endpoint_table, load_experiment, stratify, strata_table
 
     if args.experiment is not None:
         if args.regimen:

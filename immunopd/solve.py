@@ -33,7 +33,7 @@ import xarray as xr
 
 from .dosing import Regimen
 from .errors import InputError, InputTypeError, SolverError, describe
-from .models.core import LOG_STATES, OBSERVABLES, core_model
+from .models.core import LOG_STATES, core_model
 from .models.growth import GROWTH_LAWS
 from .models import pk
 from .models.pk import DRUGS, TARGETS

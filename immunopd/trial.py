@@ -39,7 +39,7 @@ import xarray as xr
 from . import endpoints as ep
 from .dosing import Regimen
 from .errors import InputError, InputTypeError, SolverError, describe
-from .models.core import LOG_STATES, OBSERVABLES, STATES, STATE_UNITS
+from .models.core import OBSERVABLES, STATES, STATE_UNITS
 from .population import Covariates, Population, sample
 from .results import package_versions
 from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_times, problem
