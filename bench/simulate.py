@@ -35,13 +35,15 @@ DAYS = 365.0
 VARIED = {"growth_rate": 0.3, "effector_influx": 0.5, "sclever1_release": 0.5, "effector_expansion": 0.2, "body_weight": 0.2}
 
 
-def population(n: int, seed: int = 1) -> dict[str, np.ndarray]:
-    """Log-normal variability (CV-like sigma per parameter) around the defaults, clipped to bounds."""
+def population(n: int, seed: int = 1, pool: int = 10_000) -> dict[str, np.ndarray]:
+    """The first n of one seeded pool of virtual patients (so every peer loops over the same
+    patients as the batched runs): log-normal variability around the defaults, clipped to bounds."""
     rng = np.random.default_rng(seed)
     out = {}
+    size = max(n, pool)
     for name, sigma in VARIED.items():
         spec = ip.PARAMETERS[name]
-        out[name] = np.clip(spec.default * np.exp(sigma * rng.standard_normal(n)), spec.lower, spec.upper)
+        out[name] = np.clip(spec.default * np.exp(sigma * rng.standard_normal(size)), spec.lower, spec.upper)[:n]
     return out
 
 
