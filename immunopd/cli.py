@@ -104,7 +104,10 @@ def _build_parser() -> argparse.ArgumentParser:
     tri.add_argument("--days", type=float, default=None, help="trial length in days (default 365)")
     tri.add_argument("--missed-dose-probability", type=float, default=None, help="chance each infusion is missed (default 0)")
     tri.add_argument("--stratify", default=None, help="also print endpoints by a patient variable (e.g. baseline_sclever1, cold)")
-    tri.add_argument("--out", required=True, help="output netCDF path (written atomically)")
+    tri.add_argument("--out", required=True, help="output path: .nc (in one go) or .zarr (in chunks, resumable: rerun the same command after an interruption)")
+    tri.add_argument("--workers", type=int, default=None, help="run the chunks on a local Dask cluster of N worker processes (.zarr output)")
+    tri.add_argument("--scheduler", default=None, help="run the chunks on an existing Dask cluster, e.g. tcp://host:8786 (.zarr output)")
+    tri.add_argument("--chunk-patients", type=int, default=8192, help="patients per chunk for .zarr output (default 8192)")
 
     cal = sub.add_parser("calibrate", help="virtual population matched to the published immunotherapy response")
     cal.add_argument("--patients", type=int, default=10_000, help="plausible patients to sample (default 10000)")
@@ -129,6 +132,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default 0)")
     sen.add_argument("--no-second-order", action="store_true", help="Sobol without S2 (N (D + 2) evaluations)")
     sen.add_argument("--out", required=True, help="output path: .nc (netCDF) or .zarr")
+    sen.add_argument("--workers", type=int, default=None, help="evaluate on a local Dask cluster of N worker processes (resumable)")
+    sen.add_argument("--scheduler", default=None, help="evaluate on an existing Dask cluster, e.g. tcp://host:8786 (resumable)")
 
     sb = sub.add_parser("export-sbml", help="write one patient's model and regimen as SBML Level 3 (libRoadRunner-checked)")
     sb.add_argument("--regimen", default="none", help="regimen text (default: none)")
@@ -190,6 +195,30 @@ def _fit(args) -> int:
     return 0
 
 
+def _client(args):
+    if args.workers and args.scheduler:
+        from .errors import InputError, describe
+
+        raise InputError(describe("--workers/--scheduler", (args.workers, args.scheduler), "one of them, not both"))
+    if args.scheduler:
+        from distributed import Client
+
+        return Client(args.scheduler)
+    if args.workers:
+        from .scaleout import local_client
+
+        return local_client(args.workers)
+    return None
+
+
+def _close(client):
+    if client is not None:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def _trial(args) -> int:
     from .errors import InputError, describe
     from .io import write_netcdf
@@ -222,8 +251,26 @@ def _trial(args) -> int:
         pop = {"file": args.population} if args.population else {"patients": args.patients or 1000, "seed": 1 if args.seed is None else args.seed}
         settings = {k: v for k, v in (("days", args.days), ("missed_dose_probability", args.missed_dose_probability)) if v is not None}
         exp = Experiment(regimens=regimens, population=pop, settings=settings, name="command line")
-    ds = exp.run(progress=True)
-    write_netcdf(ds, args.out)
+    if str(args.out).endswith(".zarr"):
+        import xarray as xr
+
+        from .scaleout import run_trial_to_zarr
+
+        client = _client(args)
+        try:
+            run = run_trial_to_zarr(exp.regimens, exp.build_population(), args.out, client=client,
+                                    chunk_patients=args.chunk_patients, progress=True, **exp.settings)
+        finally:
+            _close(client)
+        if run.reused:
+            print(f"resumed: {len(run.reused)} chunk(s) reused, {len(run.computed)} computed")
+        with xr.open_zarr(args.out) as z:
+            ds = z.load()
+    else:
+        if args.workers or args.scheduler:
+            raise InputError(describe("--out", args.out, "a .zarr path when --workers or --scheduler is given"))
+        ds = exp.run(progress=True)
+        write_netcdf(ds, args.out)
     print(endpoint_table(ds))
     if args.stratify:
         print()
@@ -275,8 +322,13 @@ def _sensitivity(args) -> int:
             print(f"  {str(s.parameter.values[i]):<32} {float(s.values[i]):+.3g}")
     else:
         ranges = sa.ranges_around_defaults(names, args.range_factor) if args.range_factor else None
-        ds = sa.run_global(args.method, names, args.n, ranges=ranges, regimen=args.regimen, days=args.days, seed=args.seed,
-                           second_order=not args.no_second_order, progress=True)
+        client = _client(args)
+        try:
+            ds = sa.run_global(args.method, names, args.n, ranges=ranges, regimen=args.regimen, days=args.days, seed=args.seed,
+                               second_order=not args.no_second_order, progress=True, client=client,
+                               parts_dir=(args.out + ".parts") if (args.workers or args.scheduler) else None)
+        finally:
+            _close(client)
         sa.write(ds, args.out)
         print(sa.summary_table(ds))
     print(f"wrote {args.out}")

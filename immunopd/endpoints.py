@@ -100,7 +100,14 @@ def recist(
     base = sld[..., 0]
     if np.any(base <= 0):
         raise InputError(describe("sld at baseline", float(base[base <= 0].flat[0]), "a baseline SLD > 0 mm"))
-    scans = np.arange(1, times.size) if scans is None else np.asarray(scans)
+    scans = np.arange(1, times.size) if scans is None else np.asarray(scans, dtype=int)
+    if scans.size == 0:  # nothing assessed (a horizon shorter than the first scan): not evaluable
+        batch = sld.shape[:-1]
+        nan = np.full(batch, np.nan)
+        no = np.zeros(batch, dtype=bool)
+        return {"best_response": np.full(batch, NE, dtype=np.int8), "best_pct_change": nan, "progressed": no,
+                "pfs_days": np.zeros(batch), "responded": no.copy(), "response_onset_days": nan.copy(),
+                "dor_days": nan.copy(), "dor_event": no.copy()}
     t_scan = times[scans]
     s = sld[..., scans]  # (..., scans)
     batch = s.shape[:-1]

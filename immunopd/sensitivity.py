@@ -443,12 +443,22 @@ def analyze(problem_: SensitivityProblem, method: str, X: np.ndarray, Y: Mapping
 
 def run_global(method: str, parameters: Sequence[str], n: int, *, ranges=None, regimen=None, params=None, days: float = 365.0,
                outputs: Outputs = Outputs(), seed: int = 0, second_order: bool = True, progress: bool = False,
-               growth_law: str = "gompertz", **kw) -> xr.Dataset:
-    """define -> sample -> evaluate -> analyze on the ODE model, in one call."""
+               growth_law: str = "gompertz", client=None, parts_dir=None, **kw) -> xr.Dataset:
+    """define -> sample -> evaluate -> analyze on the ODE model, in one call.
+
+    With ``client`` (a Dask ``distributed.Client``) or ``parts_dir`` the evaluations run in
+    resumable chunks (:func:`immunopd.scaleout.evaluate_distributed`)."""
     prob = define(parameters, ranges)
     X = sample(prob, method, n, seed=seed, second_order=second_order)
-    Y, time = evaluate(prob, X, regimen=regimen, params=params, days=days, outputs=outputs, progress=progress,
-                       growth_law=growth_law, **kw)
+    if client is not None or parts_dir is not None:
+        from .scaleout import evaluate_distributed
+
+        Y, time = evaluate_distributed(prob, X, parts_dir or tempfile.mkdtemp(prefix="immunopd-gsa-"), client=client,
+                                       progress=progress, regimen=regimen, params=params, days=days, outputs=outputs,
+                                       growth_law=growth_law, **kw)
+    else:
+        Y, time = evaluate(prob, X, regimen=regimen, params=params, days=days, outputs=outputs, progress=progress,
+                           growth_law=growth_law, **kw)
     from .dosing import Regimen
 
     reg = regimen if isinstance(regimen, Regimen) else Regimen.parse(regimen or "none")

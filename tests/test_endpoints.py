@@ -101,3 +101,8 @@ def test_kaplan_meier_by_hand():
     assert km["lower"][0] == pytest.approx(0.8 ** np.exp(1.959963984540054 * se))
     assert ep.km_median(km)[0] == 3.0
     assert np.isnan(ep.km_median(ep.kaplan_meier([5, 6], [0, 0]))[0])  # not reached
+
+
+def test_no_scan_before_the_horizon_is_not_evaluable():
+    r = ep.recist(np.array([[50.0, 40.0, 30.0]]), np.array([0.0, 10.0, 20.0]), scans=ep.scan_times(np.array([0.0, 10.0, 20.0]), 42))
+    assert ep.RESPONSES[r["best_response"][0]] == "NE" and np.isnan(r["best_pct_change"][0]) and not r["progressed"][0]
