@@ -34,13 +34,8 @@ from immunopd.io import write_netcdf  # noqa: E402
 from immunopd.population import sample  # noqa: E402
 from immunopd.scaleout import local_client, run_trial_to_zarr  # noqa: E402
 from immunopd.trial import run_trial  # noqa: E402
+from bench.trial import REGIMENS  # noqa: E402  (the same trial as bench/trial.py)
 
-REGIMENS = {
-    "pembrolizumab 200 mg Q3W": "pembrolizumab 200 mg q3w",
-    "nivolumab 480 mg Q4W": "nivolumab 480 mg q4w",
-    "bexmarilimab 1 mg/kg Q3W": "bexmarilimab 1 mg/kg q3w over 60 min",
-    "pembrolizumab + bexmarilimab": "pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w over 60 min",
-}
 SETTINGS = dict(days=365.0, outputs=("sld",))
 
 

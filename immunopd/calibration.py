@@ -176,7 +176,7 @@ def calibrate(
     if accepted.sum() < 10:
         raise InputError(describe("accepted patients", int(accepted.sum()), "at least 10: sample more plausible patients"))
 
-    def figures(best_pct, resp, prog):
+    def figures(best_pct, resp):
         best_pct = np.asarray(best_pct, float)
         orr, lo, hi = ep.response_rate(np.isin(resp, ("CR", "PR")))
         return {
@@ -189,9 +189,9 @@ def calibrate(
 
     names = np.array(ep.RESPONSES)[sim["best_response"]]
     rows = {
-        "observed": figures(observed.best_pct_change, observed.best_response.to_numpy(), observed.progressed),
-        "calibrated": figures(best[accepted], names[accepted], sim["progressed"][accepted]),
-        "plausible": figures(best[ok], names[ok], sim["progressed"][ok]),
+        "observed": figures(observed.best_pct_change, observed.best_response.to_numpy()),
+        "calibrated": figures(best[accepted], names[accepted]),
+        "plausible": figures(best[ok], names[ok]),
     }
     data = {k: (("source",), np.array([rows[s][k] for s in rows], float)) for k in rows["observed"] if k != "bin_fraction"}
     data["bin_fraction"] = (("source", "bin"), np.array([rows[s]["bin_fraction"] for s in rows]))
@@ -247,11 +247,8 @@ def plot(cal: Calibration, path=None):
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
-        from pathlib import Path
+        from .io import save_figure
 
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.part")
-        fig.savefig(tmp, dpi=110, format="png")
-        tmp.replace(path)
+        save_figure(fig, path)
         plt.close(fig)
     return fig

@@ -336,17 +336,11 @@ def _sensitivity(args) -> int:
 
 
 def _export_sbml(args) -> int:
-    import os
-    import tempfile
-
+    from .io import write_text
     from .sbml import to_sbml
 
     text = to_sbml(args.regimen, _parse_set(args.set), weight=args.weight, growth_law=args.growth_law, horizon=args.days)
-    out = Path(args.out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent if str(out.parent) else ".")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, out)
+    out = write_text(text, args.out)
     print(f"wrote {out} (SBML Level 3 Version 2; simulate it with libRoadRunner, COPASI, tellurium...)")
     return 0
 

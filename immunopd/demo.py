@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .io import write_netcdf
+from .io import save_figure, write_netcdf
 from .models.core import PARAMETERS
 from .solve import simulate
 
@@ -94,9 +94,7 @@ def run_small_trial(out_dir: Path, plausible_patients: int = 3000, seed: int = 1
     plots.waterfall(trial, "anti-PD-1 + anti-Clever-1", ax=axes[1])
     plots.kaplan_meier_plot(trial, ax=axes[2])
     fig.tight_layout()
-    tmp = out_dir / ".trial.png.part"
-    fig.savefig(tmp, dpi=100, format="png")
-    tmp.replace(out_dir / "trial.png")
+    save_figure(fig, out_dir / "trial.png", dpi=100)
     plt.close(fig)
     print(f"\nwrote {out_dir / 'trial.nc'} and {out_dir / 'trial.png'}\n")
     return trial
@@ -122,10 +120,7 @@ def run_demo(out_dir: Path) -> xr.Dataset:
     np.atleast_1d(axes)[0].set_ylabel("tumor volume (mm3)")
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.tight_layout()
-    png = out_dir / "demo.png"
-    tmp = out_dir / ".demo.png.part"
-    fig.savefig(tmp, dpi=110, format="png")
-    tmp.replace(png)
+    png = save_figure(fig, out_dir / "demo.png")
     plt.close(fig)
     print(summary_table(ds))
     print(f"\nwrote {out_dir / 'demo.nc'} and {png}")

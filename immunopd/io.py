@@ -7,7 +7,9 @@ good one was.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,25 +17,71 @@ import xarray as xr
 
 from .errors import InputError, describe
 
-__all__ = ["write_netcdf", "open_result"]
+__all__ = ["write_netcdf", "write_zarr", "save_figure", "write_text", "atomic_file", "open_result"]
 
 
-def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to netCDF-4 (h5netcdf engine) at ``path`` atomically; return the path."""
-    path = Path(path)
+def _folder(path: Path) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(describe("output path folder", str(folder), "an existing folder"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=_folder(path))
     os.close(fd)
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to netCDF-4 (h5netcdf engine) at ``path`` atomically; return the path."""
+    with atomic_file(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+    return Path(path)
+
+
+def write_zarr(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to a zarr store at ``path``: into a temporary folder beside it, renamed over
+    ``path`` only when complete (a previous store is moved aside first and removed after).
+    Zarr format 2, whose fixed-width string dtypes for labels are stable."""
+    path = Path(path)
+    folder = _folder(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=folder))
+    try:
+        ds.to_zarr(tmp / "store.zarr", mode="w", zarr_format=2)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=folder))
+            os.replace(path, old / "previous")
+            os.replace(tmp / "store.zarr", path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp / "store.zarr", path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG at ``path`` atomically."""
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return Path(path)
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def open_result(path: str | os.PathLike) -> xr.Dataset:

@@ -23,6 +23,7 @@ The same ``seed`` and recipe give the same population on every machine (NumPy's 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -306,12 +307,9 @@ def _add_baseline_sclever1(ds: xr.Dataset) -> None:
     )
 
 
-_INITIAL_CACHE: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _initial_states(model):
+    """The model's quasi-steady initial state, jitted and vmapped over patients (compiled once)."""
     import jax
 
-    if model not in _INITIAL_CACHE:
-        _INITIAL_CACHE[model] = jax.jit(jax.vmap(model.initial_state))
-    return _INITIAL_CACHE[model]
+    return jax.jit(jax.vmap(model.initial_state))

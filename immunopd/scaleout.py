@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,14 +126,18 @@ def _run_chunks(jobs: list[tuple[int, Callable, tuple, Path]], client, progress:
 
         bar = tqdm(total=len(jobs), initial=len(reused), unit="chunk", desc="chunks")
     done = []
+
+    def finished(k):
+        done.append(k)
+        if bar is not None:
+            bar.update(1)
+        if on_chunk_done is not None:
+            on_chunk_done(k)
+
     if client is None:
         for k, fn, args, part in todo:
             fn(*args, str(part))
-            done.append(k)
-            if bar is not None:
-                bar.update(1)
-            if on_chunk_done is not None:
-                on_chunk_done(k)
+            finished(k)
     else:
         from distributed import as_completed
 
@@ -142,12 +145,7 @@ def _run_chunks(jobs: list[tuple[int, Callable, tuple, Path]], client, progress:
                    for k, fn, args, part in todo}
         for fut in as_completed(futures):
             fut.result()  # re-raises a chunk's own error (not a lost worker: those are rescheduled)
-            k = futures[fut]
-            done.append(k)
-            if bar is not None:
-                bar.update(1)
-            if on_chunk_done is not None:
-                on_chunk_done(k)
+            finished(futures[fut])
     if bar is not None:
         bar.close()
     return sorted(done), reused
@@ -200,44 +198,26 @@ def run_trial_to_zarr(
 
 
 def _assemble_zarr(parts: list[Path], regs, population: Population, out: Path, settings: dict) -> None:
-    from . import endpoints as ep
+    from .io import write_zarr
     from .results import package_versions
+    from .trial import population_endpoints
 
     ds = xr.open_mfdataset([str(p) for p in parts], combine="nested", concat_dim="patient", engine="h5netcdf",
                            data_vars="minimal", coords="minimal", compat="override", combine_attrs="override")
-    br = ds.best_response.values
-    ok = ds.solver_status.values == 0
-    n_reg = ds.sizes["regimen"]
-    extra = {}
-    for key, codes in (("orr", (ep.CR, ep.PR)), ("dcr", (ep.CR, ep.PR, ep.SD))):
-        rate, lo, hi = zip(*(ep.response_rate(np.isin(br[r][ok[r]], codes)) for r in range(n_reg)))
-        extra[key], extra[f"{key}_lower"], extra[f"{key}_upper"] = (np.array(x) for x in (rate, lo, hi))
-    pfs, prog = ds.pfs_days.values, ds.progressed.values
-    med = np.array([ep.km_median(ep.kaplan_meier(pfs[r][ok[r]], prog[r][ok[r]])) for r in range(n_reg)])
-    extra["median_pfs_days"], extra["median_pfs_days_lower"], extra["median_pfs_days_upper"] = med.T
-    for k, v in extra.items():
-        ds[k] = xr.Variable(("regimen",), v, {"units": "day" if "pfs" in k else "1"})
+    for k, v in population_endpoints(ds.best_response.values, ds.pfs_days.values, ds.progressed.values,
+                                     ds.solver_status.values == 0).items():
+        ds[k] = v
     ds.attrs.update({**package_versions(), "title": "immunopd virtual trial", "chunks_written": len(parts),
                      "population_seed": population.data.attrs.get("seed", -1)})
     for v in ds.variables.values():
         v.encoding.pop("chunks", None)
         v.encoding.pop("preferred_chunks", None)
-    folder = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=folder))
     try:
-        ds.to_zarr(tmp / "store.zarr", mode="w", zarr_format=2)
-        ds.close()
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=folder))
-            os.replace(out, old / "previous")
-            os.replace(tmp / "store.zarr", out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp / "store.zarr", out)
+        write_zarr(ds, out)
     except OSError as exc:
         raise _os_error(exc, out) from exc
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        ds.close()
 
 
 # ---------------------------------------------------------------------- sensitivity

@@ -38,7 +38,6 @@ import functools
 import json
 import math
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -123,11 +122,10 @@ def local_sensitivity(
         parameters = [s.name for s in prob.model.parameters if not s.switch and np.all(np.asarray(prob.values[s.name]) != 0)]
     names = tuple(parameters)
     for name in names:
-        spec = prob.model.parameters[name]
+        prob.model.parameters[name]  # unknown names raise with a suggestion
         v = np.asarray(prob.values[name])
         if np.any(v <= 0):
             raise InputError(describe(f"parameters: {name}", float(v.reshape(-1)[0]), "parameters with a value > 0 (d ln y / d ln p needs p > 0)"))
-        del spec
     fn = _compiled_local(prob.model, solver, float(rtol), float(atol), int(max_steps), names, outputs)
     starts, ends, jumps, tsj = prob.shared
     y, dy, status = jax.tree_util.tree_map(np.asarray, fn(prob.p, starts, ends, jnp.asarray(prob.schedule.rates), jumps, tsj))
@@ -491,22 +489,9 @@ def write(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         return write_netcdf(ds, path)
     if path.suffix != ".zarr":
         raise InputError(describe("output path", str(path), "a path ending in .nc (netCDF) or .zarr"))
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(describe("output path folder", str(folder), "an existing folder"))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=folder))
-    try:
-        ds.to_zarr(tmp / "store.zarr", mode="w", zarr_format=2)  # v2: stable fixed-width string dtypes for labels
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=folder))
-            os.replace(path, old / "previous")
-            os.replace(tmp / "store.zarr", path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp / "store.zarr", path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    from .io import write_zarr
+
+    return write_zarr(ds, path)
 
 
 def open_sensitivity(path: str | os.PathLike) -> xr.Dataset:

@@ -44,7 +44,7 @@ from .population import Covariates, Population, sample
 from .results import package_versions
 from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_times, problem
 
-__all__ = ["run_trial", "Experiment", "load_experiment", "endpoint_table", "stratify", "strata_table", "DEFAULT_OUTPUTS"]
+__all__ = ["run_trial", "Experiment", "load_experiment", "endpoint_table", "population_endpoints", "stratify", "strata_table", "DEFAULT_OUTPUTS"]
 
 DEFAULT_OUTPUTS: tuple[str, ...] = ("tumor_volume", "sld", "pct_change")
 #: scans every 6 weeks (assumed: the usual RECIST schedule of immunotherapy trials; the shipped
@@ -132,8 +132,9 @@ def run_trial(
 
     keep = list(dict.fromkeys(outputs))
     store = {o: np.empty((len(regs), n, ts.size)) for o in keep}
-    names = list(ep.recist(np.ones((1, 2)), np.array([0.0, 1.0])))
-    ends = {k: np.empty((len(regs), n), dtype=v.dtype) for k, v in ep.recist(np.ones((1, 2)), np.array([0.0, 1.0])).items()}
+    template = ep.recist(np.ones((1, 2)), np.array([0.0, 1.0]))  # names and dtypes of the endpoint arrays
+    names = list(template)
+    ends = {k: np.empty((len(regs), n), dtype=v.dtype) for k, v in template.items()}
     status_all = np.zeros((len(regs), n), dtype=np.int32)
     steps_all = np.zeros((len(regs), n), dtype=np.int64)
     order = np.arange(n)
@@ -227,18 +228,7 @@ def _assemble(regs, texts, population, ts, scans, store, ends, status, dosed, se
     data["solver_status"] = xr.Variable(dims2, status, {"units": "1", "long_name": "diffrax result code (0 = success)"})
     data["dosed_anti_pd1"] = xr.Variable(dims2, dosed[..., 0], {"units": "mg", "long_name": "anti-PD-1 infused"})
     data["dosed_anti_clever1"] = xr.Variable(dims2, dosed[..., 1], {"units": "mg", "long_name": "anti-Clever-1 infused"})
-    br = ends["best_response"]
-    ok = status == 0
-    for key, codes, long in (("orr", (ep.CR, ep.PR), "objective response rate (CR + PR)"),
-                             ("dcr", (ep.CR, ep.PR, ep.SD), "disease control rate (CR + PR + SD)")):
-        rate, lo, hi = zip(*(ep.response_rate(np.isin(br[r][ok[r]], codes)) for r in range(len(regs))))
-        data[key] = xr.Variable(("regimen",), np.array(rate), {"units": "1", "long_name": long})
-        data[f"{key}_lower"] = xr.Variable(("regimen",), np.array(lo), {"units": "1", "long_name": f"{key} 95% CI lower (Clopper-Pearson)"})
-        data[f"{key}_upper"] = xr.Variable(("regimen",), np.array(hi), {"units": "1", "long_name": f"{key} 95% CI upper (Clopper-Pearson)"})
-    med = np.array([ep.km_median(ep.kaplan_meier(ends["pfs_days"][r][ok[r]], ends["progressed"][r][ok[r]])) for r in range(len(regs))])
-    for j, suffix in enumerate(("", "_lower", "_upper")):
-        data[f"median_pfs_days{suffix}"] = xr.Variable(("regimen",), med[:, j], {
-            "units": "day", "long_name": "Kaplan-Meier median PFS" + (f" 95% CI {suffix[1:]}" if suffix else "") + " (NaN: not reached)"})
+    data.update(population_endpoints(ends["best_response"], ends["pfs_days"], ends["progressed"], status == 0))
     for k, v in population.data.data_vars.items():
         data[k] = v
     ds = xr.Dataset(data, coords={
@@ -257,6 +247,24 @@ def _assemble(regs, texts, population, ts, scans, store, ends, status, dosed, se
         "population_recipe": str({k: population.data.attrs[k] for k in ("cv", "uniform", "covariates") if k in population.data.attrs}),
     })
     return ds
+
+
+def population_endpoints(best_response, pfs_days, progressed, ok) -> dict[str, xr.Variable]:
+    """Per-regimen ORR and DCR (95% Clopper-Pearson CI) and Kaplan-Meier median PFS (95% CI)
+    from ``(regimen, patient)`` arrays; ``ok`` masks out failed solves."""
+    n_reg = best_response.shape[0]
+    data = {}
+    for key, codes, long in (("orr", (ep.CR, ep.PR), "objective response rate (CR + PR)"),
+                             ("dcr", (ep.CR, ep.PR, ep.SD), "disease control rate (CR + PR + SD)")):
+        rate, lo, hi = zip(*(ep.response_rate(np.isin(best_response[r][ok[r]], codes)) for r in range(n_reg)))
+        data[key] = xr.Variable(("regimen",), np.array(rate), {"units": "1", "long_name": long})
+        data[f"{key}_lower"] = xr.Variable(("regimen",), np.array(lo), {"units": "1", "long_name": f"{key} 95% CI lower (Clopper-Pearson)"})
+        data[f"{key}_upper"] = xr.Variable(("regimen",), np.array(hi), {"units": "1", "long_name": f"{key} 95% CI upper (Clopper-Pearson)"})
+    med = np.array([ep.km_median(ep.kaplan_meier(pfs_days[r][ok[r]], progressed[r][ok[r]])) for r in range(n_reg)])
+    for j, suffix in enumerate(("", "_lower", "_upper")):
+        data[f"median_pfs_days{suffix}"] = xr.Variable(("regimen",), med[:, j], {
+            "units": "day", "long_name": "Kaplan-Meier median PFS" + (f" 95% CI {suffix[1:]}" if suffix else "") + " (NaN: not reached)"})
+    return data
 
 
 def endpoint_table(ds: xr.Dataset) -> str:
