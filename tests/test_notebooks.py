@@ -11,7 +11,10 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 def _run(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    # nbclient waits only 4 s for a cell's last outputs by default and then drops them silently;
+    # on a loaded 2-core CI machine that lost a printed line once, so wait longer and fail loudly
+    NotebookClient(nb, timeout=300, kernel_name="python3", iopub_timeout=60, raise_on_iopub_timeout=True,
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     return "\n".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
     )
