@@ -126,21 +126,26 @@ def main() -> None:
           f"compile ~{first - run1:.2f} s, steps {int(ds1.num_steps[0])}")
 
     figures = {"compile_s": round(first - run1, 2), "one_patient_ms": round(run1 * 1e3, 1)}
-    for n in args.sizes:
-        pop = population(n)
-        w = pop.pop("body_weight")
-        ip.simulate(REGIMEN, pop, days=DAYS, weight=w)  # compile for this batch shape
-        wall, ds = timed(lambda: ip.simulate(REGIMEN, pop, days=DAYS, weight=w), args.repeats)
-        steps = ds.num_steps.values
-        rate = n * years / wall
-        print(f"{n:>6} patients: {wall:.2f} s, {rate:,.0f} patient-years/s, steps mean {steps.mean():.0f} max {steps.max()}")
-        figures[f"py_per_s_{n}"] = round(rate)
+    # two ways a user asks: every state and observable over time (the default Dataset, 25
+    # variables), or only the tumor volume over time (simulate(outputs=...), like the
+    # libRoadRunner peer's timeCourseSelections); both daily, with the same solves
+    for label, outputs in (("", None), ("_tumor_only", ("tumor_volume",))):
+        for n in args.sizes:
+            pop = population(n)
+            w = pop.pop("body_weight")
+            ip.simulate(REGIMEN, pop, days=DAYS, weight=w, outputs=outputs)  # compile for this batch shape
+            wall, ds = timed(lambda: ip.simulate(REGIMEN, pop, days=DAYS, weight=w, outputs=outputs), args.repeats)
+            steps = ds.num_steps.values
+            rate = n * years / wall
+            kept = "all 25 outputs" if outputs is None else "tumor_volume only"
+            print(f"{n:>6} patients, {kept}: {wall:.2f} s, {rate:,.0f} patient-years/s, steps mean {steps.mean():.0f} max {steps.max()}")
+            figures[f"py_per_s_{n}{label}"] = round(rate)
 
     pop = population(args.scipy_patients)
     wall = scipy_loop(pop, args.scipy_patients)
     scipy_rate = args.scipy_patients * years / wall
     print(f"scipy LSODA loop, {args.scipy_patients} patients: {wall:.2f} s, {scipy_rate:,.1f} patient-years/s")
-    best = max(v for k, v in figures.items() if k.startswith("py_per_s_"))
+    best = max(v for k, v in figures.items() if k.startswith("py_per_s_") and not k.endswith("_tumor_only"))
     figures["scipy_py_per_s"] = round(scipy_rate, 1)
     figures["ratio_vs_scipy"] = round(best / scipy_rate, 1)
     rr_rate = roadrunner_loop(population(args.roadrunner_patients), args.roadrunner_patients)
@@ -148,7 +153,9 @@ def main() -> None:
         print(f"libRoadRunner loop (SBML export, CVODE, rtol 1e-6, atol 1e-9), {args.roadrunner_patients} patients: "
               f"{rr_rate:,.1f} patient-years/s")
         figures["roadrunner_py_per_s"] = round(rr_rate, 1)
-        figures["ratio_vs_roadrunner"] = round(best / rr_rate, 1)
+        # the peer keeps only the tumor volume, so compare with the run that does the same
+        best_selected = max(v for k, v in figures.items() if k.endswith("_tumor_only"))
+        figures["ratio_vs_roadrunner"] = round(best_selected / rr_rate, 1)
     print("reproduce: .venv/bin/python bench/simulate.py " + " ".join(sys.argv[1:]))
     print("bench: simulate " + " ".join(f"{k}={v}" for k, v in figures.items()))
 

@@ -80,6 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (repeatable)")
     sim.add_argument("--growth-law", default="gompertz", help="exponential, logistic, gompertz or bertalanffy")
     sim.add_argument("--solver", default="tsit5", help="tsit5 (default), dopri5, dopri8 or kvaerno5 (stiff)")
+    sim.add_argument("--outputs", default=None, help="comma-separated states/observables to keep over time (default: all)")
     sim.add_argument("--out", required=True, help="output netCDF path (written atomically)")
 
     par = sub.add_parser("params", help="print the parameter table (name, default, unit, bounds, source)")
@@ -153,12 +154,17 @@ def _simulate(args) -> int:
     from .solve import simulate
 
     params = _parse_set(args.set)
-    ds = simulate(args.regimen, params, days=args.days, weight=args.weight, growth_law=args.growth_law, solver=args.solver)
+    outputs = None if args.outputs is None else [o.strip() for o in args.outputs.split(",")]
+    ds = simulate(args.regimen, params, days=args.days, weight=args.weight, growth_law=args.growth_law, solver=args.solver,
+                  outputs=outputs)
     write_netcdf(ds, args.out)
-    sld = ds.sld.values[0]
     print(f"regimen: {ds.attrs['regimen']}")
-    print(f"sld {sld[0]:.1f} mm at day 0 -> {sld[-1]:.1f} mm at day {ds.time.values[-1]:g} "
-          f"(best change {ds.pct_change.values[0].min():+.1f} %)")
+    if "sld" in ds and "pct_change" in ds:
+        sld = ds.sld.values[0]
+        print(f"sld {sld[0]:.1f} mm at day 0 -> {sld[-1]:.1f} mm at day {ds.time.values[-1]:g} "
+              f"(best change {ds.pct_change.values[0].min():+.1f} %)")
+    else:
+        print(f"kept over time: {', '.join(n for n, v in ds.data_vars.items() if 'time' in v.dims)}")
     print(f"wrote {args.out}")
     return 0
 

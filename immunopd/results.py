@@ -30,13 +30,23 @@ def package_versions() -> dict[str, str]:
 
 
 def build_dataset(*, model, ts, ys, obs, values, n, status, steps, attrs, dosed_mg) -> xr.Dataset:
+    """``ys``: (patient, time, state) or None when ``obs`` holds a selection of states and
+    observables by name (``simulate(outputs=...)``), in the order they are to appear."""
     dims = ("patient", "time")
     data = {}
-    for i, name in enumerate(model.states):
-        values_i = np.exp(ys[:, :, i]) if name in LOG_STATES else ys[:, :, i]
-        data[name] = xr.Variable(dims, values_i, {"units": model.state_units[name], "long_name": name.replace("_", " ")})
-    for name, (unit, description) in OBSERVABLES.items():
-        data[name] = xr.Variable(dims, obs[name], {"units": unit, "long_name": description})
+    if ys is None:
+        for name, values_i in obs.items():
+            if name in OBSERVABLES:
+                unit, description = OBSERVABLES[name]
+                data[name] = xr.Variable(dims, values_i, {"units": unit, "long_name": description})
+            else:
+                data[name] = xr.Variable(dims, values_i, {"units": model.state_units[name], "long_name": name.replace("_", " ")})
+    else:
+        for i, name in enumerate(model.states):
+            values_i = np.exp(ys[:, :, i]) if name in LOG_STATES else ys[:, :, i]
+            data[name] = xr.Variable(dims, values_i, {"units": model.state_units[name], "long_name": name.replace("_", " ")})
+        for name, (unit, description) in OBSERVABLES.items():
+            data[name] = xr.Variable(dims, obs[name], {"units": unit, "long_name": description})
     for spec in model.parameters:
         v = np.broadcast_to(np.asarray(values[spec.name], dtype=np.float64), (n,)).copy()
         data[spec.name] = xr.Variable(

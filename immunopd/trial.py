@@ -39,10 +39,10 @@ import xarray as xr
 from . import endpoints as ep
 from .dosing import Regimen
 from .errors import InputError, InputTypeError, SolverError, describe
-from .models.core import OBSERVABLES, STATES, STATE_UNITS
+from .models.core import OBSERVABLES, STATE_UNITS
 from .population import Covariates, Population, sample
 from .results import package_versions
-from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_times, problem
+from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_outputs, check_times, problem
 
 __all__ = ["run_trial", "Experiment", "load_experiment", "endpoint_table", "population_endpoints", "stratify", "strata_table", "DEFAULT_OUTPUTS"]
 
@@ -116,9 +116,7 @@ def run_trial(
     regs = _as_regimens(regimens)
     if not isinstance(population, Population):
         raise InputTypeError(describe("population", population, "an immunopd.population.Population"))
-    unknown = [o for o in outputs if o not in OBSERVABLES and o not in STATES]
-    if unknown:
-        raise InputError(describe("outputs", unknown[0], f"state or observable names: {list(STATES) + list(OBSERVABLES)}"))
+    check_outputs(outputs)
     if not (0.0 <= missed_dose_probability < 1.0):
         raise InputError(describe("missed_dose_probability", missed_dose_probability, "a probability in [0, 1)"))
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:

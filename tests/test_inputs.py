@@ -30,6 +30,19 @@ def test_malformed_regimen_text(text, message):
         Regimen.parse(text)
 
 
+@pytest.mark.parametrize(
+    "outputs,message",
+    [
+        (["sld", "tumour"], "outputs = 'tumour' is not allowed; allowed: state or observable names: ['tumor_sensitive'"),
+        ("sld", "outputs = 'sld' is not allowed; allowed: None or a non-empty list of state/observable names"),
+        ([], "outputs = [] is not allowed; allowed: None or a non-empty list of state/observable names"),
+    ],
+)
+def test_unknown_outputs(outputs, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        ip.simulate(None, days=10, outputs=outputs)
+
+
 def test_mg_per_kg_without_weight():
     msg = "body weight = None is not allowed; allowed: a weight in kg (needed by the mg/kg dose 'bexmarilimab 1 mg/kg q21d over 60 min')"
     with pytest.raises(RegimenError, match=re.escape(msg)):

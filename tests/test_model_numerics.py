@@ -85,6 +85,22 @@ def test_vmapped_batch_equals_single_solves():
             np.testing.assert_allclose(batch[name].values[i], single[name].values[0], rtol=1e-9, atol=1e-12)
 
 
+def test_selected_outputs_equal_the_full_result():
+    """simulate(outputs=...) returns exactly the full run's values for the chosen variables, in
+    the order asked, with their units; nothing else over time."""
+    params = {"growth_rate": [0.003, 0.005], "effector_influx": [0.4, 0.9]}
+    regimen = "pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w over 60 min"
+    full = ip.simulate(regimen, params, days=120, weight=70.0)
+    picked = ("pct_change", "effector", "anti_clever1_conc")
+    sel = ip.simulate(regimen, params, days=120, weight=70.0, outputs=picked)
+    timed = [name for name, v in sel.data_vars.items() if v.dims == ("patient", "time")]
+    assert timed == list(picked)
+    for name in picked:
+        np.testing.assert_array_equal(sel[name].values, full[name].values)
+        assert sel[name].attrs["units"] == full[name].attrs["units"]
+    np.testing.assert_array_equal(sel["num_steps"].values, full["num_steps"].values)
+
+
 def test_compiled_once_per_model_and_grid():
     """A second call on the same grid and batch size reuses the compiled solve (no re-trace)."""
     from immunopd.solve import _compiled
