@@ -53,13 +53,24 @@ class ScaleRun:
     reused: tuple[int, ...]
 
 
+#: Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in every worker by default. Setting it at
+#: all switches off glibc's dynamic mmap threshold, so each large temporary (XLA buffers, the
+#: RECIST arrays) becomes a fresh mmap with its page faults: a warm 8,192-patient chunk ran
+#: 10-15 % slower in such a worker than in this process, and within 2-5 % of it without the
+#: variable (bench/scale.py). Workers of immunopd's own LocalCluster are started without it.
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
 def local_client(workers: int):
-    """A ``distributed.Client`` on a new LocalCluster of ``workers`` single-threaded processes."""
+    """A ``distributed.Client`` on a new LocalCluster of ``workers`` single-threaded processes
+    (started with :data:`WORKER_CONFIG`)."""
+    import dask
     from distributed import Client, LocalCluster
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(describe("workers", workers, "an integer >= 1"))
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    with dask.config.set(WORKER_CONFIG):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return Client(cluster)
 
 

@@ -92,6 +92,8 @@ def test_a_worker_killed_mid_run_changes_nothing(pop, tmp_path, reference):
 
     client = local_client(2)
     try:
+        # glibc's dynamic mmap threshold stays on in immunopd's workers (see scaleout.WORKER_CONFIG)
+        assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset")).values()) == {"unset"}
         out = tmp_path / "d.zarr"
         parts = tmp_path / "d.zarr.parts"
         killed = []
