@@ -85,6 +85,22 @@ def test_vmapped_batch_equals_single_solves():
             np.testing.assert_allclose(batch[name].values[i], single[name].values[0], rtol=1e-9, atol=1e-12)
 
 
+def test_chunked_batches_equal_one_call(monkeypatch):
+    """Above CHUNK patients simulate runs padded chunks and copies them into one result: the
+    same numbers as one call over all patients, with or without an output selection."""
+    import immunopd.solve as solve
+
+    params = {"growth_rate": np.linspace(0.002, 0.006, 10), "effector_influx": np.linspace(0.3, 0.9, 10)}
+    whole = ip.simulate("pembrolizumab 200 mg q3w", params, days=60)
+    monkeypatch.setattr(solve, "CHUNK", 4)  # 10 patients -> chunks of 4, 4 and 2 (+2 padding copies)
+    chunked = ip.simulate("pembrolizumab 200 mg q3w", params, days=60)
+    picked = ip.simulate("pembrolizumab 200 mg q3w", params, days=60, outputs=["sld", "effector"])
+    for name in ("tumor_volume", "sld", "effector", "pd1_occupancy", "num_steps"):
+        np.testing.assert_allclose(chunked[name].values, whole[name].values, rtol=1e-12, err_msg=name)
+    for name in ("sld", "effector"):
+        np.testing.assert_allclose(picked[name].values, whole[name].values, rtol=1e-12, err_msg=name)
+
+
 def test_selected_outputs_equal_the_full_result():
     """simulate(outputs=...) returns exactly the full run's values for the chosen variables, in
     the order asked, with their units; nothing else over time."""
