@@ -71,10 +71,12 @@ def records() -> pd.DataFrame:
     return df
 
 
-def holdout_errors(df: pd.DataFrame, model: str) -> pd.Series:
+def holdout_errors(df: pd.DataFrame, model: str, *, size: str, held_out: int, scored: int) -> pd.Series:
+    """Fit each lesion without its last ``held_out`` rows; mean |predicted - observed| over its
+    last ``scored`` rows (TumorGrowth.jl: 2 and 2; Laleh et al.: 3 and the final point)."""
     from_end = df.groupby("lesion", sort=False).cumcount(ascending=False)  # 0 for each lesion's last row
-    train, test = df[from_end >= HOLDOUTS], df[from_end < HOLDOUTS]
-    fits = fit_lesions(train, model, size="Lesion_normvol", error_model="additive", on_invalid="flag", max_steps=2000)
+    train, test = df[from_end >= held_out], df[from_end < scored]
+    fits = fit_lesions(train, model, size=size, error_model="additive", on_invalid="flag", max_steps=2000)
     spec = CURVE_MODELS[model]
     errs = {}
     for lesion, g in test.groupby("lesion", sort=False):
@@ -83,7 +85,7 @@ def holdout_errors(df: pd.DataFrame, model: str) -> pd.Series:
             errs[lesion] = np.nan
             continue
         pred = np.asarray(spec.function(g.time_days.to_numpy(), dict(zip(spec.names, est))))
-        errs[lesion] = float(np.mean(np.abs(pred - g.Lesion_normvol.to_numpy())))
+        errs[lesion] = float(np.mean(np.abs(pred - g[size].to_numpy())))
     return pd.Series(errs)
 
 
@@ -92,13 +94,14 @@ def laleh_records() -> pd.DataFrame:
     path = Path(__file__).resolve().parent.parent / "data" / "laleh2022" / "s1_data_target_lesion_ld.csv"
     df = pd.read_csv(path, dtype={"PatientID": str})
     df["ld"] = pd.to_numeric(df.TargetLesionLongDiam_mm, errors="coerce").fillna(0.0)
+    max_ld = df.ld.max()  # over the whole dataset, before selecting series
     df["lesion"] = df.StudyArm + "/" + df.PatientID
     df = df[df.groupby("lesion").lesion.transform("size") >= 6].copy()
     df["weeks"] = np.ceil(df.TreatmentDay / 7.0)
     df.loc[df.weeks <= 0, "weeks"] = 0.1
     df = df.sort_values(["lesion", "weeks"], kind="stable")
-    max_ld = pd.to_numeric(pd.read_csv(path).TargetLesionLongDiam_mm, errors="coerce").max()
-    df["normvol"] = (df.ld / max_ld) ** 3
+    df["norm_ld"] = df.ld / max_ld
+    df["normvol"] = df.norm_ld ** 3
     df["time_days"] = 7.0 * df.weeks
     return df
 
@@ -118,30 +121,14 @@ def laleh_trend(normalized_ld: np.ndarray) -> str:
     return "Fluctuate"
 
 
-def laleh_errors(df: pd.DataFrame, model: str) -> pd.Series:
-    from_end = df.groupby("lesion", sort=False).cumcount(ascending=False)
-    train, last = df[from_end >= 3], df[from_end == 0]
-    fits = fit_lesions(train, model, size="normvol", error_model="additive", on_invalid="flag", max_steps=2000)
-    spec = CURVE_MODELS[model]
-    errs = {}
-    for lesion, t, y in zip(last.lesion, last.time_days, last.normvol):
-        est = fits.estimate.sel(lesion=lesion).values
-        if not np.all(np.isfinite(est)):
-            errs[lesion] = np.nan
-            continue
-        errs[lesion] = abs(float(np.asarray(spec.function(np.array([t]), dict(zip(spec.names, est))))[0]) - y)
-    return pd.Series(errs)
-
-
 def laleh_protocol() -> dict:
     df = laleh_records()
     per = df.groupby("lesion", sort=False)
     arm = per.StudyArm.first()
-    max_ld = df.ld.max()
-    trend = per.ld.apply(lambda v: laleh_trend(v.to_numpy() / max_ld))
+    trend = per.norm_ld.apply(lambda v: laleh_trend(v.to_numpy()))
     repeated = per.weeks.apply(lambda w: bool(np.any(np.diff(w.to_numpy()) <= 0)))
     t0 = time.perf_counter()
-    errs = pd.DataFrame({m: laleh_errors(df[~df.lesion.isin(repeated[repeated].index)], m) for m in MODELS})
+    errs = pd.DataFrame({m: holdout_errors(df[~df.lesion.isin(repeated[repeated].index)], m, size="normvol", held_out=3, scored=1) for m in MODELS})
     elapsed = time.perf_counter() - t0
     failed = errs.isna().any(axis=1)
     kept = errs[~failed]
@@ -172,7 +159,7 @@ def main() -> None:
     df = records()
     arms = df.groupby("lesion", sort=False).Study_Arm.first()
     t0 = time.perf_counter()
-    errs = pd.DataFrame({m: holdout_errors(df, m) for m in MODELS})
+    errs = pd.DataFrame({m: holdout_errors(df, m, size="Lesion_normvol", held_out=HOLDOUTS, scored=HOLDOUTS) for m in MODELS})
     elapsed = time.perf_counter() - t0
     bad = errs.isna().any(axis=1) | np.isinf(errs).any(axis=1) | (errs > 0.1).any(axis=1)
     kept = errs[~bad]

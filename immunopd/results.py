@@ -13,10 +13,10 @@ import importlib.metadata
 import numpy as np
 import xarray as xr
 
-from .models.core import LOG_STATES, OBSERVABLES
+from .models.core import LOG_STATES, OBSERVABLES, STATE_UNITS
 from .models.pk import TARGETS
 
-__all__ = ["build_dataset", "package_versions"]
+__all__ = ["build_dataset", "package_versions", "time_course_attrs"]
 
 
 def package_versions() -> dict[str, str]:
@@ -29,24 +29,23 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def time_course_attrs(name: str) -> dict[str, str]:
+    """Units and long name of a state or observable kept over time."""
+    if name in OBSERVABLES:
+        unit, description = OBSERVABLES[name]
+        return {"units": unit, "long_name": description}
+    return {"units": STATE_UNITS[name], "long_name": name.replace("_", " ")}
+
+
 def build_dataset(*, model, ts, ys, obs, values, n, status, steps, attrs, dosed_mg) -> xr.Dataset:
-    """``ys``: (patient, time, state) or None when ``obs`` holds a selection of states and
-    observables by name (``simulate(outputs=...)``), in the order they are to appear."""
+    """``ys``: (patient, time, state) with ``obs`` every observable, or None when ``obs`` holds
+    a selection of states and observables by name (``simulate(outputs=...)``), in the order
+    they are to appear."""
     dims = ("patient", "time")
-    data = {}
-    if ys is None:
-        for name, values_i in obs.items():
-            if name in OBSERVABLES:
-                unit, description = OBSERVABLES[name]
-                data[name] = xr.Variable(dims, values_i, {"units": unit, "long_name": description})
-            else:
-                data[name] = xr.Variable(dims, values_i, {"units": model.state_units[name], "long_name": name.replace("_", " ")})
-    else:
-        for i, name in enumerate(model.states):
-            values_i = np.exp(ys[:, :, i]) if name in LOG_STATES else ys[:, :, i]
-            data[name] = xr.Variable(dims, values_i, {"units": model.state_units[name], "long_name": name.replace("_", " ")})
-        for name, (unit, description) in OBSERVABLES.items():
-            data[name] = xr.Variable(dims, obs[name], {"units": unit, "long_name": description})
+    if ys is not None:
+        states = {name: np.exp(ys[:, :, i]) if name in LOG_STATES else ys[:, :, i] for i, name in enumerate(model.states)}
+        obs = {**states, **{name: obs[name] for name in OBSERVABLES}}
+    data = {name: xr.Variable(dims, v, time_course_attrs(name)) for name, v in obs.items()}
     for spec in model.parameters:
         v = np.broadcast_to(np.asarray(values[spec.name], dtype=np.float64), (n,)).copy()
         data[spec.name] = xr.Variable(

@@ -39,9 +39,8 @@ import xarray as xr
 from . import endpoints as ep
 from .dosing import Regimen
 from .errors import InputError, InputTypeError, SolverError, describe
-from .models.core import OBSERVABLES, STATE_UNITS
 from .population import Covariates, Population, sample
-from .results import package_versions
+from .results import package_versions, time_course_attrs
 from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_outputs, check_times, problem
 
 __all__ = ["run_trial", "Experiment", "load_experiment", "endpoint_table", "population_endpoints", "stratify", "strata_table", "DEFAULT_OUTPUTS"]
@@ -116,7 +115,7 @@ def run_trial(
     regs = _as_regimens(regimens)
     if not isinstance(population, Population):
         raise InputTypeError(describe("population", population, "an immunopd.population.Population"))
-    check_outputs(outputs)
+    keep = list(check_outputs(outputs))
     if not (0.0 <= missed_dose_probability < 1.0):
         raise InputError(describe("missed_dose_probability", missed_dose_probability, "a probability in [0, 1)"))
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -128,7 +127,6 @@ def run_trial(
     horizon = float(ts[-1])
     min_doses = max(r.max_doses_per_target(horizon) for r in regs.values())
 
-    keep = list(dict.fromkeys(outputs))
     store = {o: np.empty((len(regs), n, ts.size)) for o in keep}
     template = ep.recist(np.ones((1, 2)), np.array([0.0, 1.0]))  # names and dtypes of the endpoint arrays
     names = list(template)
@@ -211,8 +209,7 @@ def _assemble(regs, texts, population, ts, scans, store, ends, status, dosed, se
     dims3, dims2 = ("regimen", "patient", "time"), ("regimen", "patient")
     data = {}
     for o, arr in store.items():
-        unit, long = OBSERVABLES[o] if o in OBSERVABLES else (STATE_UNITS[o], o.replace("_", " "))
-        data[o] = xr.Variable(dims3, arr, {"units": unit, "long_name": long})
+        data[o] = xr.Variable(dims3, arr, time_course_attrs(o))
     data["best_response"] = xr.Variable(dims2, ends["best_response"], {
         "long_name": "RECIST 1.1 best overall response (unconfirmed)", "units": "1",
         "flag_values": np.arange(len(ep.RESPONSES), dtype=np.int8), "flag_meanings": " ".join(ep.RESPONSES)})
