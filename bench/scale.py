@@ -7,16 +7,17 @@ this process; each worker compiles in its own), so compilation is charged to eve
 - in process, one call (immunopd.trial.run_trial) and a netCDF write: the default path;
 - in process, chunked to zarr (immunopd.scaleout.run_trial_to_zarr, client=None; it reuses the
   compilation of the in-process run when that ran before it);
-- a LocalCluster of 1 worker, then of 2 workers (single-threaded Dask workers; XLA inside each
-  still uses the machine's cores), chunked to zarr.
+- a LocalCluster of 1 worker, then of 2 workers (single-threaded Dask workers; inside each, the
+  compiled solves run on immunopd.solve.threads() threads, as in process), chunked to zarr.
 
 Overhead = time / in-process time - 1 of the same round (target <= 10 % at 100,000 patients,
 issue #6). These machines drift by tens of percent over minutes, so the configurations run in
 --rounds rounds, in alternating order, and the medians are reported. The in-process run clears
-this process's compiled solvers first, so it starts as cold as a fresh worker. On 2 cores one
-process leaves part of the second core idle (CPU/wall ~1.6), which 2 workers fill.
+this process's compiled solvers first, so it starts as cold as a fresh worker. Every
+configuration runs its solves on both cores (immunopd.solve.threads), so 2 workers on 2 cores
+cannot be faster than 1: they show what splitting costs, not a speed-up.
 
-Reproduce with:  .venv/bin/python bench/scale.py          (about 13 min on 2 cores)
+Reproduce with:  .venv/bin/python bench/scale.py          (about 8 min on 2 cores)
 Options: --patients 100000  --chunk-patients 8192  --rounds 2
 """
 

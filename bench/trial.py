@@ -3,7 +3,7 @@ RECIST endpoints; and, in the same run, scipy's LSODA looping over a subset of t
 scaled to the whole trial.
 
 Reproduce with:  .venv/bin/python bench/trial.py          (full size; ~2-3 min on 2 cores)
-Options: --patients 100000  --scipy-patients 8  --chunk 2048
+Options: --patients 100000  --scipy-patients 8  --chunk 512
 
 Targets (issue #4): <= 120 s on the 2-core CPU, peak memory <= 8 GB. Compile time is reported
 apart (a warm-up trial of one chunk on the same grid compiles the solver first). Peak memory
@@ -64,7 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--patients", type=int, default=100_000)
     ap.add_argument("--scipy-patients", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--chunk", type=int, default=CHUNK)
     args = ap.parse_args()
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; jax {jax.__version__} "

@@ -17,7 +17,7 @@ import xarray as xr
 
 from .errors import InputError, describe
 
-__all__ = ["write_netcdf", "write_zarr", "save_figure", "write_text", "atomic_file", "open_result"]
+__all__ = ["write_netcdf", "write_zarr", "replace_folder", "save_figure", "write_text", "atomic_file", "open_result"]
 
 
 def _folder(path: Path) -> Path:
@@ -58,16 +58,22 @@ def write_zarr(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=folder))
     try:
         ds.to_zarr(tmp / "store.zarr", mode="w", zarr_format=2)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=folder))
-            os.replace(path, old / "previous")
-            os.replace(tmp / "store.zarr", path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp / "store.zarr", path)
+        replace_folder(tmp / "store.zarr", path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def replace_folder(complete: Path, path: Path) -> None:
+    """Rename the finished folder ``complete`` to ``path`` (on the same file system). A folder
+    already at ``path`` is first moved aside, then removed, so ``path`` never holds a mix."""
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=_folder(path)))
+        os.replace(path, old / "previous")
+        os.replace(complete, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(complete, path)
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:

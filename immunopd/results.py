@@ -13,7 +13,7 @@ import importlib.metadata
 import numpy as np
 import xarray as xr
 
-from .models.core import LOG_STATES, OBSERVABLES, STATE_UNITS
+from .models.core import OBSERVABLES, STATE_UNITS
 from .models.pk import TARGETS
 
 __all__ = ["build_dataset", "package_versions", "time_course_attrs"]
@@ -37,14 +37,10 @@ def time_course_attrs(name: str) -> dict[str, str]:
     return {"units": STATE_UNITS[name], "long_name": name.replace("_", " ")}
 
 
-def build_dataset(*, model, ts, ys, obs, values, n, status, steps, attrs, dosed_mg) -> xr.Dataset:
-    """``ys``: (patient, time, state) with ``obs`` every observable, or None when ``obs`` holds
-    a selection of states and observables by name (``simulate(outputs=...)``), in the order
-    they are to appear."""
+def build_dataset(*, model, ts, obs, values, n, status, steps, attrs, dosed_mg) -> xr.Dataset:
+    """``obs``: ``{name: (patient, time)}`` for the states and observables to keep, in the
+    order they are to appear."""
     dims = ("patient", "time")
-    if ys is not None:
-        states = {name: np.exp(ys[:, :, i]) if name in LOG_STATES else ys[:, :, i] for i, name in enumerate(model.states)}
-        obs = {**states, **{name: obs[name] for name in OBSERVABLES}}
     data = {name: xr.Variable(dims, v, time_course_attrs(name)) for name, v in obs.items()}
     for spec in model.parameters:
         v = np.broadcast_to(np.asarray(values[spec.name], dtype=np.float64), (n,)).copy()

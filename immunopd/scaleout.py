@@ -3,10 +3,12 @@
 :func:`run_trial_to_zarr` splits a trial into chunks of patients. Each chunk is simulated by
 :func:`immunopd.trial.run_trial` (in this process, or as a task on a Dask ``distributed``
 worker, which compiles the solver once and reuses it for every chunk it gets) and written as
-its own netCDF part file, atomically, in ``<out>.parts/``. When every part exists they are
-opened lazily (dask-backed xarray), the population-level endpoints (ORR, DCR, median PFS) are
-computed from the per-patient ones, and the result is written to zarr chunk by chunk, into a
-temporary folder renamed over ``out`` only when complete.
+its own netCDF part file, atomically, in ``<out>.parts/``. As each part is done (while the
+workers go on with the next chunks), this process copies it into its patient slice of one zarr
+store in that folder, laid out from the first part with dask-backed placeholders (zarr chunks =
+the run's chunks, so each part fills whole zarr chunks). When all are in, the population-level
+endpoints (ORR, DCR, median PFS) are computed from the per-patient ones and added, and the
+store is renamed over ``out``: ``out`` is only ever a complete result.
 
 Resume: the same command after an interruption (Ctrl-C, a killed process) finds the parts
 already written and computes only the missing chunks; a part is either complete or absent
@@ -61,16 +63,24 @@ class ScaleRun:
 WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
+#: modules each worker of :func:`local_client` imports when it starts (Dask's worker preload,
+#: ``dask worker --preload immunopd.trial`` on a real cluster): JAX, diffrax and immunopd take
+#: ~1.5 s to import, which the first chunk would otherwise pay (bench/scale.py)
+WORKER_PRELOAD = ["immunopd.trial", "immunopd.scaleout"]
+
+
 def local_client(workers: int):
     """A ``distributed.Client`` on a new LocalCluster of ``workers`` single-threaded processes
-    (started with :data:`WORKER_CONFIG`)."""
+    (started with :data:`WORKER_CONFIG`, importing :data:`WORKER_PRELOAD`). Each runs its
+    chunk's compiled solves on :func:`immunopd.solve.threads` threads."""
     import dask
     from distributed import Client, LocalCluster
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(describe("workers", workers, "an integer >= 1"))
     with dask.config.set(WORKER_CONFIG):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               preload=WORKER_PRELOAD)
     return Client(cluster)
 
 
@@ -128,9 +138,16 @@ def _prepare_parts(parts_dir: Path, fingerprint: str) -> None:
 
 
 def _run_chunks(jobs: list[tuple[int, Callable, tuple, Path]], client, progress: bool,
-                on_chunk_done: Callable[[int], None] | None) -> tuple[list[int], list[int]]:
+                on_chunk_done: Callable[[int], None] | None,
+                on_part: Callable[[int, Path], None] | None = None) -> tuple[list[int], list[int]]:
+    """Run the jobs whose part file is missing (in process, or on ``client``); ``on_part(k,
+    part)`` is called in this process for every part, reused ones first, as it is ready."""
     reused = [k for k, _, _, part in jobs if part.exists()]
     todo = [(k, fn, args, part) for k, fn, args, part in jobs if not part.exists()]
+    parts = {k: part for k, _, _, part in jobs}
+    if on_part is not None:
+        for k in reused:
+            on_part(k, parts[k])
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -142,6 +159,8 @@ def _run_chunks(jobs: list[tuple[int, Callable, tuple, Path]], client, progress:
         done.append(k)
         if bar is not None:
             bar.update(1)
+        if on_part is not None:
+            on_part(k, parts[k])
         if on_chunk_done is not None:
             on_chunk_done(k)
 
@@ -202,33 +221,81 @@ def run_trial_to_zarr(
     for k in range(n_chunks):
         sub = population.data.isel(patient=slice(k * chunk_patients, (k + 1) * chunk_patients))
         jobs.append((k, _trial_chunk, (regs, sub, settings), parts_dir / f"part-{k:05d}.nc"))
-    computed, reused = _run_chunks(jobs, client, progress, on_chunk_done)
-    _assemble_zarr([p for *_, p in jobs], regs, population, out, settings)
+    store = _TrialStore(parts_dir / "store.zarr", out, population, chunk_patients)
+    computed, reused = _run_chunks(jobs, client, progress, on_chunk_done, on_part=store.add)
+    store.finish()
     shutil.rmtree(parts_dir, ignore_errors=True)
     return ScaleRun(out, tuple(computed), tuple(reused))
 
 
-def _assemble_zarr(parts: list[Path], regs, population: Population, out: Path, settings: dict) -> None:
-    from .io import write_zarr
-    from .results import package_versions
-    from .trial import population_endpoints
+class _TrialStore:
+    """The zarr store a chunked trial is written into, one part at a time, then renamed to ``out``.
 
-    ds = xr.open_mfdataset([str(p) for p in parts], combine="nested", concat_dim="patient", engine="h5netcdf",
-                           data_vars="minimal", coords="minimal", compat="override", combine_attrs="override")
-    for k, v in population_endpoints(ds.best_response.values, ds.pfs_days.values, ds.progressed.values,
-                                     ds.solver_status.values == 0).items():
-        ds[k] = v
-    ds.attrs.update({**package_versions(), "title": "immunopd virtual trial", "chunks_written": len(parts),
-                     "population_seed": population.data.attrs.get("seed", -1)})
-    for v in ds.variables.values():
-        v.encoding.pop("chunks", None)
-        v.encoding.pop("preferred_chunks", None)
-    try:
-        write_zarr(ds, out)
-    except OSError as exc:
-        raise _os_error(exc, out) from exc
-    finally:
-        ds.close()
+    Laid out from the first part: every per-patient variable over all patients, zarr-chunked
+    like the run, so each part writes whole chunks of its own. Rebuilt from the parts on
+    disk when a run resumes, so a store half-written by an interrupted run is never trusted.
+    """
+
+    def __init__(self, path: Path, out: Path, population: Population, chunk_patients: int):
+        self.path, self.out, self.population, self.chunk = path, out, population, chunk_patients
+        self.n = len(population)
+        self.created = False
+
+    def _write(self, ds: xr.Dataset, **kwargs) -> None:
+        try:
+            ds.to_zarr(self.path, zarr_format=2, **kwargs)
+        except OSError as exc:
+            raise _os_error(exc, self.path) from exc
+
+    def _create(self, first: xr.Dataset) -> None:
+        import dask.array as da
+
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        data, coords = {}, {}
+        for name, v in first.variables.items():
+            if name == "patient":
+                coords[name] = ("patient", self.population.data.patient.values, v.attrs)
+            elif "patient" in v.dims:
+                shape = tuple(self.n if d == "patient" else size for d, size in zip(v.dims, v.shape))
+                chunks = tuple(self.chunk if d == "patient" else size for d, size in zip(v.dims, v.shape))
+                placeholder = xr.Variable(v.dims, da.zeros(shape, chunks=chunks, dtype=v.dtype), v.attrs)
+                (coords if name in first.coords else data)[name] = placeholder
+            else:
+                (coords if name in first.coords else data)[name] = xr.Variable(v.dims, v.values, v.attrs)
+        from .results import package_versions
+
+        # the parts' attrs (settings, provenance) are those of the whole run: all come from one call
+        attrs = {**first.attrs, **package_versions(), "title": "immunopd virtual trial", "chunks_written": -(-self.n // self.chunk),
+                 "population_seed": self.population.data.attrs.get("seed", -1)}
+        self._write(xr.Dataset(data, coords=coords, attrs=attrs), mode="w", compute=False)
+        self.created = True
+
+    def add(self, k: int, part: Path) -> None:
+        """Copy part ``k`` (patients ``k * chunk ...``) into its slice of the store."""
+        with xr.open_dataset(part, engine="h5netcdf") as ds:
+            ds = ds.load()
+        if not self.created:
+            self._create(ds)
+        others = [name for name, v in ds.variables.items() if "patient" not in v.dims or name == "patient"]
+        lo = k * self.chunk
+        self._write(ds.drop_vars(others), region={"patient": slice(lo, lo + ds.sizes["patient"])})
+
+    def finish(self) -> None:
+        """Add the population-level endpoints, then rename the store over ``out``."""
+        from .io import replace_folder
+        from .trial import population_endpoints
+
+        with xr.open_zarr(self.path, consolidated=False) as ds:
+            per_patient = {k: ds[k].values for k in ("best_response", "pfs_days", "progressed", "solver_status")}
+            attrs = dict(ds.attrs)
+        endpoints = population_endpoints(per_patient["best_response"], per_patient["pfs_days"], per_patient["progressed"],
+                                         per_patient["solver_status"] == 0)
+        self._write(xr.Dataset(endpoints, attrs=attrs), mode="a")  # an append sets the store's attrs to these
+        try:
+            replace_folder(self.path, self.out)
+        except OSError as exc:
+            raise _os_error(exc, self.out) from exc
 
 
 # ---------------------------------------------------------------------- sensitivity

@@ -53,7 +53,7 @@ from . import endpoints as ep
 from .errors import InputError, SolverError, describe
 from .models.core import OBSERVABLES, PARAMETERS, STATES
 from .results import package_versions
-from .solve import CHUNK, check_times, one_patient_solver, problem
+from .solve import CHUNK, check_times, one_patient_solver, problem, run_batches
 
 __all__ = ["local_sensitivity", "summary_table", "DEFAULT_PARAMETERS", "Outputs", "define", "sample", "evaluate", "analyze", "run_global", "write", "open_sensitivity",
            "SensitivityProblem", "METHODS", "ranges_around_defaults"]
@@ -318,18 +318,16 @@ def evaluate(
         res["time_to_progression_days"] = np.empty(n)
     if grid is not None:
         res["log10_tumor_volume"] = np.empty((n, grid.size))
-    starts, ends, jumps, tsj = prob.shared
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, unit="sample", desc="evaluating")
-    for lo in range(0, n, chunk):
+    los = range(0, n, chunk)
+    padded = (np.minimum(np.arange(lo, lo + chunk), n - 1) for lo in los)  # pad the last chunk with copies, dropped below
+    for lo, out in zip(los, run_batches(prob.fn, prob.p, prob.schedule.rates, prob.shared, padded)):
         m = min(chunk, n - lo)
-        idx = np.arange(lo, lo + chunk)
-        idx = np.where(idx < n, idx, lo)
-        pc = {k: v[idx] for k, v in prob.p.items()}
-        picked, status, _ = jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], prob.fn(pc, starts, ends, jnp.asarray(prob.schedule.rates[idx]), jumps, tsj))
+        picked, status, _ = jax.tree_util.tree_map(lambda a: a[:m], out)
         if np.any(status != 0):
             bad = lo + int(np.flatnonzero(status != 0)[0])
             row = {k: float(v[bad]) for k, v in values.items()}

@@ -22,6 +22,10 @@ code in ``solver_status``.
 from __future__ import annotations
 
 import functools
+import itertools
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 
@@ -38,7 +42,7 @@ from .models.growth import GROWTH_LAWS
 from .models import pk
 from .models.pk import DRUGS, TARGETS
 
-__all__ = ["simulate", "SOLVERS", "prepare", "problem", "check_options", "check_outputs", "check_times"]
+__all__ = ["simulate", "SOLVERS", "prepare", "problem", "check_options", "check_outputs", "check_times", "run_batches", "threads"]
 
 SOLVERS: dict[str, type] = {
     "tsit5": diffrax.Tsit5,
@@ -105,12 +109,12 @@ def _pk_at(tables, edges, t):
 
 
 def one_patient_solver(model, solver_name: str, rtol: float, atol: float, max_steps: int,
-                       outputs: tuple[str, ...] | None = None, adjoint=None):
+                       outputs: tuple[str, ...], adjoint=None):
     """The solve of one patient, ``f(p, starts, ends, rates, jumps, ts)``, before jit/vmap.
 
-    With ``outputs`` (state or observable names) it returns ``({name: (time,)}, status,
-    steps)``; otherwise ``(states (time, 14), observables, status, steps)``. ``adjoint``
-    (e.g. ``diffrax.ForwardMode()``) is passed to diffeqsolve for forward-mode derivatives.
+    Returns ``({name: (time,)}, status, steps)`` for the state and observable names in
+    ``outputs`` (states in their own units, not log). ``adjoint`` (e.g.
+    ``diffrax.ForwardMode()``) is passed to diffeqsolve for forward-mode derivatives.
     """
     solver = SOLVERS[solver_name]()
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
@@ -144,25 +148,27 @@ def one_patient_solver(model, solver_name: str, rtol: float, atol: float, max_st
         pk_states = jax.vmap(lambda t: jnp.concatenate(_pk_at(tables, edges, t)))(ts)
         ys = jnp.concatenate([sol.ys, pk_states], axis=1)
         obs = jax.vmap(lambda y: model.observables(y, p, pkv, y0))(ys)
-        if outputs is not None:
-            picked = {}
-            for name in outputs:
-                if name in obs:
-                    picked[name] = obs[name]
-                else:
-                    i = model.states.index(name)
-                    picked[name] = jnp.exp(ys[:, i]) if name in LOG_STATES else ys[:, i]
-            return picked, sol.result._value, sol.stats["num_steps"]
-        return ys, obs, sol.result._value, sol.stats["num_steps"]
+        picked = {}
+        for name in outputs:
+            if name in obs:
+                picked[name] = obs[name]
+            else:
+                i = model.states.index(name)
+                picked[name] = jnp.exp(ys[:, i]) if name in LOG_STATES else ys[:, i]
+        return picked, sol.result._value, sol.stats["num_steps"]
 
     return one_patient
 
 
+#: every state and observable, in the order of a full result
+ALL_OUTPUTS = tuple(STATES) + tuple(OBSERVABLES)
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled(model, solver_name: str, rtol: float, atol: float, max_steps: int, outputs: tuple[str, ...] | None = None):
-    """The jitted, vmapped solve. With ``outputs`` (state or observable names) it returns only
-    those time courses (``{name: (patients, time)}``) instead of all states and observables,
-    so XLA drops the unused work and far less memory leaves the device."""
+def _compiled(model, solver_name: str, rtol: float, atol: float, max_steps: int, outputs: tuple[str, ...] = ALL_OUTPUTS):
+    """The jitted, vmapped solve, returning ``({name: (patients, time)}, status, steps)`` for
+    the state and observable names in ``outputs``: XLA drops the work of the others, and each
+    comes back as its own contiguous array (one copy to the host, none to split or exponentiate)."""
     one_patient = one_patient_solver(model, solver_name, rtol, atol, max_steps, outputs)
     return jax.jit(jax.vmap(one_patient, in_axes=(0, None, None, 0, None, None)))
 
@@ -306,7 +312,7 @@ def problem(regimen, params, *, ts, weight=None, growth_law="gompertz", solver="
     schedule = regimen.schedule(float(ts[-1]), weights, n, min_doses=min_doses)
     p = {k: jnp.broadcast_to(jnp.asarray(v, dtype=jnp.float64), (n,)) for k, v in values.items()}
     p.update({k: jnp.full((n,), v, dtype=jnp.float64) for k, v in _drug_constants(regimen).items()})
-    fn = _compiled(model, solver, float(rtol), float(atol), int(max_steps), outputs)
+    fn = _compiled(model, solver, float(rtol), float(atol), int(max_steps), ALL_OUTPUTS if outputs is None else tuple(outputs))
     shared = (
         jnp.asarray(schedule.starts),
         jnp.asarray(schedule.ends),
@@ -378,9 +384,8 @@ def simulate(
     prob = problem(regimen, params, ts=ts, weight=weight, growth_law=growth_law, solver=solver,
                    rtol=rtol, atol=atol, max_steps=max_steps, outputs=outputs)
     model, regimen, values, n, schedule = prob.model, prob.regimen, prob.values, prob.n, prob.schedule
-    ys, obs, status, steps = _run_chunked(prob.fn, prob.p, schedule.rates, prob.shared, n, outputs is not None)
-    if outputs is not None:
-        obs = {name: obs[name] for name in outputs}  # jax returns dicts sorted by key
+    obs, status, steps = _run_chunked(prob.fn, prob.p, schedule.rates, prob.shared, n)
+    obs = {name: obs[name] for name in (outputs or ALL_OUTPUTS)}  # jax returns dicts sorted by key
     failed = np.flatnonzero(status != 0)
     if failed.size and on_failure == "raise":
         shown = ", ".join(
@@ -393,14 +398,12 @@ def simulate(
             "Try solver='kvaerno5', a larger max_steps, or on_failure='flag' to keep the others."
         )
     if failed.size:
-        if ys is not None:
-            ys[failed] = np.nan
         for v in obs.values():
             v[failed] = np.nan
     from .results import build_dataset
 
     return build_dataset(
-        model=model, ts=ts, ys=ys, obs=obs, values=values, n=n, status=status, steps=steps,
+        model=model, ts=ts, obs=obs, values=values, n=n, status=status, steps=steps,
         attrs={
             "model": model.name,
             "growth_law": model.growth_law,
@@ -416,45 +419,88 @@ def simulate(
     )
 
 
-#: patients per compiled call. Measured on 2 CPU cores (bench/simulate.py): throughput per
-#: patient doubles from 1,000 to 2,000 patients (XLA then splits work across cores) and falls
-#: again for much larger batches (cache); every chunk is padded to this size so one
-#: compilation serves all batch sizes above it.
-CHUNK = 2048
+#: patients per compiled call on CPU. Measured on 2 CPU cores (bench/simulate.py): one
+#: compiled call keeps about one core busy whatever its size (XLA's CPU runtime runs the
+#: solver loop's small kernels one after another), so throughput comes from running
+#: several calls at once (see :func:`threads`); 256-1,024 patients per call were within
+#: noise of each other, 2,048 was ~10 % slower (cache), and smaller batches also wait less
+#: for their slowest patient (a vmapped while loop runs until its last patient is done).
+CHUNK = 512
+#: batches at most this large run as one call of their exact size (no padding, no threads)
+SINGLE_CALL = 128
 
 
-def _run_chunked(fn, p, rates, shared, n, selected=False):
-    """Run the compiled solve in chunks of CHUNK patients; returns (ys or None, outputs,
-    status, steps) as numpy arrays. ``selected``: ``fn`` returns only chosen outputs.
+def threads() -> int:
+    """Compiled calls run at once: ``IMMUNOPD_THREADS`` if set, else the CPU cores this process
+    may use; 1 on accelerators (one device executes one call at a time)."""
+    env = os.environ.get("IMMUNOPD_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise InputError(describe("IMMUNOPD_THREADS", env, "an integer >= 1"))
+        return int(env)
+    if jax.default_backend() != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    Each chunk is copied once, into arrays preallocated for all ``n`` patients, while the
-    next chunk is already running (JAX dispatches asynchronously).
+
+def chunk_size(n: int, workers: int) -> int:
+    """Patients per call for a batch of ``n``: CHUNK, or less so that every worker gets a
+    share (rounded up to a multiple of 64, so a few sizes cover all batches)."""
+    share = -(-n // workers)
+    return min(CHUNK, -(-share // 64) * 64)
+
+
+def run_batches(fn, p, rates, shared, batches, workers: int | None = None):
+    """Run the compiled solve ``fn`` on each index array in ``batches`` (patients of ``p`` and
+    ``rates``; all arrays of one length, padding copies included) and yield each one's outputs
+    as numpy arrays, in order. Up to ``workers`` calls (default :func:`threads`) run at once, each
+    from its own thread: JAX releases the GIL while XLA runs, and each patient's numbers are
+    the same however the batches are formed or scheduled (no reduction across patients).
     """
+    workers = threads() if workers is None else workers
+    host = {k: np.asarray(v) for k, v in p.items()}  # index on the host, not with eager JAX ops
+    rates = np.asarray(rates)
     starts, ends, jumps, ts = shared
-    if n <= CHUNK:
-        out = jax.tree_util.tree_map(np.array, fn(p, starts, ends, jnp.asarray(rates), jumps, ts))
-        return (None, *out) if selected else out
 
-    host = {k: np.asarray(v) for k, v in p.items()}  # index on the host: eager JAX ops would queue behind the running chunk
+    def one(idx):
+        out = fn({k: v[idx] for k, v in host.items()}, starts, ends, rates[idx], jumps, ts)
+        return jax.tree_util.tree_map(np.asarray, out)
 
-    def launch(lo):
-        idx = np.arange(lo, lo + CHUNK)
-        idx = np.where(idx < n, idx, lo)  # pad the last chunk with copies, dropped below
-        return lo, fn({k: v[idx] for k, v in host.items()}, starts, ends, rates[idx], jumps, ts)
+    batches = iter(batches)
+    if workers == 1:
+        for idx in batches:
+            yield one(idx)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="immunopd-solve") as pool:
+        pending = deque(pool.submit(one, idx) for idx in itertools.islice(batches, workers))
+        while pending:
+            out = pending.popleft().result()
+            nxt = next(batches, None)
+            if nxt is not None:
+                pending.append(pool.submit(one, nxt))
+            yield out
 
+
+def _run_chunked(fn, p, rates, shared, n):
+    """Run the compiled solve over ``n`` patients in padded chunks, several at once; returns
+    (outputs, status, steps) as numpy arrays, each chunk copied once into arrays preallocated
+    for all patients."""
+    starts, ends, jumps, ts = shared
+    if n <= SINGLE_CALL:
+        return jax.tree_util.tree_map(np.array, fn(p, starts, ends, jnp.asarray(rates), jumps, ts))
+    workers = threads()
+    size = chunk_size(n, workers)
+    los = range(0, n, size)
+    padded = (np.minimum(np.arange(lo, lo + size), n - 1) for lo in los)  # pad the last chunk with copies, dropped below
     buffers = treedef = None
-    pending = launch(0)
-    while pending is not None:
-        lo, out = pending
-        pending = launch(lo + CHUNK) if lo + CHUNK < n else None
+    for lo, out in zip(los, run_batches(fn, p, rates, shared, padded, workers)):
         leaves, treedef = jax.tree_util.tree_flatten(out)
         if buffers is None:
             buffers = [np.empty((n,) + leaf.shape[1:], leaf.dtype) for leaf in leaves]
-        keep = min(CHUNK, n - lo)
+        keep = min(size, n - lo)
         for buf, leaf in zip(buffers, leaves):
-            buf[lo : lo + keep] = np.asarray(leaf)[:keep]
-    out = jax.tree_util.tree_unflatten(treedef, buffers)
-    return (None, *out) if selected else out
+            buf[lo : lo + keep] = leaf[:keep]
+    return jax.tree_util.tree_unflatten(treedef, buffers)
 
 
 def _varying(values: Mapping[str, np.ndarray]) -> list[str]:

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -41,7 +40,7 @@ from .dosing import Regimen
 from .errors import InputError, InputTypeError, SolverError, describe
 from .population import Covariates, Population, sample
 from .results import package_versions, time_course_attrs
-from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_outputs, check_times, problem
+from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_outputs, check_times, problem, run_batches
 
 __all__ = ["run_trial", "Experiment", "load_experiment", "endpoint_table", "population_endpoints", "stratify", "strata_table", "DEFAULT_OUTPUTS"]
 
@@ -109,7 +108,8 @@ def run_trial(
     missed_dose_probability
         Chance that each planned infusion is missed, per patient and dose (seeded by ``seed``).
     chunk
-        Patients per compiled call (memory grows linearly with it).
+        Patients per compiled call; :func:`immunopd.solve.threads` calls run at once (memory
+        grows linearly with both).
     """
     check_options(solver=solver, on_failure=on_failure, rtol=rtol, atol=atol, max_steps=max_steps)
     regs = _as_regimens(regimens)
@@ -153,15 +153,11 @@ def run_trial(
             rng = np.random.default_rng([seed, r_idx])
             rates = np.where(rng.random(rates.shape) < missed_dose_probability, 0.0, rates)
         dosed[r_idx] = _dosed(prob.schedule, rates)
-        starts, ends_, jumps, tsj = prob.shared
-        for c in range(n_chunks):
-            lo = c * chunk
-            m = min(chunk, n - lo)
-            sel = order[lo : lo + m]
-            idx = np.concatenate([sel, np.full(chunk - m, sel[0])])  # pad the last chunk with copies, dropped below
-            pc = {k: v[idx] for k, v in prob.p.items()}
-            out = prob.fn(pc, starts, ends_, jnp.asarray(rates[idx]), jumps, tsj)
-            picked, status, steps = jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], out)
+        sels = [order[c * chunk : (c + 1) * chunk] for c in range(n_chunks)]
+        padded = (np.concatenate([sel, np.full(chunk - sel.size, sel[0])]) for sel in sels)  # pad the last chunk with copies, dropped below
+        for sel, out in zip(sels, run_batches(prob.fn, prob.p, rates, prob.shared, padded)):
+            m = sel.size
+            picked, status, steps = jax.tree_util.tree_map(lambda a: a[:m], out)
             status_all[r_idx, sel] = status
             steps_all[r_idx, sel] = steps
             for o in keep:

@@ -85,20 +85,43 @@ def test_vmapped_batch_equals_single_solves():
             np.testing.assert_allclose(batch[name].values[i], single[name].values[0], rtol=1e-9, atol=1e-12)
 
 
-def test_chunked_batches_equal_one_call(monkeypatch):
-    """Above CHUNK patients simulate runs padded chunks and copies them into one result: the
-    same numbers as one call over all patients, with or without an output selection."""
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_chunked_batches_equal_one_call(monkeypatch, workers):
+    """Above SINGLE_CALL patients simulate runs padded chunks, several at once from threads, and
+    copies them into one result: the same numbers as one call over all patients, with or
+    without an output selection."""
     import immunopd.solve as solve
 
     params = {"growth_rate": np.linspace(0.002, 0.006, 10), "effector_influx": np.linspace(0.3, 0.9, 10)}
     whole = ip.simulate("pembrolizumab 200 mg q3w", params, days=60)
+    monkeypatch.setattr(solve, "SINGLE_CALL", 1)
     monkeypatch.setattr(solve, "CHUNK", 4)  # 10 patients -> chunks of 4, 4 and 2 (+2 padding copies)
+    monkeypatch.setenv("IMMUNOPD_THREADS", workers)
+    assert solve.threads() == int(workers)
     chunked = ip.simulate("pembrolizumab 200 mg q3w", params, days=60)
     picked = ip.simulate("pembrolizumab 200 mg q3w", params, days=60, outputs=["sld", "effector"])
     for name in ("tumor_volume", "sld", "effector", "pd1_occupancy", "num_steps"):
         np.testing.assert_allclose(chunked[name].values, whole[name].values, rtol=1e-12, err_msg=name)
     for name in ("sld", "effector"):
         np.testing.assert_allclose(picked[name].values, whole[name].values, rtol=1e-12, err_msg=name)
+
+
+def test_chunk_sizes_share_the_work():
+    """A batch is split so every thread gets a share, in multiples of 64 up to CHUNK."""
+    from immunopd.solve import CHUNK, chunk_size
+
+    assert chunk_size(1000, 2) == 512
+    assert chunk_size(600, 2) == 320
+    assert chunk_size(130, 4) == 64
+    assert chunk_size(100_000, 2) == CHUNK
+
+
+def test_bad_thread_count(monkeypatch):
+    import immunopd.solve as solve
+
+    monkeypatch.setenv("IMMUNOPD_THREADS", "two")
+    with pytest.raises(ip.InputError, match=r"IMMUNOPD_THREADS = 'two' is not allowed.*an integer >= 1"):
+        solve.threads()
 
 
 def test_selected_outputs_equal_the_full_result():
@@ -119,10 +142,11 @@ def test_selected_outputs_equal_the_full_result():
 
 def test_compiled_once_per_model_and_grid():
     """A second call on the same grid and batch size reuses the compiled solve (no re-trace)."""
+    import immunopd.solve as solve
     from immunopd.solve import _compiled
 
     ip.simulate("pembrolizumab 200 mg q3w", days=100)
-    fn = _compiled(ip.core_model("gompertz"), "tsit5", 1e-6, 1e-9, 100_000)
+    fn = _compiled(ip.core_model("gompertz"), "tsit5", 1e-6, 1e-9, 100_000, solve.ALL_OUTPUTS)
     before = fn._cache_size()
     ip.simulate("pembrolizumab 400 mg q6w", {"growth_rate": 0.004}, days=100)
     assert fn._cache_size() == before
