@@ -29,6 +29,7 @@ import jax  # noqa: E402
 
 import immunopd as ip  # noqa: E402
 from immunopd.population import sample  # noqa: E402
+from immunopd.solve import CHUNK  # noqa: E402
 from immunopd.trial import endpoint_table, run_trial  # noqa: E402
 from tests.reference import scipy_solve  # noqa: E402
 

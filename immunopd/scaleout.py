@@ -3,16 +3,18 @@
 :func:`run_trial_to_zarr` splits a trial into chunks of patients. Each chunk is simulated by
 :func:`immunopd.trial.run_trial` (in this process, or as a task on a Dask ``distributed``
 worker, which compiles the solver once and reuses it for every chunk it gets) and written as
-its own netCDF part file, atomically, in ``<out>.parts/``. As each part is done (while the
-workers go on with the next chunks), this process copies it into its patient slice of one zarr
-store in that folder, laid out from the first part with dask-backed placeholders (zarr chunks =
-the run's chunks, so each part fills whole zarr chunks). When all are in, the population-level
-endpoints (ORR, DCR, median PFS) are computed from the per-patient ones and added, and the
-store is renamed over ``out``: ``out`` is only ever a complete result.
+its patients' slice of one zarr store in ``<out>.parts/``, then a marker file saying the slice is
+complete. The store is laid out first, in this process, from :func:`immunopd.trial.result_layout`
+(the names, dims, units and attrs of :func:`~immunopd.trial.run_trial`'s result, with dask-backed
+placeholders, written with ``compute=False``); its zarr chunks are the run's chunks, so each
+chunk writes whole zarr chunks of its own and concurrent workers never touch the same file.
+When all are in, the population-level endpoints (ORR, DCR, median PFS) are computed from the
+per-patient ones, and the store is renamed over ``out``: ``out`` is only ever a complete result.
+Each value is written once.
 
 Resume: the same command after an interruption (Ctrl-C, a killed process) finds the parts
-already written and computes only the missing chunks; a part is either complete or absent
-(written to a temporary name, then renamed), and the run's fingerprint (regimens, population,
+marked complete and computes only the missing chunks (a slice without its marker is simply
+written again, with the same values), and the run's fingerprint (regimens, population,
 settings, chunking) is checked so parts of a different run are never mixed in. Since every
 chunk is a deterministic function of its inputs, the final file equals an uninterrupted run's,
 value for value.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -101,14 +104,21 @@ def _write_part(ds: xr.Dataset, path: Path) -> None:
         raise _os_error(exc, path) from exc
 
 
-def _trial_chunk(regimens, population_data: xr.Dataset, settings: dict, part: str) -> str:
-    """One chunk, run wherever it is scheduled: simulate, keep per-patient variables, write."""
+def _trial_chunk(regimens, population_data: xr.Dataset, settings: dict, store: str, first: int, marker: str) -> str:
+    """One chunk, run wherever it is scheduled: simulate, write its patients' slice of the
+    store, then the marker that says the slice is complete."""
+    from .io import write_text
     from .trial import run_trial
 
     ds = run_trial(regimens, Population(population_data), **settings)
-    per_patient = [k for k, v in ds.data_vars.items() if "patient" in v.dims]
-    _write_part(ds[per_patient], Path(part))
-    return part
+    others = [name for name, v in ds.variables.items() if "patient" not in v.dims or name == "patient"]
+    try:
+        # consolidated=False: the slices change no metadata, and several writers must not race on it
+        ds.drop_vars(others).to_zarr(store, region={"patient": slice(first, first + ds.sizes["patient"])}, consolidated=False)
+        write_text("", marker)
+    except OSError as exc:
+        raise _os_error(exc, store) from exc
+    return marker
 
 
 def _fingerprint(obj) -> str:
@@ -138,16 +148,10 @@ def _prepare_parts(parts_dir: Path, fingerprint: str) -> None:
 
 
 def _run_chunks(jobs: list[tuple[int, Callable, tuple, Path]], client, progress: bool,
-                on_chunk_done: Callable[[int], None] | None,
-                on_part: Callable[[int, Path], None] | None = None) -> tuple[list[int], list[int]]:
-    """Run the jobs whose part file is missing (in process, or on ``client``); ``on_part(k,
-    part)`` is called in this process for every part, reused ones first, as it is ready."""
+                on_chunk_done: Callable[[int], None] | None) -> tuple[list[int], list[int]]:
+    """Run the jobs whose part file (or completion marker) is missing, in process or on ``client``."""
     reused = [k for k, _, _, part in jobs if part.exists()]
     todo = [(k, fn, args, part) for k, fn, args, part in jobs if not part.exists()]
-    parts = {k: part for k, _, _, part in jobs}
-    if on_part is not None:
-        for k in reused:
-            on_part(k, parts[k])
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -159,8 +163,6 @@ def _run_chunks(jobs: list[tuple[int, Callable, tuple, Path]], client, progress:
         done.append(k)
         if bar is not None:
             bar.update(1)
-        if on_part is not None:
-            on_part(k, parts[k])
         if on_chunk_done is not None:
             on_chunk_done(k)
 
@@ -200,6 +202,9 @@ def run_trial_to_zarr(
     out = Path(out)
     if out.suffix != ".zarr":
         raise InputError(describe("out", str(out), "a path ending in .zarr"))
+    if importlib.util.find_spec("dask") is None:
+        raise InputError(f"writing {out} in chunks needs dask (its store is laid out with dask-backed placeholders): "
+                         "pip install 'immunopd[dask]', or write a .nc file in one go")
     if isinstance(chunk_patients, bool) or not isinstance(chunk_patients, int) or chunk_patients < 1:
         raise InputError(describe("chunk_patients", chunk_patients, "an integer >= 1"))
     if not isinstance(population, Population):
@@ -217,85 +222,57 @@ def run_trial_to_zarr(
                                 "chunk_patients": chunk_patients, "n": n})
     parts_dir = out.with_name(out.name + ".parts")
     _prepare_parts(parts_dir, fingerprint)
+    store = parts_dir / "store.zarr"
+    _lay_out(store, regs, population, chunk_patients, settings)
     jobs = []
     for k in range(n_chunks):
         sub = population.data.isel(patient=slice(k * chunk_patients, (k + 1) * chunk_patients))
-        jobs.append((k, _trial_chunk, (regs, sub, settings), parts_dir / f"part-{k:05d}.nc"))
-    store = _TrialStore(parts_dir / "store.zarr", out, population, chunk_patients)
-    computed, reused = _run_chunks(jobs, client, progress, on_chunk_done, on_part=store.add)
-    store.finish()
+        marker = parts_dir / f"part-{k:05d}.done"
+        jobs.append((k, _trial_chunk, (regs, sub, settings, str(store), k * chunk_patients), marker))
+    computed, reused = _run_chunks(jobs, client, progress, on_chunk_done)
+    _finish(store, out)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return ScaleRun(out, tuple(computed), tuple(reused))
 
 
-class _TrialStore:
-    """The zarr store a chunked trial is written into, one part at a time, then renamed to ``out``.
+def _lay_out(store: Path, regs, population: Population, chunk_patients: int, settings: dict) -> None:
+    """Create the run's store (unless a resumed run finds it complete): the layout of the whole
+    result, zarr-chunked like the run, so each chunk's patients fill whole zarr chunks of their
+    own and workers never write the same file."""
+    from .trial import result_layout
 
-    Laid out from the first part: every per-patient variable over all patients, zarr-chunked
-    like the run, so each part writes whole chunks of its own. Rebuilt from the parts on
-    disk when a run resumes, so a store half-written by an interrupted run is never trusted.
-    """
+    ready = store.with_name("store.ready")
+    if ready.exists():
+        return
+    try:
+        if store.exists():
+            shutil.rmtree(store)
+        for marker in store.parent.glob("part-*.done"):  # slices of a store that was never completed
+            marker.unlink()
+        layout = result_layout(regs, population, chunk_patients=chunk_patients, **settings)
+        layout.attrs["chunks_written"] = -(-len(population) // chunk_patients)
+        layout.to_zarr(store, mode="w", compute=False, zarr_format=2)
+        ready.touch()
+    except OSError as exc:
+        raise _os_error(exc, store) from exc
 
-    def __init__(self, path: Path, out: Path, population: Population, chunk_patients: int):
-        self.path, self.out, self.population, self.chunk = path, out, population, chunk_patients
-        self.n = len(population)
-        self.created = False
 
-    def _write(self, ds: xr.Dataset, **kwargs) -> None:
-        try:
-            ds.to_zarr(self.path, zarr_format=2, **kwargs)
-        except OSError as exc:
-            raise _os_error(exc, self.path) from exc
+def _finish(store: Path, out: Path) -> None:
+    """Compute the population-level endpoints from the per-patient ones, then rename the store over ``out``."""
+    from .io import replace_folder
+    from .trial import population_endpoints
 
-    def _create(self, first: xr.Dataset) -> None:
-        import dask.array as da
-
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        data, coords = {}, {}
-        for name, v in first.variables.items():
-            if name == "patient":
-                coords[name] = ("patient", self.population.data.patient.values, v.attrs)
-            elif "patient" in v.dims:
-                shape = tuple(self.n if d == "patient" else size for d, size in zip(v.dims, v.shape))
-                chunks = tuple(self.chunk if d == "patient" else size for d, size in zip(v.dims, v.shape))
-                placeholder = xr.Variable(v.dims, da.zeros(shape, chunks=chunks, dtype=v.dtype), v.attrs)
-                (coords if name in first.coords else data)[name] = placeholder
-            else:
-                (coords if name in first.coords else data)[name] = xr.Variable(v.dims, v.values, v.attrs)
-        from .results import package_versions
-
-        # the parts' attrs (settings, provenance) are those of the whole run: all come from one call
-        attrs = {**first.attrs, **package_versions(), "title": "immunopd virtual trial", "chunks_written": -(-self.n // self.chunk),
-                 "population_seed": self.population.data.attrs.get("seed", -1)}
-        self._write(xr.Dataset(data, coords=coords, attrs=attrs), mode="w", compute=False)
-        self.created = True
-
-    def add(self, k: int, part: Path) -> None:
-        """Copy part ``k`` (patients ``k * chunk ...``) into its slice of the store."""
-        with xr.open_dataset(part, engine="h5netcdf") as ds:
-            ds = ds.load()
-        if not self.created:
-            self._create(ds)
-        others = [name for name, v in ds.variables.items() if "patient" not in v.dims or name == "patient"]
-        lo = k * self.chunk
-        self._write(ds.drop_vars(others), region={"patient": slice(lo, lo + ds.sizes["patient"])})
-
-    def finish(self) -> None:
-        """Add the population-level endpoints, then rename the store over ``out``."""
-        from .io import replace_folder
-        from .trial import population_endpoints
-
-        with xr.open_zarr(self.path, consolidated=False) as ds:
+    try:
+        with xr.open_zarr(store, consolidated=False, chunks=None) as ds:  # read here, not through a Dask client
             per_patient = {k: ds[k].values for k in ("best_response", "pfs_days", "progressed", "solver_status")}
             attrs = dict(ds.attrs)
         endpoints = population_endpoints(per_patient["best_response"], per_patient["pfs_days"], per_patient["progressed"],
                                          per_patient["solver_status"] == 0)
-        self._write(xr.Dataset(endpoints, attrs=attrs), mode="a")  # an append sets the store's attrs to these
-        try:
-            replace_folder(self.path, self.out)
-        except OSError as exc:
-            raise _os_error(exc, self.out) from exc
+        # overwrites the placeholders; an append also sets the store's attrs (to the same) and consolidates its metadata
+        xr.Dataset(endpoints, attrs=attrs).to_zarr(store, mode="a", zarr_format=2)
+        replace_folder(store, out)
+    except OSError as exc:
+        raise _os_error(exc, out) from exc
 
 
 # ---------------------------------------------------------------------- sensitivity

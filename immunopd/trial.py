@@ -190,10 +190,45 @@ def run_trial(
             f"the ODE solve failed for {len(failed)} (regimen, patient) pair(s); first: regimen {list(regs)[r]!r}, patient {i} "
             f"({_RESULT_MESSAGES[status_all[r, i]].splitlines()[0]}). Try solver='kvaerno5', a larger max_steps, or on_failure='flag'."
         )
-    return _assemble(regs, texts, population, ts, scans, store, ends, status_all, dosed, dict(
-        days=float(days), scan_interval_days=float(scan_interval_days), missed_dose_probability=float(missed_dose_probability),
-        seed=int(seed), growth_law=growth_law, solver=solver, rtol=float(rtol), atol=float(atol),
-    ))
+    return _assemble(regs, texts, population, ts, scans, store, ends, status_all, dosed, _settings_attrs(
+        days, scan_interval_days, missed_dose_probability, seed, growth_law, solver, rtol, atol))
+
+
+def _settings_attrs(days, scan_interval_days, missed_dose_probability, seed, growth_law, solver, rtol, atol) -> dict:
+    return dict(days=float(days), scan_interval_days=float(scan_interval_days), missed_dose_probability=float(missed_dose_probability),
+                seed=int(seed), growth_law=growth_law, solver=solver, rtol=float(rtol), atol=float(atol))
+
+
+def result_layout(regimens, population: Population, *, chunk_patients: int, days: float = 365.0,
+                  scan_interval_days: float = DEFAULT_SCAN_INTERVAL_DAYS, outputs: Sequence[str] = DEFAULT_OUTPUTS,
+                  missed_dose_probability: float = 0.0, seed: int = 0, growth_law: str = "gompertz", solver: str = "tsit5",
+                  rtol: float = 1e-6, atol: float = 1e-9, **_solver_only) -> xr.Dataset:
+    """The Dataset :func:`run_trial` returns for these arguments (names, dims, dtypes, units,
+    coordinates, attrs), nothing simulated: every per-patient variable is a lazy dask array of
+    zeros in chunks of ``chunk_patients``, for laying out a store that chunks of patients are
+    then written into (``to_zarr(..., compute=False)``). The population-level endpoints in it
+    are placeholders too. ``_solver_only``: run_trial's arguments that do not show in the result."""
+    import dask.array as da
+
+    regs = _as_regimens(regimens)
+    keep = list(check_outputs(outputs))
+    ts = check_times(None, days)
+    scans = ep.scan_times(ts, scan_interval_days)
+    n, r = len(population), len(regs)
+
+    def zeros(shape, dtype=np.float64):  # a view of one zero: no memory for 100,000s of patients
+        return np.broadcast_to(np.zeros((), dtype), shape)
+
+    template = ep.recist(np.ones((1, 2)), np.array([0.0, 1.0]))
+    ds = _assemble(regs, [reg.describe() for reg in regs.values()], population, ts, scans,
+                   {o: zeros((r, n, ts.size)) for o in keep}, {k: zeros((r, n), v.dtype) for k, v in template.items()},
+                   zeros((r, n), np.int32), zeros((r, n, 2)),
+                   _settings_attrs(days, scan_interval_days, missed_dose_probability, seed, growth_law, solver, rtol, atol))
+    for name, v in list(ds.variables.items()):
+        if "patient" in v.dims and name != "patient":
+            chunks = tuple(chunk_patients if d == "patient" else ds.sizes[d] for d in v.dims)
+            ds[name] = xr.Variable(v.dims, da.zeros(v.shape, dtype=v.dtype, chunks=chunks), v.attrs)
+    return ds
 
 
 def _dosed(schedule, rates) -> np.ndarray:

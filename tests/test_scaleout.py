@@ -34,9 +34,14 @@ def reference(pop, tmp_path_factory):
 
 
 def test_chunked_result_equals_the_in_process_trial(reference, pop):
+    """Same variables, coordinates, units and values as run_trial's Dataset; the store only adds
+    the number of chunks to the attrs."""
     direct = run_trial(REGS, pop, **SETTINGS)
     for name in ("sld", "best_response", "pfs_days", "orr", "dcr", "median_pfs_days", "growth_rate", "cold"):
         np.testing.assert_array_equal(reference[name].values, direct[name].values, err_msg=name)
+    stored = reference.copy()
+    assert stored.attrs.pop("chunks_written") == 6
+    xr.testing.assert_identical(stored, direct)
 
 
 def test_interrupted_run_resumes_with_only_the_missing_chunks(pop, tmp_path, reference):
@@ -49,7 +54,7 @@ def test_interrupted_run_resumes_with_only_the_missing_chunks(pop, tmp_path, ref
 
     with pytest.raises(KeyboardInterrupt):
         run_trial_to_zarr(REGS, pop, out, chunk_patients=40, on_chunk_done=stop_after_two, **SETTINGS)
-    assert not out.exists() and len(list((tmp_path / "t.zarr.parts").glob("part-*.nc"))) == 2
+    assert not out.exists() and len(list((tmp_path / "t.zarr.parts").glob("part-*.done"))) == 2
     run = run_trial_to_zarr(REGS, pop, out, chunk_patients=40, **SETTINGS)
     assert run.reused == (0, 1) and run.computed == (2, 3, 4, 5)
     with xr.open_zarr(out) as ds:
@@ -100,7 +105,7 @@ def test_a_worker_killed_mid_run_changes_nothing(pop, tmp_path, reference):
 
         def killer():
             deadline = time.time() + 120
-            while time.time() < deadline and not list(parts.glob("part-*.nc")):
+            while time.time() < deadline and not list(parts.glob("part-*.done")):
                 time.sleep(0.05)
             worker = list(client.scheduler_info()["workers"])[0]
             pid = client.run(os.getpid, workers=[worker])[worker]
