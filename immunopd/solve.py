@@ -438,7 +438,8 @@ SINGLE_CALL = 128
 
 def threads() -> int:
     """Compiled calls run at once: ``IMMUNOPD_THREADS`` if set, else the CPU cores this process
-    may use; 1 on accelerators (one device executes one call at a time)."""
+    may use (its affinity mask, capped by a container's CPU quota); 1 on accelerators (one
+    device executes one call at a time)."""
     env = os.environ.get("IMMUNOPD_THREADS", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
@@ -446,7 +447,36 @@ def threads() -> int:
         return int(env)
     if jax.default_backend() != "cpu":
         return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, quota)) if quota else cores
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """Whole CPUs allowed by a container's CPU quota (cgroup v2 ``cpu.max`` or v1
+    ``cfs_quota_us``), rounded up; None when there is none. A container limited to 2 CPUs on a
+    64-core host still sees 64 cores in its affinity mask."""
+    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),
+                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")])):
+        text = _read(path)
+        if text is None:
+            continue
+        try:
+            quota, period = parse(text)
+            if quota in ("max", "-1") or period is None:
+                return None
+            return max(1, -(-int(quota) // int(period)))
+        except (ValueError, TypeError):
+            return None
+    return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
 
 
 def chunk_size(n: int, workers: int) -> int:

@@ -116,6 +116,22 @@ def test_chunk_sizes_share_the_work():
     assert chunk_size(100_000, 2) == CHUNK
 
 
+def test_threads_follow_a_container_cpu_quota(monkeypatch):
+    """cgroup v2 cpu.max "150000 100000" allows 1.5 CPUs: 2 threads at most; "max": no quota."""
+    import immunopd.solve as solve
+
+    files = {"/sys/fs/cgroup/cpu.max": "150000 100000\n"}
+    monkeypatch.setattr(solve, "_read", files.get)
+    monkeypatch.delenv("IMMUNOPD_THREADS", raising=False)
+    assert solve._cgroup_cpu_quota() == 2
+    assert solve.threads() <= 2
+    files["/sys/fs/cgroup/cpu.max"] = "max 100000\n"
+    assert solve._cgroup_cpu_quota() is None
+    files.pop("/sys/fs/cgroup/cpu.max")
+    files.update({"/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "400000\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n"})
+    assert solve._cgroup_cpu_quota() == 4
+
+
 def test_bad_thread_count(monkeypatch):
     import immunopd.solve as solve
 
