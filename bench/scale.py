@@ -58,16 +58,14 @@ def cold_in_process() -> None:
 def one_round(pop, work: Path, chunk_patients: int, order: list[str]) -> dict[str, float]:
     times = {}
     for config in order:
+        if config in ("in_process_s", "chunked_zarr_s"):
+            cold_in_process()
         t0 = time.perf_counter()
         if config == "in_process_s":
-            cold_in_process()
-            t0 = time.perf_counter()
             ds = run_trial(REGIMENS, pop, **SETTINGS)
             write_netcdf(ds, work / "inproc.nc")
             del ds
         elif config == "chunked_zarr_s":
-            cold_in_process()
-            t0 = time.perf_counter()
             run_trial_to_zarr(REGIMENS, pop, work / "chunked.zarr", chunk_patients=chunk_patients, **SETTINGS)
         else:
             n = int(config.split("_")[1])

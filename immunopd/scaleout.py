@@ -5,8 +5,8 @@
 worker, which compiles the solver once and reuses it for every chunk it gets) and written as
 its patients' slice of one zarr store in ``<out>.parts/``, then a marker file saying the slice is
 complete. The store is laid out first, in this process, from :func:`immunopd.trial.result_layout`
-(the names, dims, units and attrs of :func:`~immunopd.trial.run_trial`'s result, with dask-backed
-placeholders, written with ``compute=False``); its zarr chunks are the run's chunks, so each
+(the names, dims, units and attrs of :func:`~immunopd.trial.run_trial`'s result, its per-patient
+variables lazy dask zeros, written with ``compute=False``); its zarr chunks are the run's chunks, so each
 chunk writes whole zarr chunks of its own and concurrent workers never touch the same file.
 When all are in, the population-level endpoints (ORR, DCR, median PFS) are computed from the
 per-patient ones, and the store is renamed over ``out``: ``out`` is only ever a complete result.
@@ -108,13 +108,13 @@ def _trial_chunk(regimens, population_data: xr.Dataset, settings: dict, store: s
     """One chunk, run wherever it is scheduled: simulate, write its patients' slice of the
     store, then the marker that says the slice is complete."""
     from .io import write_text
-    from .trial import run_trial
+    from .trial import per_patient_variables, run_trial
 
     ds = run_trial(regimens, Population(population_data), **settings)
-    others = [name for name, v in ds.variables.items() if "patient" not in v.dims or name == "patient"]
+    keep = set(per_patient_variables(ds))
     try:
         # consolidated=False: the slices change no metadata, and several writers must not race on it
-        ds.drop_vars(others).to_zarr(store, region={"patient": slice(first, first + ds.sizes["patient"])}, consolidated=False)
+        ds.drop_vars([name for name in ds.variables if name not in keep]).to_zarr(store, region={"patient": slice(first, first + ds.sizes["patient"])}, consolidated=False)
         write_text("", marker)
     except OSError as exc:
         raise _os_error(exc, store) from exc
@@ -203,7 +203,7 @@ def run_trial_to_zarr(
     if out.suffix != ".zarr":
         raise InputError(describe("out", str(out), "a path ending in .zarr"))
     if importlib.util.find_spec("dask") is None:
-        raise InputError(f"writing {out} in chunks needs dask (its store is laid out with dask-backed placeholders): "
+        raise InputError(f"writing {out} in chunks needs dask (its store is laid out from lazy dask arrays): "
                          "pip install 'immunopd[dask]', or write a .nc file in one go")
     if isinstance(chunk_patients, bool) or not isinstance(chunk_patients, int) or chunk_patients < 1:
         raise InputError(describe("chunk_patients", chunk_patients, "an integer >= 1"))
@@ -268,7 +268,8 @@ def _finish(store: Path, out: Path) -> None:
             attrs = dict(ds.attrs)
         endpoints = population_endpoints(per_patient["best_response"], per_patient["pfs_days"], per_patient["progressed"],
                                          per_patient["solver_status"] == 0)
-        # overwrites the placeholders; an append also sets the store's attrs (to the same) and consolidates its metadata
+        # overwrites the layout's endpoints (computed from zeros); an append also sets the store's attrs
+        # (to the same) and consolidates its metadata
         xr.Dataset(endpoints, attrs=attrs).to_zarr(store, mode="a", zarr_format=2)
         replace_folder(store, out)
     except OSError as exc:

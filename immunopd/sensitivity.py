@@ -53,7 +53,7 @@ from . import endpoints as ep
 from .errors import InputError, SolverError, describe
 from .models.core import OBSERVABLES, PARAMETERS, STATES
 from .results import package_versions
-from .solve import CHUNK, check_times, one_patient_solver, problem, run_batches
+from .solve import CHUNK, check_times, one_patient_solver, padded_chunks, problem, run_batches
 
 __all__ = ["local_sensitivity", "summary_table", "DEFAULT_PARAMETERS", "Outputs", "define", "sample", "evaluate", "analyze", "run_global", "write", "open_sensitivity",
            "SensitivityProblem", "METHODS", "ranges_around_defaults"]
@@ -323,10 +323,9 @@ def evaluate(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, unit="sample", desc="evaluating")
-    los = range(0, n, chunk)
-    padded = (np.minimum(np.arange(lo, lo + chunk), n - 1) for lo in los)  # pad the last chunk with copies, dropped below
-    for lo, out in zip(los, run_batches(prob.fn, prob.p, prob.schedule.rates, prob.shared, padded)):
-        m = min(chunk, n - lo)
+    chunks = padded_chunks(np.arange(n), chunk)
+    for (rows, _), out in zip(chunks, run_batches(prob.fn, prob.p, prob.schedule.rates, prob.shared, (idx for _, idx in chunks))):
+        lo, m = rows[0], rows.size
         picked, status, _ = jax.tree_util.tree_map(lambda a: a[:m], out)
         if np.any(status != 0):
             bad = lo + int(np.flatnonzero(status != 0)[0])

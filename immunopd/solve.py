@@ -42,7 +42,7 @@ from .models.growth import GROWTH_LAWS
 from .models import pk
 from .models.pk import DRUGS, TARGETS
 
-__all__ = ["simulate", "SOLVERS", "prepare", "problem", "check_options", "check_outputs", "check_times", "run_batches", "threads"]
+__all__ = ["simulate", "SOLVERS", "prepare", "problem", "check_options", "check_outputs", "check_times", "padded_chunks", "run_batches", "threads"]
 
 SOLVERS: dict[str, type] = {
     "tsit5": diffrax.Tsit5,
@@ -452,23 +452,21 @@ def threads() -> int:
     return max(1, min(cores, quota)) if quota else cores
 
 
+@functools.lru_cache(maxsize=1)
 def _cgroup_cpu_quota() -> int | None:
     """Whole CPUs allowed by a container's CPU quota (cgroup v2 ``cpu.max`` or v1
     ``cfs_quota_us``), rounded up; None when there is none. A container limited to 2 CPUs on a
     64-core host still sees 64 cores in its affinity mask."""
-    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),
-                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")])):
-        text = _read(path)
-        if text is None:
-            continue
-        try:
-            quota, period = parse(text)
-            if quota in ("max", "-1") or period is None:
-                return None
-            return max(1, -(-int(quota) // int(period)))
-        except (ValueError, TypeError):
-            return None
-    return None
+    v2 = _read("/sys/fs/cgroup/cpu.max")  # "<quota> <period>" or "max <period>"
+    if v2 is not None:
+        quota, _, period = v2.strip().partition(" ")
+    else:
+        quota, period = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    try:
+        q, p = int(quota), int(period)  # "max", v1's "-1" or a missing file: no quota
+    except (TypeError, ValueError):
+        return None
+    return max(1, -(-q // p)) if q > 0 and p > 0 else None
 
 
 def _read(path: str) -> str | None:
@@ -484,6 +482,17 @@ def chunk_size(n: int, workers: int) -> int:
     share (rounded up to a multiple of 64, so a few sizes cover all batches)."""
     share = -(-n // workers)
     return min(CHUNK, -(-share // 64) * 64)
+
+
+def padded_chunks(order: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split the patient indices ``order`` into ``(chunk, padded)`` pairs: each chunk's indices,
+    and the same padded to ``size`` with copies of its first patient (one compiled shape for
+    all chunks; the copies' results are dropped)."""
+    out = []
+    for lo in range(0, len(order), size):
+        chunk = order[lo : lo + size]
+        out.append((chunk, np.concatenate([chunk, np.full(size - chunk.size, chunk[0])])))
+    return out
 
 
 def run_batches(fn, p, rates, shared, batches, workers: int | None = None):
@@ -525,17 +534,15 @@ def _run_chunked(fn, p, rates, shared, n):
     if n <= SINGLE_CALL:
         return jax.tree_util.tree_map(np.array, fn(p, starts, ends, jnp.asarray(rates), jumps, ts))
     workers = threads()
-    size = chunk_size(n, workers)
-    los = range(0, n, size)
-    padded = (np.minimum(np.arange(lo, lo + size), n - 1) for lo in los)  # pad the last chunk with copies, dropped below
+    chunks = padded_chunks(np.arange(n), chunk_size(n, workers))
     buffers = treedef = None
-    for lo, out in zip(los, run_batches(fn, p, rates, shared, padded, workers)):
+    for (chunk, _), out in zip(chunks, run_batches(fn, p, rates, shared, (idx for _, idx in chunks), workers)):
         leaves, treedef = jax.tree_util.tree_flatten(out)
         if buffers is None:
             buffers = [np.empty((n,) + leaf.shape[1:], leaf.dtype) for leaf in leaves]
-        keep = min(size, n - lo)
+        lo, m = chunk[0], chunk.size
         for buf, leaf in zip(buffers, leaves):
-            buf[lo : lo + keep] = leaf[:keep]
+            buf[lo : lo + m] = leaf[:m]
     return jax.tree_util.tree_unflatten(treedef, buffers)
 
 

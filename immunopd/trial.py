@@ -25,7 +25,6 @@ and ``missed_dose_probability`` drops each planned infusion of each patient inde
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from .dosing import Regimen
 from .errors import InputError, InputTypeError, SolverError, describe
 from .population import Covariates, Population, sample
 from .results import package_versions, time_course_attrs
-from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_outputs, check_times, problem, run_batches
+from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_outputs, check_times, padded_chunks, problem, run_batches
 
 __all__ = ["run_trial", "Experiment", "load_experiment", "endpoint_table", "population_endpoints", "stratify", "strata_table", "DEFAULT_OUTPUTS"]
 
@@ -128,16 +127,14 @@ def run_trial(
     min_doses = max(r.max_doses_per_target(horizon) for r in regs.values())
 
     store = {o: np.empty((len(regs), n, ts.size)) for o in keep}
-    template = ep.recist(np.ones((1, 2)), np.array([0.0, 1.0]))  # names and dtypes of the endpoint arrays
-    names = list(template)
-    ends = {k: np.empty((len(regs), n), dtype=v.dtype) for k, v in template.items()}
+    names = list(_ENDPOINT_DTYPES)
+    ends = {k: np.empty((len(regs), n), dtype=dtype) for k, dtype in _ENDPOINT_DTYPES.items()}
     status_all = np.zeros((len(regs), n), dtype=np.int32)
     steps_all = np.zeros((len(regs), n), dtype=np.int64)
     order = np.arange(n)
     dosed = np.zeros((len(regs), n, 2))
     wanted = tuple(sorted(set(keep) | {"sld"}))
 
-    n_chunks = math.ceil(n / chunk)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -153,9 +150,8 @@ def run_trial(
             rng = np.random.default_rng([seed, r_idx])
             rates = np.where(rng.random(rates.shape) < missed_dose_probability, 0.0, rates)
         dosed[r_idx] = _dosed(prob.schedule, rates)
-        sels = [order[c * chunk : (c + 1) * chunk] for c in range(n_chunks)]
-        padded = (np.concatenate([sel, np.full(chunk - sel.size, sel[0])]) for sel in sels)  # pad the last chunk with copies, dropped below
-        for sel, out in zip(sels, run_batches(prob.fn, prob.p, rates, prob.shared, padded)):
+        chunks = padded_chunks(order, chunk)
+        for (sel, _), out in zip(chunks, run_batches(prob.fn, prob.p, rates, prob.shared, (idx for _, idx in chunks))):
             m = sel.size
             picked, status, steps = jax.tree_util.tree_map(lambda a: a[:m], out)
             status_all[r_idx, sel] = status
@@ -207,7 +203,8 @@ def result_layout(regimens, population: Population, *, chunk_patients: int, days
     coordinates, attrs), nothing simulated: every per-patient variable is a lazy dask array of
     zeros in chunks of ``chunk_patients``, for laying out a store that chunks of patients are
     then written into (``to_zarr(..., compute=False)``). The population-level endpoints in it
-    are placeholders too. ``_solver_only``: run_trial's arguments that do not show in the result."""
+    are computed from those zeros, to be recomputed once the patients are in. ``_solver_only``:
+    run_trial's arguments that do not show in the result."""
     import dask.array as da
 
     regs = _as_regimens(regimens)
@@ -219,16 +216,24 @@ def result_layout(regimens, population: Population, *, chunk_patients: int, days
     def zeros(shape, dtype=np.float64):  # a view of one zero: no memory for 100,000s of patients
         return np.broadcast_to(np.zeros((), dtype), shape)
 
-    template = ep.recist(np.ones((1, 2)), np.array([0.0, 1.0]))
     ds = _assemble(regs, [reg.describe() for reg in regs.values()], population, ts, scans,
-                   {o: zeros((r, n, ts.size)) for o in keep}, {k: zeros((r, n), v.dtype) for k, v in template.items()},
+                   {o: zeros((r, n, ts.size)) for o in keep}, {k: zeros((r, n), dtype) for k, dtype in _ENDPOINT_DTYPES.items()},
                    zeros((r, n), np.int32), zeros((r, n, 2)),
                    _settings_attrs(days, scan_interval_days, missed_dose_probability, seed, growth_law, solver, rtol, atol))
-    for name, v in list(ds.variables.items()):
-        if "patient" in v.dims and name != "patient":
-            chunks = tuple(chunk_patients if d == "patient" else ds.sizes[d] for d in v.dims)
-            ds[name] = xr.Variable(v.dims, da.zeros(v.shape, dtype=v.dtype, chunks=chunks), v.attrs)
+    for name in per_patient_variables(ds):
+        v = ds[name].variable
+        chunks = tuple(chunk_patients if d == "patient" else ds.sizes[d] for d in v.dims)
+        ds[name] = xr.Variable(v.dims, da.zeros(v.shape, dtype=v.dtype, chunks=chunks), v.attrs)
     return ds
+
+
+def per_patient_variables(ds: xr.Dataset) -> list[str]:
+    """The variables of a trial Dataset that have a ``patient`` dim, the coordinate itself excepted."""
+    return [name for name, v in ds.variables.items() if "patient" in v.dims and name != "patient"]
+
+
+#: names and dtypes of the per-patient RECIST arrays (from a one-patient call of the scorer)
+_ENDPOINT_DTYPES = {k: v.dtype for k, v in ep.recist(np.ones((1, 2)), np.array([0.0, 1.0])).items()}
 
 
 def _dosed(schedule, rates) -> np.ndarray:

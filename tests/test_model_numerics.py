@@ -123,13 +123,17 @@ def test_threads_follow_a_container_cpu_quota(monkeypatch):
     files = {"/sys/fs/cgroup/cpu.max": "150000 100000\n"}
     monkeypatch.setattr(solve, "_read", files.get)
     monkeypatch.delenv("IMMUNOPD_THREADS", raising=False)
-    assert solve._cgroup_cpu_quota() == 2
+    quota = solve._cgroup_cpu_quota.__wrapped__  # the cached one reads the real files once per process
+    monkeypatch.setattr(solve, "_cgroup_cpu_quota", quota)
+    assert quota() == 2
     assert solve.threads() <= 2
     files["/sys/fs/cgroup/cpu.max"] = "max 100000\n"
-    assert solve._cgroup_cpu_quota() is None
+    assert quota() is None
     files.pop("/sys/fs/cgroup/cpu.max")
     files.update({"/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "400000\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n"})
-    assert solve._cgroup_cpu_quota() == 4
+    assert quota() == 4
+    files["/sys/fs/cgroup/cpu/cpu.cfs_quota_us"] = "-1\n"
+    assert quota() is None
 
 
 def test_bad_thread_count(monkeypatch):
