@@ -8,14 +8,14 @@ this process; each worker compiles in its own), so compilation is charged to eve
 - in process, chunked to zarr (immunopd.scaleout.run_trial_to_zarr, client=None), the same
   output path as the Dask runs, also cold;
 - a LocalCluster of 1 worker, then of 2 workers (single-threaded Dask workers; inside each, the
-  compiled solves run on immunopd.solve.threads() threads, as in process), chunked to zarr.
+  compiled solves run on immunopd.integrate.threads() threads, as in process), chunked to zarr.
 
 Overhead = time / in-process time - 1 of the same round (target <= 10 % at 100,000 patients,
 issue #6), against both in-process runs: the one-call default, and the chunked zarr run, which
 differs from the Dask runs only in where the chunks run. These machines drift by tens of percent over minutes, so the configurations run in
 --rounds rounds, in alternating order, and the medians are reported. The in-process run clears
 this process's compiled solvers first, so it starts as cold as a fresh worker. Every
-configuration runs its solves on both cores (immunopd.solve.threads), so 2 workers on 2 cores
+configuration runs its solves on both cores (immunopd.integrate.threads), so 2 workers on 2 cores
 cannot be faster than 1: they show what splitting costs, not a speed-up.
 
 Reproduce with:  .venv/bin/python bench/scale.py          (about 8 min on 2 cores)
@@ -49,9 +49,9 @@ def cold_in_process() -> None:
     """Forget this process's compiled solvers, so the in-process run compiles like a fresh worker."""
     import jax
 
-    from immunopd.solve import _compiled
+    from immunopd.integrate import compiled
 
-    _compiled.cache_clear()
+    compiled.cache_clear()
     jax.clear_caches()
 
 

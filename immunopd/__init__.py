@@ -19,7 +19,10 @@ from .io import open_result as open_result  # noqa: E402
 from .io import write_netcdf as write_netcdf  # noqa: E402
 from .models.core import PARAMETERS as PARAMETERS  # noqa: E402
 from .models.core import core_model as core_model  # noqa: E402
-from .models.pk import DRUGS as DRUGS  # noqa: E402
+from .models.drugs import DRUGS as DRUGS  # noqa: E402
+from .drugs import Drug as Drug  # noqa: E402
+from .spec import Model as Model  # noqa: E402
+from .spec import Mechanism as Mechanism  # noqa: E402
 from .solve import simulate as simulate  # noqa: E402
 
 try:

@@ -18,15 +18,13 @@ from __future__ import annotations
 import xarray as xr
 
 from .calibration import calibrate, plausible_population
+from .models.drugs import STANDARD_REGIMENS
 from .population import Population
 from .trial import run_trial, stratify, strata_table
 
 __all__ = ["REGIMENS", "run_biomarker_experiment", "biomarker_report"]
 
-REGIMENS: dict[str, str] = {
-    "anti-PD-1": "pembrolizumab 200 mg q3w",
-    "anti-PD-1 + anti-Clever-1": "pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w over 60 min",
-}
+REGIMENS: dict[str, str] = {name: STANDARD_REGIMENS[name] for name in ("anti-PD-1", "anti-PD-1 + anti-Clever-1")}
 
 
 def run_biomarker_experiment(

@@ -38,12 +38,13 @@ import xarray as xr
 
 from . import endpoints as ep
 from .errors import InputError, describe
+from .models.drugs import STANDARD_REGIMENS
 from .population import Covariates, Population, sample
 from .trial import DEFAULT_SCAN_INTERVAL_DAYS, run_trial
 
 __all__ = ["observed_responses", "plausible_population", "calibrate", "Calibration", "SURROGATE_REGIMEN", "BIN_EDGES"]
 
-SURROGATE_REGIMEN = "pembrolizumab 200 mg q3w"
+SURROGATE_REGIMEN = STANDARD_REGIMENS["anti-PD-1"]
 #: best % change bins; the first holds complete responses (0 mm measured)
 BIN_EDGES = np.array([-100.0, -97.0, -90.0, -80.0, -70.0, -60.0, -50.0, -40.0, -30.0, -22.0, -15.0, -8.0, -3.0,
                       -1e-9, 1e-9,  # a bin of its own for "unchanged" (0%, 11% of the observed lesions)
@@ -96,10 +97,10 @@ def observed_responses(dataset: str = "laleh2022", arm: str = "immunotherapy") -
     return pd.DataFrame(rows)
 
 
-def plausible_population(n: int, seed: int) -> Population:
+def plausible_population(n: int, seed: int, *, model=None) -> Population:
     """Plausible patients: wide log-normal variability, a uniform antigen-loss fraction at
     baseline, and the default covariates (baseline volumes as in the data)."""
-    return sample(n, seed=seed, cv=PLAUSIBLE_CV, uniform=PLAUSIBLE_UNIFORM, covariates=Covariates())
+    return sample(n, seed=seed, cv=PLAUSIBLE_CV, uniform=PLAUSIBLE_UNIFORM, covariates=Covariates(), model=model)
 
 
 @dataclass(frozen=True)
@@ -146,13 +147,14 @@ def calibrate(
     scan_interval_days: float = DEFAULT_SCAN_INTERVAL_DAYS,
     resolution_mm: float = 1.0,
     progress: bool = False,
+    model=None,
 ) -> Calibration:
     """Accept plausible patients so that best % change matches ``observed`` (see module doc)."""
     observed = observed_responses() if observed is None else observed
     if len(observed) == 0:
         raise InputError(describe("observed", "an empty table", "at least one observed lesion"))
-    trial = run_trial({"calibration": regimen}, plausible, days=days, scan_interval_days=scan_interval_days,
-                      outputs=("sld", "pd1_occupancy"), on_failure="flag", progress=progress).isel(regimen=0)
+    trial = run_trial({"calibration": regimen}, plausible, days=days, scan_interval_days=scan_interval_days, model=model,
+                      outputs=("sld", "occupancy"), on_failure="flag", progress=progress).isel(regimen=0)
     rng = np.random.default_rng(seed)
     followup = _sim_followup(observed, len(plausible), rng, days)
     scans = ep.scan_times(trial.time.values, scan_interval_days)
@@ -199,14 +201,15 @@ def calibrate(
     from scipy import stats
 
     ks = stats.ks_2samp(best[accepted], observed.best_pct_change.to_numpy()).statistic
-    occ = trial.pd1_occupancy.sel(time=slice(21, None)).min("time").values[ok]
+    dosed_target = str(trial.drug_target.values[0])  # the checkpoint target of the calibration antibody
+    occ = trial.occupancy.sel(target=dosed_target, time=slice(21, None)).min("time").values[ok]
     uncovered = [f"[{BIN_EDGES[b]:g}, {BIN_EDGES[b + 1]:g}) obs {obs_frac[b]:.3f}" for b in range(n_bins) if not covered[b] and obs_counts[b] > 0]
     summary = xr.Dataset(data, coords={"source": list(rows), "bin_lower": ("bin", BIN_EDGES[:-1]), "bin_upper": ("bin", BIN_EDGES[1:])})
     summary.attrs.update({
         "observed": "Ghaffari Laleh et al. 2022 immunotherapy arms (doi:10.1371/journal.pcbi.1009822), data/laleh2022",
         "regimen": regimen, "seed": int(seed), "n_plausible": len(plausible), "n_accepted": int(accepted.sum()),
         "ks_distance": float(ks), "uncovered_bins": "; ".join(uncovered),
-        "trough_occupancy_median": float(np.median(occ)), "trough_occupancy_p05": float(np.percentile(occ, 5)),
+        "trough_occupancy_target": dosed_target, "trough_occupancy_median": float(np.median(occ)), "trough_occupancy_p05": float(np.percentile(occ, 5)),
         "method": "Allen et al. 2016 acceptance-rejection on binned best % change (doi:10.1002/psp4.12063)",
     })
     plaus = xr.Dataset({

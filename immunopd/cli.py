@@ -3,6 +3,7 @@
     immunopd simulate --regimen "pembrolizumab 200 mg q3w" [--weight 70] [--days 365]
                       [--set name=value ...] [--growth-law gompertz] --out result.nc
     immunopd params [--markdown]
+    immunopd drugs [--markdown]
     immunopd datasets
     immunopd fit --data laleh2022 --arm immunotherapy --model gompertz --out fits.nc
     immunopd trial experiment.toml --out trial.nc
@@ -74,7 +75,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sim = sub.add_parser("simulate", help="simulate one patient under a regimen and write a netCDF file")
-    sim.add_argument("--regimen", default="none", help="regimen text, e.g. 'pembrolizumab 200 mg q3w x8' (default: none)")
+    sim.add_argument("--regimen", default="none", help=f"regimen text, e.g. '{_example()} x8' (default: none)")
     sim.add_argument("--weight", type=_weight, default=None, help="body weight: kg, or with a unit ('154 lb'); needed for mg/kg doses")
     sim.add_argument("--days", type=float, default=365.0, help="simulation length in days (daily output; default 365)")
     sim.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (repeatable)")
@@ -87,6 +88,9 @@ def _build_parser() -> argparse.ArgumentParser:
     par.add_argument("--markdown", action="store_true", help="print as a Markdown table")
 
     sub.add_parser("datasets", help="list the shipped published datasets with counts and citations")
+
+    drg = sub.add_parser("drugs", help="list the drugs: target, PK model, potency, sources, presets")
+    drg.add_argument("--markdown", action="store_true", help="print as a Markdown table")
 
     fitp = sub.add_parser("fit", help="fit a tumor-size model to every lesion of a shipped dataset (batched)")
     fitp.add_argument("--data", default="laleh2022", help="shipped dataset name (see `immunopd datasets`)")
@@ -125,7 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sen = sub.add_parser("sensitivity", help="local (AD) or global (Sobol, Morris, eFAST via SALib) sensitivity to netCDF/zarr")
     sen.add_argument("--method", default="sobol", choices=["local", "sobol", "morris", "efast"], help="analysis (default sobol)")
     sen.add_argument("--n", type=int, default=1024, help="SALib N: Sobol base samples (power of 2), Morris trajectories, eFAST samples per parameter")
-    sen.add_argument("--regimen", default="pembrolizumab 200 mg q3w", help="regimen text (default pembrolizumab 200 mg q3w)")
+    sen.add_argument("--regimen", default=_example(), help=f"regimen text (default {_example()})")
     sen.add_argument("--parameters", default=None, help="comma-separated parameter names (default: 12 core parameters)")
     sen.add_argument("--range-factor", type=float, default=None,
                      help="ranges default/F..default*F instead of the parameter bounds (e.g. 2)")
@@ -329,10 +333,16 @@ def _sensitivity(args) -> int:
     else:
         ranges = sa.ranges_around_defaults(names, args.range_factor) if args.range_factor else None
         client = _client(args)
+        evaluator = None
+        if args.workers or args.scheduler:
+            import functools
+
+            from .scaleout import evaluate_distributed
+
+            evaluator = functools.partial(evaluate_distributed, parts_dir=args.out + ".parts", client=client)
         try:
             ds = sa.run_global(args.method, names, args.n, ranges=ranges, regimen=args.regimen, days=args.days, seed=args.seed,
-                               second_order=not args.no_second_order, progress=True, client=client,
-                               parts_dir=(args.out + ".parts") if (args.workers or args.scheduler) else None)
+                               second_order=not args.no_second_order, progress=True, evaluator=evaluator)
         finally:
             _close(client)
         sa.write(ds, args.out)
@@ -348,6 +358,30 @@ def _export_sbml(args) -> int:
     text = to_sbml(args.regimen, _parse_set(args.set), weight=args.weight, growth_law=args.growth_law, horizon=args.days)
     out = write_text(text, args.out)
     print(f"wrote {out} (SBML Level 3 Version 2; simulate it with libRoadRunner, COPASI, tellurium...)")
+    return 0
+
+
+def _example() -> str:
+    from .models.drugs import STANDARD_REGIMENS
+
+    return STANDARD_REGIMENS["anti-PD-1"]
+
+
+def _drugs(args) -> int:
+    from .models.core import core_model
+
+    rows = [d.summary() for d in core_model().drugs]
+    if args.markdown:
+        keys = list(rows[0])
+        print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+        for r in rows:
+            print("| " + " | ".join(r.values()) + " |")
+        return 0
+    for r in rows:
+        print(f"{r['drug']}: {r['kind']} on {r['target']}; PK {r['pk']}; potency {r['potency']}")
+        print(f"    PK: {r['pk source']}")
+        print(f"    potency: {r['potency source']}")
+        print(f"    presets: {r['presets']}")
     return 0
 
 
@@ -368,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "params":
             return _params(args)
+        if args.command == "drugs":
+            return _drugs(args)
         if args.command == "fit":
             return _fit(args)
         if args.command == "sensitivity":

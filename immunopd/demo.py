@@ -20,14 +20,15 @@ import xarray as xr
 
 from .io import save_figure, write_netcdf
 from .models.core import PARAMETERS
+from .models.drugs import STANDARD_REGIMENS
 from .solve import simulate
 
 __all__ = ["REGIMENS", "PATIENT_TYPES", "run_demo", "demo_dataset"]
 
 REGIMENS: dict[str, str] = {
     "untreated": "none",
-    "anti-PD-1": "pembrolizumab 200 mg q3w",
-    "anti-PD-1 + anti-Clever-1": "pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w over 60 min",
+    "anti-PD-1": STANDARD_REGIMENS["anti-PD-1"],
+    "anti-PD-1 + anti-Clever-1": STANDARD_REGIMENS["anti-PD-1 + anti-Clever-1"],
 }
 PATIENT_TYPES: dict[str, dict[str, float]] = {
     "hot": {},
@@ -45,7 +46,7 @@ def demo_dataset(days: float = 365.0, weight: float = 70.0) -> xr.Dataset:
     runs = [simulate(text, params, days=days, weight=weight) for text in REGIMENS.values()]
     regimen_texts = [r.attrs["regimen"] for r in runs]
     for r in runs:
-        for k in ("regimen", "anti_pd1_drug", "anti_clever1_drug"):
+        for k in ("regimen", "drugs"):
             r.attrs.pop(k, None)
     ds = xr.concat(runs, dim="regimen", data_vars="all", coords="minimal", compat="override", combine_attrs="override")
     ds = ds.assign_coords(

@@ -15,15 +15,16 @@ parses clause by clause (clauses separated by ``;``). Each clause is::
 - ``x8`` is the number of doses (8 doses: days 0, 21, ..., 147 for q3w). With an interval
   and no count, doses repeat until the end of the simulation (doses at or after the end
   time are not given).
-- ``over`` is the IV infusion duration (default 30 min, the label infusion time of
-  pembrolizumab and nivolumab). Boluses are not modelled: antibodies are infused.
+- ``over`` is the IV infusion duration (default: the drug's own, 30 min for the PD-1
+  antibodies' labels). ``bolus`` (or ``over 0 min``) gives the dose at once, for drugs whose
+  PK model allows it (antibodies are infused).
 - ``from day 21`` delays the first dose (default day 0).
 - ``skip 3,4`` misses doses 3 and 4 (numbered from 1 in the planned schedule).
 - ``delay 3 by 1w`` gives dose 3 one week late and shifts every later dose with it (a delayed
   cycle restarts the interval, as in trial protocols); several ``delay`` terms add up.
 
-A clause may also be a preset name (see :data:`PRESETS`), and ``none`` is the untreated
-regimen. mg/kg amounts are resolved against a body weight in kg; without one they are an
+A clause may also be a preset name (see :data:`PRESETS`, declared with each drug; case does
+not matter), and ``none`` is the untreated regimen. mg/kg amounts are resolved against a body weight in kg; without one they are an
 error, never a silent default.
 
 The state is continuous at every dose time (infusions only), so an observation at a dose
@@ -39,24 +40,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .drugs import known_drug, known_drugs
 from .errors import RegimenError, describe
-from .models.pk import DRUGS, TARGETS
+from .models.drugs import EXAMPLE_REGIMEN, PRESETS
 from .units import AMOUNT_UNITS, TIME_UNITS, to_days
 
 __all__ = ["DoseSeries", "Regimen", "PRESETS", "InfusionSchedule"]
 
 DEFAULT_DURATION_DAYS = 30.0 / 1440.0
 
-#: approved regimens (FDA labels of pembrolizumab and nivolumab)
-PRESETS: dict[str, str] = {
-    "pembrolizumab-200mg-q3w": "pembrolizumab 200 mg q3w over 30 min",
-    "pembrolizumab-400mg-q6w": "pembrolizumab 400 mg q6w over 30 min",
-    "nivolumab-240mg-q2w": "nivolumab 240 mg q2w over 30 min",
-    "nivolumab-480mg-q4w": "nivolumab 480 mg q4w over 30 min",
-}
+
+def known_presets() -> dict[str, str]:
+    """Every preset of every known drug (the package's and those models registered), lower-case name -> text."""
+    return {k.lower(): v for d in known_drugs().values() for k, v in d.preset_texts().items()}
 
 _GRAMMAR = (
-    "'<drug> <amount> <mg|mg/kg> [q<N><h|d|w>] [x<count>] [over <N> <min|h>] [from day <N>] [skip <N>,...] [delay <N> by <N> <d|w>]', "
+    "'<drug> <amount> <mg|mg/kg> [q<N><h|d|w>] [x<count>] [over <N> <min|h> | bolus] [from day <N>] [skip <N>,...] [delay <N> by <N> <d|w>]', "
     f"a preset ({', '.join(PRESETS)}) or 'none'"
 )
 
@@ -83,22 +82,30 @@ class DoseSeries:
     start: float = 0.0
     interval: float | None = None
     count: int | None = 1
-    duration: float = DEFAULT_DURATION_DAYS
+    duration: float | None = None  # day; None: the drug's default infusion time; 0: bolus
     field: str = "dose"  # where this series came from, for error messages
     skip: tuple[int, ...] = ()  # dose numbers (from 1) not given
     delays: tuple[tuple[int, float], ...] = ()  # (dose number, days late); later doses shift too
 
     def __post_init__(self) -> None:
         f = self.field
-        if not isinstance(self.drug, str) or self.drug.lower() not in DRUGS:
-            raise RegimenError(describe(f"{f}.drug", self.drug, f"one of {sorted(DRUGS)}"))
+        if not isinstance(self.drug, str) or known_drug(self.drug) is None:
+            raise RegimenError(describe(f"{f}.drug", self.drug, f"one of {sorted(known_drugs())}"))
         object.__setattr__(self, "drug", self.drug.lower())
+        record = known_drug(self.drug)
         _finite_positive(f"{f}.amount", self.amount)
         if self.unit not in AMOUNT_UNITS:
             raise RegimenError(describe(f"{f}.unit", self.unit, f"one of {list(AMOUNT_UNITS)}"))
         if isinstance(self.start, bool) or not isinstance(self.start, (int, float)) or not math.isfinite(self.start) or self.start < 0:
             raise RegimenError(describe(f"{f}.start", self.start, "a finite time >= 0 day"))
-        _finite_positive(f"{f}.duration", self.duration, "a finite infusion duration > 0 day (boluses are not modelled)")
+        if self.duration is None:
+            object.__setattr__(self, "duration", record.default_duration_min / 1440.0)
+        if record.pk.allows_bolus and self.duration == 0:
+            pass
+        else:
+            allowed = ("a finite infusion duration >= 0 day (0: bolus)" if record.pk.allows_bolus else
+                       f"a finite infusion duration > 0 day ({self.drug} is infused: its PK model allows no bolus)")
+            _finite_positive(f"{f}.duration", self.duration, allowed)
         if self.interval is None:
             if self.count not in (1, None):
                 raise RegimenError(describe(f"{f}.count", self.count, "1 when no interval is given"))
@@ -119,7 +126,11 @@ class DoseSeries:
 
     @property
     def target(self) -> str:
-        return DRUGS[self.drug].target
+        return known_drug(self.drug).target
+
+    @property
+    def is_bolus(self) -> bool:
+        return self.duration == 0
 
     def times(self, horizon: float) -> np.ndarray:
         """Start times (day) of the doses given before ``horizon``."""
@@ -139,7 +150,7 @@ class DoseSeries:
         text = f"{self.drug} {self.amount:g} {self.unit}"
         if self.interval is not None:
             text += f" q{self.interval:g}d" + (f" x{self.count}" if self.count is not None else "")
-        text += f" over {self.duration * 1440:g} min"
+        text += " bolus" if self.is_bolus else f" over {self.duration * 1440:g} min"
         if self.start:
             text += f" from day {self.start:g}"
         if self.skip:
@@ -151,17 +162,21 @@ class DoseSeries:
 
 @dataclass(frozen=True)
 class InfusionSchedule:
-    """Padded arrays for the solver (all in day and mg/day).
+    """Padded arrays for the solver, one row per dosed drug (day, mg/day, mg).
 
-    ``starts``/``ends``: (targets, doses); ``rates``: (patients, targets, doses), zero for
-    padding; ``jump_times``: sorted (jumps,) infusion edges for the step-size controller.
+    ``drugs``: the drug names of the rows; ``starts``/``ends``: (drugs, doses); ``rates``:
+    (patients, drugs, doses) infusion rates, zero for padding and boluses; ``boluses``:
+    (patients, drugs, doses) amounts given at once at ``starts``; ``jump_times``: sorted
+    (jumps,) dose edges for the step-size controller, padded with inf.
     """
 
+    drugs: tuple[str, ...]
     starts: np.ndarray
     ends: np.ndarray
     rates: np.ndarray
+    boluses: np.ndarray
     jump_times: np.ndarray
-    dosed_mg: np.ndarray  # (patients, targets): total amount started before the horizon
+    dosed_mg: np.ndarray  # (patients, drugs): total amount started before the horizon
 
 
 @dataclass(frozen=True)
@@ -172,18 +187,20 @@ class Regimen:
     text: str = ""
 
     def __post_init__(self) -> None:
-        pd1 = sorted({s.drug for s in self.series if s.target == "pd1"})
-        if len(pd1) > 1:
-            raise RegimenError(
-                describe("regimen anti-PD-1 drugs", pd1, "at most one anti-PD-1 antibody per regimen (one PD-1 slot)")
-            )
+        by_target: dict[str, set[str]] = {}
+        for s in self.series:
+            by_target.setdefault(s.target, set()).add(s.drug)
+        for target, drugs in by_target.items():
+            if len(drugs) > 1:
+                raise RegimenError(describe(f"regimen drugs on target {target}", sorted(drugs),
+                                            "at most one drug per target in a regimen (they would compete for one binding site)"))
 
     # ---------------------------------------------------------------- constructors
     @classmethod
     def parse(cls, text: str) -> "Regimen":
         """Parse regimen text (see the module docstring for the grammar)."""
         if not isinstance(text, str):
-            raise RegimenError(describe("regimen", text, "a string such as 'pembrolizumab 200 mg q3w x8'"))
+            raise RegimenError(describe("regimen", text, f"a string such as {EXAMPLE_REGIMEN!r}"))
         clauses = [c.strip() for c in text.split(";")]
         series: list[DoseSeries] = []
         for k, clause in enumerate(clauses):
@@ -196,18 +213,19 @@ class Regimen:
 
     @classmethod
     def preset(cls, name: str) -> "Regimen":
-        if name not in PRESETS:
+        text = known_presets().get(name.lower()) if isinstance(name, str) else None
+        if text is None:
             raise RegimenError(describe("regimen preset", name, f"one of {list(PRESETS)}"))
-        return cls.parse(PRESETS[name])
+        return cls.parse(text)
 
     @classmethod
     def repeated(
         cls, drug: str, amount: float, unit: str = "mg", *, every_days: float | None = None,
-        count: int | None = None, start_day: float = 0.0, duration_min: float = 30.0,
+        count: int | None = None, start_day: float = 0.0, duration_min: float | None = None,
     ) -> "Regimen":
         """``count`` infusions every ``every_days`` days, e.g. ``repeated('pembrolizumab', 200, 'mg', every_days=21, count=8)``."""
         s = DoseSeries(drug, amount, unit, start=start_day, interval=every_days,
-                       count=count if every_days is not None else 1, duration=duration_min / 1440.0)
+                       count=count if every_days is not None else 1, duration=None if duration_min is None else duration_min / 1440.0)
         return cls((s,), text=s.describe())
 
     def __add__(self, other: "Regimen") -> "Regimen":
@@ -221,15 +239,20 @@ class Regimen:
     def describe(self) -> str:
         return self.text or ("; ".join(s.describe() for s in self.series) if self.series else "none")
 
-    def max_doses_per_target(self, horizon: float) -> int:
-        """The largest number of infusions of one target before ``horizon`` (for padding)."""
-        counts = {t: 0 for t in TARGETS}
+    @property
+    def drugs(self) -> tuple[str, ...]:
+        """The drugs this regimen doses, in order of first appearance."""
+        return tuple(dict.fromkeys(s.drug for s in self.series))
+
+    def max_doses_per_drug(self, horizon: float) -> int:
+        """The largest number of doses of one drug before ``horizon`` (for padding)."""
+        counts: dict[str, int] = {}
         for s in self.series:
-            counts[s.target] += len(s.times(horizon))
-        return max(counts.values())
+            counts[s.drug] = counts.get(s.drug, 0) + len(s.times(horizon))
+        return max(counts.values(), default=0)
 
     def doses(self, horizon: float, weight: float | None = None) -> list[tuple[str, float, float, float]]:
-        """Expanded doses ``(drug, start day, amount mg, duration day)`` before ``horizon``."""
+        """Expanded doses ``(drug, start day, amount mg, duration day)`` before ``horizon`` (duration 0: bolus)."""
         out = []
         for s in self.series:
             amount = float(_amount_mg(s, weight))
@@ -237,35 +260,47 @@ class Regimen:
         return sorted(out, key=lambda d: d[1])
 
     def schedule(
-        self, horizon: float, weights: np.ndarray | None, n_patients: int, pad_to: int = 8, min_doses: int = 0
+        self, horizon: float, weights: np.ndarray | None, n_patients: int, drugs: tuple[str, ...] | None = None,
+        pad_to: int = 8, min_doses: int = 0,
     ) -> InfusionSchedule:
         """Expand into padded solver arrays for ``n_patients`` (weights in kg, or None).
 
-        The dose axis is padded to a multiple of ``pad_to`` and to at least ``min_doses``, so
-        regimens of a trial share one array shape (and one compiled solver).
+        ``drugs`` orders the rows (default: this regimen's drugs); it may name more drugs than
+        the regimen doses (their rows stay empty), so regimens of a trial share one shape. The
+        dose axis is padded to a multiple of ``pad_to`` and to at least ``min_doses``.
         """
-        per_target: dict[str, list[tuple[float, float, np.ndarray]]] = {t: [] for t in TARGETS}
+        drugs = self.drugs if drugs is None else tuple(drugs)
+        missing = [d for d in self.drugs if d not in drugs]
+        if missing:
+            raise RegimenError(describe("regimen drug", missing[0], f"one of the drugs of this run: {list(drugs)}"))
+        per_drug: dict[str, list[tuple[float, float, np.ndarray, bool]]] = {d: [] for d in drugs}
         for s in self.series:
             amount = np.broadcast_to(_amount_mg(s, weights), (n_patients,))
             for t in s.times(horizon):
-                per_target[s.target].append((float(t), float(t) + s.duration, amount / s.duration))
-        n = max([len(v) for v in per_target.values()] + [1, min_doses])
+                per_drug[s.drug].append((float(t), float(t) + s.duration, amount, s.is_bolus))
+        n = max([len(v) for v in per_drug.values()] + [1, min_doses])
         n = pad_to * math.ceil(n / pad_to)
-        starts = np.full((len(TARGETS), n), horizon + 1.0)
-        ends = np.full((len(TARGETS), n), horizon + 2.0)
-        rates = np.zeros((n_patients, len(TARGETS), n))
-        dosed = np.zeros((n_patients, len(TARGETS)))
+        rows = max(len(drugs), 0)
+        starts = np.full((rows, n), horizon + 1.0)
+        ends = np.full((rows, n), horizon + 2.0)
+        rates = np.zeros((n_patients, rows, n))
+        boluses = np.zeros((n_patients, rows, n))
+        dosed = np.zeros((n_patients, rows))
         edges: list[float] = []
-        for k, target in enumerate(TARGETS):
-            for j, (t0, t1, rate) in enumerate(sorted(per_target[target], key=lambda d: d[0])):
+        for k, drug in enumerate(drugs):
+            for j, (t0, t1, amount, bolus) in enumerate(sorted(per_drug[drug], key=lambda d: d[0])):
                 starts[k, j], ends[k, j] = t0, t1
-                rates[:, k, j] = rate
-                dosed[:, k] += rate * (t1 - t0)
-                edges += [t0, t1]
-        jumps = np.sort(np.array(sorted(set(edges)), dtype=float))
-        padded = np.full(2 * len(TARGETS) * n, np.inf)
+                if bolus:
+                    boluses[:, k, j] = amount
+                    edges.append(t0)
+                else:
+                    rates[:, k, j] = amount / (t1 - t0)
+                    edges += [t0, t1]
+                dosed[:, k] += amount
+        jumps = np.array(sorted(set(edges)), dtype=float)
+        padded = np.full(max(2 * rows * n, 1), np.inf)
         padded[: len(jumps)] = jumps
-        return InfusionSchedule(starts, ends, rates, padded, dosed)
+        return InfusionSchedule(drugs, starts, ends, rates, boluses, padded, dosed)
 
 
 def _amount_mg(s: DoseSeries, weight):
@@ -288,21 +323,22 @@ _COUNT = re.compile(r"^[x×]\s*(?P<n>\d+)$")
 def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
     if clause.lower() == "none":
         return []
-    if clause in PRESETS:
-        return list(Regimen.parse(PRESETS[clause]).series)
+    preset = known_presets().get(clause.lower())
+    if preset is not None:
+        return list(Regimen.parse(preset).series)
     m = _CLAUSE.match(clause)
     if m is None:
         raise RegimenError(describe(field, clause, _GRAMMAR))
     drug = m.group("drug").lower()
-    if drug not in DRUGS:
-        raise RegimenError(describe(f"{field} drug", m.group("drug"), f"one of {sorted(DRUGS)}"))
+    if known_drug(drug) is None:
+        raise RegimenError(describe(f"{field} drug", m.group("drug"), f"one of {sorted(known_drugs())}"))
     amount = float(m.group("amount"))
     unit = m.group("unit").lower()
     if unit not in AMOUNT_UNITS:
         raise RegimenError(describe(f"{field} amount unit", m.group("unit"), f"one of {list(AMOUNT_UNITS)}"))
     tokens = m.group("rest").lower().split()
     interval = count = None
-    duration = DEFAULT_DURATION_DAYS
+    duration = None
     start = 0.0
     skip: list[int] = []
     delays: list[tuple[int, float]] = []
@@ -329,6 +365,8 @@ def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
             dose_number = int(tokens[i + 1])
             days, i = _number_with_unit(tokens, i + 3, f"{field} delay of dose {dose_number}")
             delays.append((dose_number, days))
+        elif tok == "bolus":
+            duration, i = 0.0, i + 1
         elif tok == "over":
             duration, i = _number_with_unit(tokens, i + 1, f"{field} infusion duration")
         elif tok in ("from", "starting", "start"):

@@ -13,6 +13,7 @@ __all__ = [
     "RegimenError",
     "ParameterError",
     "SolverError",
+    "ModelSpecError",
     "describe",
 ]
 
@@ -39,6 +40,10 @@ class ParameterError(InputError):
 
 class SolverError(ImmunopdError, ArithmeticError):
     """The ODE solver failed for one or more patients."""
+
+
+class ModelSpecError(ImmunopdError, ValueError):
+    """A model, drug or mechanism declaration is inconsistent (unknown name, duplicate, cycle)."""
 
 
 def describe(field: str, value: object, allowed: str) -> str:

@@ -12,10 +12,10 @@ Conventions (stated, not guessed):
 - ``EVID``: 0 observation, 1 dose, 2 other event (kept as a covariate row, no dose, no
   observation). 3 and 4 (resets) are valid NONMEM codes that this model cannot honour: they
   are errors, as is any other code.
-- ``CMT`` of a dose names the drug through ``drugs`` (default ``{1: "pembrolizumab",
-  2: "bexmarilimab"}``: the central compartment of the anti-PD-1 and of the anti-Clever-1
-  antibody). ``CMT`` of an observation names the observable through ``observables`` (default
-  ``{3: "sld"}``).
+- ``CMT`` of a dose names the drug through ``drugs`` (default :func:`default_drugs`: CMT k is
+  the first drug the model declares for its k-th target, i.e. ``{1: pembrolizumab,
+  2: bexmarilimab}`` for the core model). ``CMT`` of an observation names the observable
+  through ``observables`` (default: ``sld`` at the CMT after the drugs', 3 for the core model).
 - Antibodies are infused: a dose needs ``RATE > 0`` or ``DUR > 0`` (``RATE = -2``, "duration
   modelled", and boluses are errors naming the row).
 - ``MDV = 1`` on an observation row (or a missing ``DV``) means no observation.
@@ -36,13 +36,29 @@ import pandas as pd
 
 from .dosing import DoseSeries, Regimen
 from .errors import InputError, describe
-from .models.pk import DRUGS
 from .units import TIME_UNITS
 
-__all__ = ["read_nonmem", "to_nonmem", "NonmemData", "DEFAULT_DRUGS", "DEFAULT_OBSERVABLES"]
+__all__ = ["read_nonmem", "to_nonmem", "NonmemData", "default_drugs", "default_observables"]
 
-DEFAULT_DRUGS: dict[int, str] = {1: "pembrolizumab", 2: "bexmarilimab"}
-DEFAULT_OBSERVABLES: dict[int, str] = {3: "sld"}
+
+def default_drugs(model=None) -> dict[int, str]:
+    """CMT -> drug: CMT k is the first drug ``model`` declares for its k-th target."""
+    from .solve import resolve_model
+
+    model = resolve_model(model)
+    out: dict[int, str] = {}
+    for k, target in enumerate(model.target_names, start=1):
+        first = next((d.name for d in model.drugs if d.target == target), None)
+        if first is not None:
+            out[k] = first
+    return out
+
+
+def default_observables(model=None) -> dict[int, str]:
+    """CMT -> observable: ``sld`` at the CMT after the drugs'."""
+    from .solve import resolve_model
+
+    return {len(resolve_model(model).target_names) + 1: "sld"}
 REQUIRED = ("ID", "TIME", "AMT", "EVID", "CMT")
 
 
@@ -74,13 +90,17 @@ def read_nonmem(
     time_unit: str = "day",
     drugs: Mapping[int, str] | None = None,
     observables: Mapping[int, str] | None = None,
+    model=None,
 ) -> NonmemData:
     """Read an event-record dataset (CSV path or DataFrame); see the module docstring."""
-    drugs = dict(DEFAULT_DRUGS if drugs is None else drugs)
-    observables = dict(DEFAULT_OBSERVABLES if observables is None else observables)
+    from .solve import resolve_model
+
+    model = resolve_model(model)
+    drugs = dict(default_drugs(model) if drugs is None else drugs)
+    observables = dict(default_observables(model) if observables is None else observables)
     for cmt, drug in drugs.items():
-        if drug not in DRUGS:
-            raise InputError(describe(f"drugs[{cmt}]", drug, f"one of {sorted(DRUGS)}"))
+        if drug not in model.drug_index:
+            raise InputError(describe(f"drugs[{cmt}]", drug, f"one of {sorted(model.drug_index)}"))
     if time_unit not in TIME_UNITS:
         raise InputError(describe("time_unit", time_unit, f"one of {sorted(set(TIME_UNITS))}"))
     scale = TIME_UNITS[time_unit]
@@ -172,12 +192,13 @@ def to_nonmem(
     drugs: Mapping[int, str] | None = None,
     observables: Mapping[int, str] | None = None,
     weight: Mapping[object, float] | None = None,
+    model=None,
 ) -> pd.DataFrame:
     """Event records for ``{ID: regimen}`` (doses before ``horizon`` days, one row per series with
     II/ADDL, DUR in ``time_unit``), plus observation rows from ``observations`` (columns ID,
     time_days, observable, DV). mg/kg doses are resolved with ``weight[ID]`` (kg)."""
-    drugs = dict(DEFAULT_DRUGS if drugs is None else drugs)
-    observables = dict(DEFAULT_OBSERVABLES if observables is None else observables)
+    drugs = dict(default_drugs(model) if drugs is None else drugs)
+    observables = dict(default_observables(model) if observables is None else observables)
     cmt_of = {}
     for cmt, drug in drugs.items():
         cmt_of.setdefault(drug, cmt)

@@ -33,7 +33,6 @@ import numpy as np
 import xarray as xr
 
 from .errors import InputError, InputTypeError, describe
-from .models.core import PARAMETERS, core_model
 
 __all__ = ["Population", "Covariates", "sample", "DEFAULT_CV"]
 
@@ -128,13 +127,14 @@ class Population:
         return cls(ds)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, np.ndarray], **attrs) -> "Population":
-        """Wrap explicit parameter arrays (validated against the parameter table)."""
-        values, n = PARAMETERS.resolve(dict(params))
+    def from_params(cls, params: Mapping[str, np.ndarray], *, model=None, **attrs) -> "Population":
+        """Wrap explicit parameter arrays (validated against the model's parameter table)."""
+        model = _model(model)
+        values, n = model.parameters.resolve(dict(params))
         n = n or 1
-        data = {k: ("patient", np.broadcast_to(values[k], (n,)).copy(), _param_attrs(k)) for k in params}
+        data = {k: ("patient", np.broadcast_to(values[k], (n,)).copy(), _param_attrs(k, model)) for k in params}
         ds = xr.Dataset(data, coords={"patient": np.arange(n)})
-        _add_baseline_sclever1(ds)
+        _add_baseline_sclever1(ds, model)
         ds.attrs.update({"title": "immunopd virtual population", **{k: _attr(v) for k, v in attrs.items()}})
         return cls(ds)
 
@@ -143,8 +143,14 @@ def _attr(v):
     return v if isinstance(v, (int, float, str)) else json.dumps(v)
 
 
-def _param_attrs(name: str) -> dict:
-    spec = PARAMETERS[name]
+def _model(model):
+    from .solve import resolve_model
+
+    return resolve_model(model)
+
+
+def _param_attrs(name: str, model=None) -> dict:
+    spec = _model(model).parameters[name]
     return {"units": spec.unit, "long_name": spec.description, "source": spec.source, "kind": "parameter"}
 
 
@@ -170,8 +176,9 @@ def sample(
     correlation: Mapping[tuple[str, str], float] | None = None,
     typical: Mapping[str, float] | None = None,
     covariates: Covariates | None = None,
+    model=None,
 ) -> Population:
-    """Sample ``n`` virtual patients.
+    """Sample ``n`` virtual patients of ``model`` (default the core model).
 
     Parameters
     ----------
@@ -193,6 +200,8 @@ def sample(
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(describe("n", n, "an integer number of patients >= 1"))
+    model = _model(model)
+    table = model.parameters
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(describe("seed", seed, "an integer >= 0"))
     cv = dict(DEFAULT_CV if cv is None else cv)
@@ -203,7 +212,7 @@ def sample(
         raise InputTypeError(describe("covariates", covariates, "a Covariates instance"))
     for label, names in (("cv", cv), ("uniform", uniform), ("typical", typical)):
         for name in names:
-            PARAMETERS[name]  # unknown names raise with a suggestion
+            table[name]  # unknown names raise with a suggestion
     both = sorted(set(cv) & set(uniform))
     if both:
         raise InputError(describe("cv and uniform", both, "each parameter in at most one of them"))
@@ -211,14 +220,14 @@ def sample(
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c) or c < 0:
             raise InputError(describe(f"cv[{name!r}]", c, "a coefficient of variation >= 0 (0.3 = 30%)"))
     for name, bounds in uniform.items():
-        spec = PARAMETERS[name]
+        spec = table[name]
         try:
             lo, hi = (float(b) for b in bounds)
         except (TypeError, ValueError):
             raise InputError(describe(f"uniform[{name!r}]", bounds, "a (low, high) pair")) from None
         if not (spec.lower <= lo < hi <= spec.upper):
             raise InputError(describe(f"uniform[{name!r}]", bounds, f"low < high within [{spec.lower:g}, {spec.upper:g}] {spec.unit}"))
-    typical_values, _ = PARAMETERS.resolve(typical)
+    typical_values, _ = table.resolve(typical)
 
     rng = np.random.default_rng(seed)
     names = list(cv)
@@ -239,7 +248,7 @@ def sample(
     values: dict[str, np.ndarray] = {}
     etas = (rng.standard_normal((n, len(names))) @ chol.T) * omega if names else np.zeros((n, 0))
     for k, name in enumerate(names):
-        spec = PARAMETERS[name]
+        spec = table[name]
         median = float(typical_values[name])
         x = median * np.exp(etas[:, k])
         values[name] = _truncated(
@@ -252,12 +261,12 @@ def sample(
     cov = covariates
     if cov.weight_median_kg is not None:
         s = np.sqrt(np.log1p(cov.weight_cv**2))
-        spec = PARAMETERS["body_weight"]
+        spec = table["body_weight"]
         values["body_weight"] = _truncated(
             rng, lambda m: cov.weight_median_kg * np.exp(s * rng.standard_normal(n if m is None else m)), spec.lower, spec.upper, "body_weight"
         )
     if cov.baseline_volume_median_mm3 is not None:
-        spec = PARAMETERS["baseline_tumor_volume"]
+        spec = table["baseline_tumor_volume"]
         values["baseline_tumor_volume"] = _truncated(
             rng,
             lambda m: cov.baseline_volume_median_mm3 * np.exp(cov.baseline_volume_log_sd * rng.standard_normal(n if m is None else m)),
@@ -272,6 +281,7 @@ def sample(
 
     pop = Population.from_params(
         values,
+        model=model,
         seed=int(seed),
         cv=cv,
         uniform={k: list(v) for k, v in uniform.items()},
@@ -288,28 +298,35 @@ def sample(
     return pop
 
 
-def _add_baseline_sclever1(ds: xr.Dataset) -> None:
-    """Baseline plasma sClever-1 (ng/mL) of each patient: its quasi-steady state at baseline."""
+#: baseline covariates read off each patient's initial state: name -> (state, long name)
+BASELINE_COVARIATES = {
+    "baseline_sclever1": ("sclever1_plasma", "baseline plasma sClever-1 (untreated steady state at baseline)"),
+    "baseline_effector": ("effector", "baseline tumor effector CD8 T cells (untreated steady state at baseline)"),
+}
+
+
+def _add_baseline_sclever1(ds: xr.Dataset, model) -> None:
+    """Baseline covariates (:data:`BASELINE_COVARIATES`) of each patient from its initial state
+    (for the states the model has)."""
     import jax.numpy as jnp
 
-    model = core_model("gompertz")  # the quasi-steady immune state does not depend on the growth law
-    values, n = PARAMETERS.resolve({k: ds[k].values for k in ds.data_vars if ds[k].attrs.get("kind") == "parameter"})
+    values, n = model.parameters.resolve({k: ds[k].values for k in ds.data_vars if ds[k].attrs.get("kind") == "parameter"})
     n = n or 1
     p = {k: jnp.broadcast_to(jnp.asarray(v), (n,)) for k, v in values.items()}
-    y0 = _initial_states(model)(p)
-    ds["baseline_sclever1"] = xr.Variable(
-        ("patient",), np.array(y0[:, 7]),
-        {"units": "ng/mL", "long_name": "baseline plasma sClever-1 (quasi-steady state at baseline)", "kind": "covariate"},
-    )
-    ds["baseline_effector"] = xr.Variable(
-        ("patient",), np.array(y0[:, 2]),
-        {"units": "1e6 cells", "long_name": "baseline tumor effector CD8 T cells (quasi-steady state)", "kind": "covariate"},
-    )
+    y0, ok = _initial_states(model)(p)
+    for name, (state, long_name) in BASELINE_COVARIATES.items():
+        if state not in y0:
+            continue
+        value = np.asarray(y0[state])
+        value = np.where(np.asarray(ok), np.exp(value) if model.state(state).log else value, np.nan)
+        ds[name] = xr.Variable(("patient",), value, {"units": model.unit_of(state)[0], "long_name": long_name, "kind": "covariate"})
 
 
 @functools.lru_cache(maxsize=None)
 def _initial_states(model):
-    """The model's quasi-steady initial state, jitted and vmapped over patients (compiled once)."""
+    """The model's initial state ``({state: (patients,)}, ok)``, jitted and vmapped over patients (compiled once)."""
     import jax
 
-    return jax.jit(jax.vmap(model.initial_state))
+    from .initial import initial_state
+
+    return jax.jit(jax.vmap(lambda p: initial_state(model, p)))

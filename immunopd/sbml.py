@@ -1,16 +1,24 @@
-"""SBML Level 3 Version 2 export of one patient's model and regimen (checked by libRoadRunner).
+"""SBML Level 3 Version 2 export of one patient's model and regimen, generated from its declaration.
 
-:func:`to_sbml` writes the core model for one parameter set: every parameter of the table
-(with its unit as an SBML unit definition), the 14 states as rate rules on non-constant
-parameters (the antigen-presenting volume as ``tumor_sensitive_log`` = ln Vs, as the solver
-integrates it, with ``tumor_sensitive`` as an assignment rule), the observables as assignment
-rules, and the regimen as events that switch each infusion's rate on at its start and off at
-its end. The antibody PK is written as its ODEs (immunopd's solver uses their exact solution;
-the two agree, see tests/test_sbml.py).
+:func:`to_sbml` writes, for one parameter set, everything from the model specification
+(:mod:`immunopd.spec`), so no equation is restated here:
 
-Two things are written as numbers rather than formulas, and the file says so in its notes:
-the initial immune state (immunopd solves a scalar root for it) and the individual,
-weight-scaled PK values (``*_individual`` parameters, from body weight at export time).
+- every parameter of the table (with its unit as an SBML unit definition);
+- every assignment of the model as an assignment rule (the same expression text the JAX
+  right-hand side evaluates, printed as SBML infix by :meth:`immunopd.expr.Expression.to_sbml`);
+- every state as a rate rule on a non-constant parameter, its rate summed from the model's
+  fluxes (a state integrated in log space, as the solver does, is ``<name>_log``, with
+  ``<name>`` as an assignment rule);
+- each dosed drug's PK as ODEs (immunopd's solver uses their exact solution; the two agree,
+  see tests/test_sbml.py), its covariate effects as formulas of the patient covariates, a
+  time-varying clearance as a formula of ``time``, and each target's occupancy as the
+  competitive-binding formula of the drugs on it;
+- the observables as assignment rules, and the regimen as events that switch each infusion's
+  rate on at its start and off at its end (a bolus adds its amount at once).
+
+One thing is written as numbers rather than formulas, and the file says so in its notes: the
+initial state of the states without an ``initial`` expression (immunopd solves the untreated
+steady state for them), and the values at time 0 that observables refer to (``*_at_start``).
 """
 
 from __future__ import annotations
@@ -87,43 +95,98 @@ def _unit_id(unit: str) -> str:
     return "u_" + re.sub(r"[^A-Za-z0-9_]", "", s.replace(".", "p"))
 
 
-def _growth(law: str) -> str:
-    vg = "max(tumor_volume, 1e-6)"
-    return {
-        "exponential": "growth_rate",
-        "logistic": f"growth_rate * (1 - {vg} / carrying_capacity)",
-        "gompertz": f"growth_rate * ln(carrying_capacity / {vg})",
-        "bertalanffy": f"growth_rate / (1 - bertalanffy_exponent) * ((carrying_capacity / {vg})^(1 - bertalanffy_exponent) - 1)",
-    }[law]
+def _pk_formulas(drug) -> tuple[dict[str, str], dict[str, str]]:
+    """(assignment rules, rate rules) of one drug's PK as SBML infix, from its record."""
+    rules: dict[str, str] = {}
+    for role in drug.pk.roles:
+        factors = [drug.parameter_name(role)]
+        for c in drug.covariates:
+            if c.role != role:
+                continue
+            eff = drug.covariate_parameter(c)
+            if c.form == "power":
+                factors.append(f"({c.covariate} / {c.reference!r})^{eff}")
+            elif c.form == "exponential":
+                factors.append(f"exp({eff} * ({c.covariate} - {c.reference!r}))")
+            else:
+                factors.append(f"(1 + {eff})^{c.covariate}")
+        rules[f"{drug.name}_{role}_individual"] = " * ".join(factors)
+    ind = {role: f"{drug.name}_{role}_individual" for role in drug.pk.roles}
+    cl = ind["clearance"]
+    if "clearance_hill" in ind:
+        h, t50, emax = ind["clearance_hill"], ind["clearance_t50"], ind["clearance_emax"]
+        rules[f"{drug.name}_clearance_at_time"] = f"{cl} * exp({emax} * time^{h} / ({t50}^{h} + time^{h}))"
+        cl = f"{drug.name}_clearance_at_time"
+    n = drug.pk.compartments
+    names = [f"{drug.name}_central"] + [f"{drug.name}_peripheral_{i}" for i in range(1, n)]
+    vols = [ind["central_volume"]] + [ind.get("peripheral_volume"), ind.get("peripheral_volume_2")][: n - 1]
+    qs = [ind.get("intercompartmental_clearance"), ind.get("intercompartmental_clearance_2")][: n - 1]
+    conc = [f"{a} / {v}" for a, v in zip(names, vols)]
+    rates = {names[0]: f"infusion_rate_{drug.name} - {cl} * {conc[0]}"}
+    for i in range(1, n):
+        flow = f"{qs[i - 1]} * ({conc[0]} - {conc[i]})"
+        rates[names[0]] += f" - {flow}"
+        rates[names[i]] = flow
+    rates[f"{drug.name}_eliminated"] = f"{cl} * {conc[0]}"
+    rules[f"{drug.name}_concentration"] = conc[0]
+    return rules, rates
+
+
+def _state_rate(model, state) -> str:
+    """The rate rule of one state, summed from the model's fluxes, as SBML infix."""
+    per_capita, total = [], []
+    for f in model.fluxes:
+        rate = model.expression(f"flux:{f.name}").to_sbml()
+        for ref, sign in ((f.source, "-"), (f.sink, "+")):
+            if ref != state.name:
+                continue
+            if state.log and f.per == state.name:
+                per_capita.append(f"{sign} ({rate})")
+            else:
+                total.append(f"{sign} ({rate})" + (f" * {f.per}" if f.per else ""))
+    if state.log:
+        text = " ".join(per_capita) + (f" + ({' '.join(total)}) / {state.name}" if total else "")
+    else:
+        text = " ".join(total)
+    return text.strip() or "0"
 
 
 def to_sbml(regimen=None, params: Mapping | None = None, *, weight: float | None = None, growth_law: str = "gompertz",
-            horizon: float = 365.0) -> str:
-    """SBML L3V2 text for one patient (scalar parameters) under ``regimen`` up to ``horizon`` days."""
+            horizon: float = 365.0, model=None) -> str:
+    """SBML L3V2 text for one patient (scalar parameters) of ``model`` under ``regimen`` up to ``horizon`` days."""
+    import jax
     import jax.numpy as jnp
     import libsbml
 
-    from .models.core import OBSERVABLES, STATE_UNITS
-    from .solve import _drug_constants, prepare
+    from .initial import initial_state
+    from .integrate import status_message
+    from .solve import prepare
 
-    model, reg, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law)
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not math.isfinite(horizon) or horizon <= 0:
+        raise InputError(describe("horizon", horizon, "a finite export horizon > 0 (day)"))
+    model, reg, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law, model=model)
     if n != 1 or any(np.ndim(v) for v in values.values()):
         raise InputError(describe("params", "arrays over patients", "scalar values: SBML export is for one patient"))
     p = {k: float(v) for k, v in values.items()}
-    p.update(_drug_constants(reg))
     pj = {k: jnp.asarray(v) for k, v in p.items()}
-    pkv = {t: tuple(float(x) for x in vals) for t, vals in model.pk_values(pj).items()}
-    y0 = np.asarray(model.initial_state(pj), dtype=float)
+    y0, ok = jax.jit(lambda q: initial_state(model, q))(pj)
+    if not bool(ok):
+        from .errors import SolverError
+
+        raise SolverError(f"cannot export: {status_message(99)}")
+    start_env = model.environment(y0, pj, {}, jnp)
+    start = {**{k: float(v) for k, v in start_env.items() if k not in p}, **{k: float(v) for k, v in model.observe(start_env, None, jnp).items()}}
     doses = reg.doses(horizon, weight=p["body_weight"] if weight_given else None)
+    drugs = [model.drug(d) for d in reg.drugs]
 
     doc = libsbml.SBMLDocument(3, 2)
     m = doc.createModel()
-    m.setId("immunopd_core")
-    m.setName(f"immunopd core model ({growth_law}), regimen: {reg.describe()}")
+    m.setId(re.sub(r"\W", "_", model.name))
+    m.setName(f"{model.name} ({model.variant}), regimen: {reg.describe()}")
     m.setTimeUnits("day")
-    notes = ("<body xmlns='http://www.w3.org/1999/xhtml'><p>Exported by immunopd. Initial immune state: quasi-steady "
-             "state at baseline volume, computed by immunopd and written as numbers. *_individual PK parameters: "
-             "allometrically scaled to body weight at export time.</p></body>")
+    notes = ("<body xmlns='http://www.w3.org/1999/xhtml'><p>Exported by immunopd from the model declaration. Initial state of "
+             "the states without an initial expression: the untreated steady state at baseline, solved by immunopd and written "
+             "as numbers; *_at_start: values at time 0, as numbers.</p></body>")
     m.setNotes(notes)
     units_done: set[str] = set()
 
@@ -157,76 +220,53 @@ def to_sbml(regimen=None, params: Mapping | None = None, *, weight: float | None
             q.setName(name)
         return q
 
-    for spec in model.parameters:
-        param(spec.name, p[spec.name], spec.unit, name=spec.description)
-    for k, v in _drug_constants(reg).items():
-        param(k, v, "kg" if k.endswith("ref_weight") else "-")
-    for target in model.targets:
-        for label, val, u in zip(("cl", "v1", "q", "v2"), pkv[target], ("L/day", "L", "L/day", "L")):
-            param(f"{target}_{label}_individual", val, u)
-        param(f"infusion_rate_{target}", 0.0, "mg/day", constant=False)
-
-    # states (rate rules on non-constant parameters)
-    state_ids = ["tumor_sensitive_log"] + list(model.states[1:])
-    for i, sid in enumerate(state_ids):
-        param(sid, y0[i], "-" if i == 0 else STATE_UNITS[model.states[i]], constant=False)
-
-    sld0 = (6.0 * (math.exp(y0[0]) + y0[1]) / math.pi) ** (1.0 / 3.0)
-    param("sld_baseline", sld0, "mm")
-    rules = {
-        "tumor_sensitive": ("exp(tumor_sensitive_log)", "mm3"),
-        "tumor_volume": ("tumor_sensitive + tumor_resistant", "mm3"),
-        "ifn_signal": ("effector / (effector + ifn_half_effector)", "-"),
-        "pdl1_level": ("pdl1_baseline + pdl1_upregulation * ifn_signal", "1"),
-        "anti_pd1_conc": ("anti_pd1_central / pd1_v1_individual", "ug/mL"),
-        "anti_clever1_conc": ("anti_clever1_central / clever1_v1_individual", "ug/mL"),
-        "pd1_occupancy": ("pd1_tumor_partition * max(anti_pd1_conc, 0) / (pd1_tumor_partition * max(anti_pd1_conc, 0) + pd1_ec50)", "1"),
-        "clever1_occupancy": ("clever1_tumor_partition * max(anti_clever1_conc, 0) / (clever1_tumor_partition * max(anti_clever1_conc, 0) + clever1_ec50)", "1"),
-        "killing_factor": ("1 / (1 + checkpoint_strength * pdl1_level * (1 - pd1_occupancy)) / (1 + treg_suppression * treg + mdsc_suppression * mdsc)"
-                           " / (1 + sclever1_suppression * sclever1_plasma) / (1 + metabolic_suppression * tumor_volume)", "1"),
-        "growth_specific": (_growth(growth_law), "1/day"),
-        "kill_specific": ("kill_rate * killing_factor * effector / (kill_half_volume + tumor_volume)", "1/day"),
-        "sld": ("(6 * max(tumor_volume, 0) / pi)^(1/3)", "mm"),
-        "pct_change": ("100 * (sld / sld_baseline - 1)", "%"),
-        "cd8_density": ("1e6 * effector / max(tumor_volume, 1e-9)", "cells/mm3"),
-        "infiltration_score": ("cd8_density / (cd8_density + infiltration_half_density)", "1"),
-    }
-    rates = {
-        "tumor_sensitive_log": "growth_specific - kill_specific - antigen_loss_rate",
-        "tumor_resistant": "growth_specific * tumor_resistant - resistant_kill_fraction * kill_specific * tumor_resistant + antigen_loss_rate * tumor_sensitive",
-        "effector": "effector_influx * (1 - tcell_exclusion) + effector_expansion * killing_factor * effector * tumor_sensitive / (expansion_half_volume + tumor_sensitive)"
-                    " - effector_death * effector - exhaustion_rate * pdl1_level * (1 - pd1_occupancy) * effector + reinvigoration_rate * pd1_occupancy * exhausted",
-        "exhausted": "exhaustion_rate * pdl1_level * (1 - pd1_occupancy) * effector - reinvigoration_rate * pd1_occupancy * exhausted - exhausted_death * exhausted",
-        "treg": "treg_influx + treg_recruitment * tumor_volume / (recruitment_half_volume + tumor_volume) - treg_death * treg",
-        "mdsc": "mdsc_influx + mdsc_recruitment * tumor_volume / (recruitment_half_volume + tumor_volume) - mdsc_death * mdsc",
-        "clever1_macrophage": "macrophage_influx + macrophage_recruitment * tumor_volume / (recruitment_half_volume + tumor_volume)"
-                              " - macrophage_death * clever1_macrophage - reprogramming_rate * clever1_occupancy * clever1_macrophage",
-        "sclever1_plasma": "sclever1_release * clever1_macrophage * (1 + sclever1_inflammation_boost * ifn_signal) * (1 - sclever1_release_block * clever1_occupancy)"
-                           " - sclever1_clearance * (sclever1_plasma - sclever1_healthy)",
-    }
-    for target, a in (("pd1", "anti_pd1"), ("clever1", "anti_clever1")):
-        cl, v1, q, v2 = (f"{target}_{x}_individual" for x in ("cl", "v1", "q", "v2"))
-        rates[f"{a}_central"] = f"infusion_rate_{target} - {cl} * {a}_central / {v1} - {q} * ({a}_central / {v1} - {a}_peripheral / {v2})"
-        rates[f"{a}_peripheral"] = f"{q} * ({a}_central / {v1} - {a}_peripheral / {v2})"
-        rates[f"{a}_eliminated"] = f"{cl} * {a}_central / {v1}"
-    for rid, (formula, u) in rules.items():
+    def assign(rid, formula, u):
         param(rid, 0.0, u, constant=False)
         rule = m.createAssignmentRule()
         rule.setVariable(rid)
         rule.setMath(_math(libsbml, formula))
-    for sid in state_ids:
+
+    for spec in model.parameters:
+        param(spec.name, p[spec.name], spec.unit, name=spec.description)
+    rates: dict[str, str] = {}
+    for drug in drugs:
+        rules, drug_rates = _pk_formulas(drug)
+        param(f"infusion_rate_{drug.name}", 0.0, "mg/day", constant=False)
+        for rid, formula in rules.items():
+            assign(rid, formula, "ug/mL" if rid.endswith("_concentration") else "-")
+        for sid in drug_rates:
+            param(sid, 0.0, "mg", constant=False)
+        rates.update(drug_rates)
+    for target in model.target_names:
+        on = [d for d in drugs if d.target == target]
+        exposure = " + ".join(f"{d.name}_tumor_partition * max({d.name}_concentration, 0) / {d.name}_ec50" for d in on) or "0"
+        assign(f"{target}_occupancy", f"({exposure}) / (1 + {exposure})", "1")
+    for s_ in model.states:
+        sid = f"{s_.name}_log" if s_.log else s_.name
+        param(sid, float(y0[s_.name]), "-" if s_.log else s_.unit, constant=False)
+        rates[sid] = _state_rate(model, s_)
+        if s_.log:
+            assign(s_.name, f"exp({sid})", s_.unit)
+    for a in model.assignments:
+        assign(a.name, model.expression(a.name).to_sbml(), a.unit)
+    referenced = {n for o in model.observables if o.expression is not None
+                  for n in model.expression(f"observable:{o.name}").names if n.endswith("_at_start")}
+    for name in sorted(referenced):
+        param(name, start[name[: -len("_at_start")]], "-")
+    for o in model.observables:
+        if o.expression is not None:
+            assign(o.name, model.expression(f"observable:{o.name}").to_sbml(), o.unit)
+    for sid, formula in rates.items():
         rule = m.createRateRule()
         rule.setVariable(sid)
-        rule.setMath(_math(libsbml, rates[sid]))
-    unknown = set(OBSERVABLES) - set(rules)
-    assert not unknown, unknown  # every observable is exported
+        rule.setMath(_math(libsbml, formula))
 
-    from .models.pk import DRUGS
-
-    for k, (drug, start, amount, duration) in enumerate(doses):
-        target = DRUGS[drug].target
-        rate = amount / duration
-        for label, t, sign in (("start", start, "+"), ("end", start + duration, "-")):
+    for k, (drug, t0, amount, duration) in enumerate(doses):
+        events = [("bolus", t0, f"{drug}_central", f"{drug}_central + {amount!r}")] if duration == 0 else [
+            ("start", t0, f"infusion_rate_{drug}", f"infusion_rate_{drug} + {amount / duration!r}"),
+            ("end", t0 + duration, f"infusion_rate_{drug}", f"infusion_rate_{drug} - {amount / duration!r}"),
+        ]
+        for label, t, target, formula in events:
             ev = m.createEvent()
             ev.setId(f"dose{k + 1}_{label}")
             ev.setUseValuesFromTriggerTime(True)
@@ -235,8 +275,8 @@ def to_sbml(regimen=None, params: Mapping | None = None, *, weight: float | None
             trig.setPersistent(True)
             trig.setMath(_math(libsbml, f"time >= {t!r}"))
             ea = ev.createEventAssignment()
-            ea.setVariable(f"infusion_rate_{target}")
-            ea.setMath(_math(libsbml, f"infusion_rate_{target} {sign} {rate!r}"))
+            ea.setVariable(target)
+            ea.setMath(_math(libsbml, formula))
     text = libsbml.writeSBMLToString(doc)
     doc2 = libsbml.readSBMLFromString(text)
     errors = [doc2.getError(i) for i in range(doc2.getNumErrors()) if doc2.getError(i).getSeverity() >= libsbml.LIBSBML_SEV_ERROR]

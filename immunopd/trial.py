@@ -36,10 +36,13 @@ import xarray as xr
 
 from . import endpoints as ep
 from .dosing import Regimen
-from .errors import InputError, InputTypeError, SolverError, describe
+from .errors import InputError, InputTypeError, describe
+from .integrate import DRUG_OUTPUTS
+from .models.drugs import EXAMPLE_REGIMEN
+from .pkmodels import COMPARTMENTS
 from .population import Covariates, Population, sample
-from .results import package_versions, time_course_attrs
-from .solve import CHUNK, _RESULT_MESSAGES, check_options, check_outputs, check_times, padded_chunks, problem, run_batches
+from .results import as_dims, drug_coords, package_versions, time_course_attrs
+from .solve import CHUNK, check_options, check_outputs, check_times, failures, padded_chunks, problem, resolve_model, run_batches
 
 __all__ = ["run_trial", "Experiment", "load_experiment", "endpoint_table", "population_endpoints", "stratify", "strata_table", "DEFAULT_OUTPUTS"]
 
@@ -80,6 +83,7 @@ def run_trial(
     missed_dose_probability: float = 0.0,
     seed: int = 0,
     growth_law: str = "gompertz",
+    model=None,
     solver: str = "tsit5",
     rtol: float = 1e-6,
     atol: float = 1e-9,
@@ -111,10 +115,11 @@ def run_trial(
         grows linearly with both).
     """
     check_options(solver=solver, on_failure=on_failure, rtol=rtol, atol=atol, max_steps=max_steps)
+    model = resolve_model(model, growth_law)
     regs = _as_regimens(regimens)
     if not isinstance(population, Population):
         raise InputTypeError(describe("population", population, "an immunopd.population.Population"))
-    keep = list(check_outputs(outputs))
+    keep = list(check_outputs(outputs, model))
     if not (0.0 <= missed_dose_probability < 1.0):
         raise InputError(describe("missed_dose_probability", missed_dose_probability, "a probability in [0, 1)"))
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -124,15 +129,16 @@ def run_trial(
     n = len(population)
     params = population.params()
     horizon = float(ts[-1])
-    min_doses = max(r.max_doses_per_target(horizon) for r in regs.values())
+    min_doses = max(r.max_doses_per_drug(horizon) for r in regs.values())
+    drugs = trial_drugs(regs)
 
-    store = {o: np.empty((len(regs), n, ts.size)) for o in keep}
+    store: dict[str, np.ndarray] = {}
     names = list(_ENDPOINT_DTYPES)
     ends = {k: np.empty((len(regs), n), dtype=dtype) for k, dtype in _ENDPOINT_DTYPES.items()}
     status_all = np.zeros((len(regs), n), dtype=np.int32)
     steps_all = np.zeros((len(regs), n), dtype=np.int64)
     order = np.arange(n)
-    dosed = np.zeros((len(regs), n, 2))
+    dosed = np.zeros((len(regs), n, len(drugs)))
     wanted = tuple(sorted(set(keep) | {"sld"}))
 
     bar = None
@@ -142,21 +148,24 @@ def run_trial(
         bar = tqdm(total=len(regs) * n, unit="patient", desc="trial")
     texts = []
     for r_idx, (name, regimen) in enumerate(regs.items()):
-        prob = problem(regimen, params, ts=ts, growth_law=growth_law, solver=solver, rtol=rtol, atol=atol,
-                       max_steps=max_steps, min_doses=min_doses, outputs=wanted)
+        prob = problem(regimen, params, ts=ts, model=model, solver=solver, rtol=rtol, atol=atol,
+                       max_steps=max_steps, min_doses=min_doses, outputs=wanted, drugs=drugs)
         texts.append(prob.regimen.describe())
-        rates = prob.schedule.rates
+        rates, boluses = prob.per_patient
         if missed_dose_probability > 0:
             rng = np.random.default_rng([seed, r_idx])
-            rates = np.where(rng.random(rates.shape) < missed_dose_probability, 0.0, rates)
-        dosed[r_idx] = _dosed(prob.schedule, rates)
+            missed = rng.random(rates.shape) < missed_dose_probability
+            rates, boluses = np.where(missed, 0.0, rates), np.where(missed, 0.0, boluses)
+        dosed[r_idx] = _dosed(prob.schedule, rates, boluses)
         chunks = padded_chunks(order, chunk)
-        for (sel, _), out in zip(chunks, run_batches(prob.fn, prob.p, rates, prob.shared, (idx for _, idx in chunks))):
+        for (sel, _), out in zip(chunks, run_batches(prob.fn, prob.p, (rates, boluses), prob.shared, (idx for _, idx in chunks))):
             m = sel.size
             picked, status, steps = jax.tree_util.tree_map(lambda a: a[:m], out)
             status_all[r_idx, sel] = status
             steps_all[r_idx, sel] = steps
             for o in keep:
+                if o not in store:
+                    store[o] = np.empty((len(regs), n) + picked[o].shape[1:])
                 store[o][r_idx, sel] = picked[o]
             sld = picked["sld"]
             bad = status != 0
@@ -179,26 +188,26 @@ def run_trial(
         order = np.argsort(steps_all[r_idx], kind="stable")
     if bar is not None:
         bar.close()
-    failed = np.argwhere(status_all != 0)
-    if failed.size and on_failure == "raise":
-        r, i = failed[0]
-        raise SolverError(
-            f"the ODE solve failed for {len(failed)} (regimen, patient) pair(s); first: regimen {list(regs)[r]!r}, patient {i} "
-            f"({_RESULT_MESSAGES[status_all[r, i]].splitlines()[0]}). Try solver='kvaerno5', a larger max_steps, or on_failure='flag'."
-        )
-    return _assemble(regs, texts, population, ts, scans, store, ends, status_all, dosed, _settings_attrs(
-        days, scan_interval_days, missed_dose_probability, seed, growth_law, solver, rtol, atol))
+    for r_idx, name in enumerate(regs):
+        failures(status_all[r_idx], params, on_failure, context=f" of regimen {name!r}")
+    return _assemble(model, drugs, regs, texts, population, ts, scans, store, ends, status_all, dosed, _settings_attrs(
+        model, days, scan_interval_days, missed_dose_probability, seed, solver, rtol, atol))
 
 
-def _settings_attrs(days, scan_interval_days, missed_dose_probability, seed, growth_law, solver, rtol, atol) -> dict:
+def trial_drugs(regs: Mapping[str, Regimen]) -> tuple[str, ...]:
+    """Every drug any regimen doses, in order of appearance: the shared rows of all schedules."""
+    return tuple(dict.fromkeys(d for r in regs.values() for d in r.drugs))
+
+
+def _settings_attrs(model, days, scan_interval_days, missed_dose_probability, seed, solver, rtol, atol) -> dict:
     return dict(days=float(days), scan_interval_days=float(scan_interval_days), missed_dose_probability=float(missed_dose_probability),
-                seed=int(seed), growth_law=growth_law, solver=solver, rtol=float(rtol), atol=float(atol))
+                seed=int(seed), model=model.name, growth_law=model.variant, solver=solver, rtol=float(rtol), atol=float(atol))
 
 
 def result_layout(regimens, population: Population, *, chunk_patients: int, days: float = 365.0,
                   scan_interval_days: float = DEFAULT_SCAN_INTERVAL_DAYS, outputs: Sequence[str] = DEFAULT_OUTPUTS,
-                  missed_dose_probability: float = 0.0, seed: int = 0, growth_law: str = "gompertz", solver: str = "tsit5",
-                  rtol: float = 1e-6, atol: float = 1e-9, **_solver_only) -> xr.Dataset:
+                  missed_dose_probability: float = 0.0, seed: int = 0, growth_law: str = "gompertz", model=None,
+                  solver: str = "tsit5", rtol: float = 1e-6, atol: float = 1e-9, **_solver_only) -> xr.Dataset:
     """The Dataset :func:`run_trial` returns for these arguments (names, dims, dtypes, units,
     coordinates, attrs), nothing simulated: every per-patient variable is a lazy dask array of
     zeros in chunks of ``chunk_patients``, for laying out a store that chunks of patients are
@@ -207,19 +216,23 @@ def result_layout(regimens, population: Population, *, chunk_patients: int, days
     run_trial's arguments that do not show in the result."""
     import dask.array as da
 
+    model = resolve_model(model, growth_law)
     regs = _as_regimens(regimens)
-    keep = list(check_outputs(outputs))
+    keep = list(check_outputs(outputs, model))
     ts = check_times(None, days)
     scans = ep.scan_times(ts, scan_interval_days)
     n, r = len(population), len(regs)
+    drugs = trial_drugs(regs)
 
     def zeros(shape, dtype=np.float64):  # a view of one zero: no memory for 100,000s of patients
         return np.broadcast_to(np.zeros((), dtype), shape)
 
-    ds = _assemble(regs, [reg.describe() for reg in regs.values()], population, ts, scans,
-                   {o: zeros((r, n, ts.size)) for o in keep}, {k: zeros((r, n), dtype) for k, dtype in _ENDPOINT_DTYPES.items()},
-                   zeros((r, n), np.int32), zeros((r, n, 2)),
-                   _settings_attrs(days, scan_interval_days, missed_dose_probability, seed, growth_law, solver, rtol, atol))
+    extra = {"drug": len(drugs), "target": len(model.targets), "compartment": len(COMPARTMENTS)}
+    shapes = {o: (r, n, ts.size) + tuple(extra[d] for d in DRUG_OUTPUTS.get(o, ((),))[0]) for o in keep}
+    ds = _assemble(model, drugs, regs, [reg.describe() for reg in regs.values()], population, ts, scans,
+                   {o: zeros(shape) for o, shape in shapes.items()}, {k: zeros((r, n), dtype) for k, dtype in _ENDPOINT_DTYPES.items()},
+                   zeros((r, n), np.int32), zeros((r, n, len(drugs))),
+                   _settings_attrs(model, days, scan_interval_days, missed_dose_probability, seed, solver, rtol, atol))
     for name in per_patient_variables(ds):
         v = ds[name].variable
         chunks = tuple(chunk_patients if d == "patient" else ds.sizes[d] for d in v.dims)
@@ -236,16 +249,17 @@ def per_patient_variables(ds: xr.Dataset) -> list[str]:
 _ENDPOINT_DTYPES = {k: v.dtype for k, v in ep.recist(np.ones((1, 2)), np.array([0.0, 1.0])).items()}
 
 
-def _dosed(schedule, rates) -> np.ndarray:
-    """Total mg infused per (patient, target) from the (possibly thinned) rates."""
-    return np.sum(rates * (schedule.ends - schedule.starts)[None], axis=-1)
+def _dosed(schedule, rates, boluses) -> np.ndarray:
+    """Total mg dosed per (patient, drug) from the (possibly thinned) rates and boluses."""
+    return np.sum(rates * (schedule.ends - schedule.starts)[None] + boluses, axis=-1)
 
 
-def _assemble(regs, texts, population, ts, scans, store, ends, status, dosed, settings) -> xr.Dataset:
-    dims3, dims2 = ("regimen", "patient", "time"), ("regimen", "patient")
+def _assemble(model, drugs, regs, texts, population, ts, scans, store, ends, status, dosed, settings) -> xr.Dataset:
+    dims2 = ("regimen", "patient")
     data = {}
     for o, arr in store.items():
-        data[o] = xr.Variable(dims3, arr, time_course_attrs(o))
+        dims, arr = as_dims(o, arr, dims2)
+        data[o] = xr.Variable(dims, arr, time_course_attrs(model, o))
     data["best_response"] = xr.Variable(dims2, ends["best_response"], {
         "long_name": "RECIST 1.1 best overall response (unconfirmed)", "units": "1",
         "flag_values": np.arange(len(ep.RESPONSES), dtype=np.int8), "flag_meanings": " ".join(ep.RESPONSES)})
@@ -256,9 +270,8 @@ def _assemble(regs, texts, population, ts, scans, store, ends, status, dosed, se
     data["response_onset_days"] = xr.Variable(dims2, ends["response_onset_days"], {"units": "day", "long_name": "first PR/CR scan"})
     data["dor_days"] = xr.Variable(dims2, ends["dor_days"], {"units": "day", "long_name": "duration of response (to PD, or censored at last scan)"})
     data["dor_event"] = xr.Variable(dims2, ends["dor_event"], {"units": "1", "long_name": "duration of response ended by PD"})
-    data["solver_status"] = xr.Variable(dims2, status, {"units": "1", "long_name": "diffrax result code (0 = success)"})
-    data["dosed_anti_pd1"] = xr.Variable(dims2, dosed[..., 0], {"units": "mg", "long_name": "anti-PD-1 infused"})
-    data["dosed_anti_clever1"] = xr.Variable(dims2, dosed[..., 1], {"units": "mg", "long_name": "anti-Clever-1 infused"})
+    data["solver_status"] = xr.Variable(dims2, status, {"units": "1", "long_name": "diffrax result code (0 = success; 99 = no untreated steady state)"})
+    data["dosed"] = xr.Variable(dims2 + ("drug",), dosed, {"units": "mg", "long_name": "total amount of each drug dosed"})
     data.update(population_endpoints(ends["best_response"], ends["pfs_days"], ends["progressed"], status == 0))
     for k, v in population.data.data_vars.items():
         data[k] = v
@@ -268,6 +281,7 @@ def _assemble(regs, texts, population, ts, scans, store, ends, status, dosed, se
         "patient": population.data.patient.values,
         "time": ("time", ts, {"units": "day", "long_name": "time since treatment start"}),
         "scan_time": ("scan_time", ts[scans], {"units": "day", "long_name": "RECIST scan times"}),
+        **drug_coords(model, tuple(model.drug(d) for d in drugs)),
     })
     ds.attrs.update({
         "title": "immunopd virtual trial",
@@ -374,7 +388,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise InputError(describe(f"{path.name} [regimens]", regimens, "a table of name = \"regimen text\" entries"))
     for name, text in regimens.items():
         if not isinstance(text, str):
-            raise InputError(describe(f"{path.name} [regimens] {name}", text, "regimen text such as \"pembrolizumab 200 mg q3w\""))
+            raise InputError(describe(f"{path.name} [regimens] {name}", text, f"regimen text such as {EXAMPLE_REGIMEN!r}"))
         Regimen.parse(text)  # fail early, naming the clause
     name = settings.pop("name", path.stem)
     if "outputs" in settings:

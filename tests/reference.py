@@ -1,8 +1,9 @@
 """Independent references for the tests: scipy's stiff solvers and closed forms.
 
-The scipy path integrates the same right-hand side (``CoreModel.rhs``) with Radau/LSODA,
-segment by segment between infusion edges (scipy knows nothing about the jumps), so it checks
-the diffrax solve, dosing and output handling, not the equations.
+The scipy path integrates the model's full ODE (every drug's PK as ODEs,
+:func:`immunopd.integrate.full_rhs`) with Radau/LSODA, segment by segment between dose edges
+(scipy knows nothing about the jumps), so it checks the diffrax solve, the exact PK, dosing and
+output handling, not the equations.
 """
 
 from __future__ import annotations
@@ -14,29 +15,36 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from immunopd.solve import _drug_constants, prepare
+from immunopd.initial import initial_state
+from immunopd.integrate import full_layout, full_rhs
+from immunopd.solve import prepare
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_rhs(model):
-    """The full 14-state rhs and its Jacobian, compiled once per model (parameters are arguments)."""
-    def rhs(y, u, p, pkv):
-        return model.rhs(y, p, pkv, u)
-
-    return jax.jit(rhs), jax.jit(jax.jacfwd(rhs))
+def _compiled_rhs(model, drugs):
+    """The full rhs and its Jacobian, compiled once per model and drugs (parameters are arguments)."""
+    rhs = full_rhs(model, drugs)
+    return jax.jit(rhs), jax.jit(jax.jacfwd(rhs, argnums=1))
 
 
-def scipy_solve(regimen, params=None, *, times, weight=None, method="Radau", rtol=1e-10, atol=1e-12, growth_law="gompertz"):
-    """States (T, 14) at ``times`` for one patient, integrated by scipy (used by the tests and bench/simulate.py)."""
-    model, reg, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law)
+def scipy_solve(regimen, params=None, *, times, weight=None, method="Radau", rtol=1e-10, atol=1e-12, growth_law="gompertz",
+                model=None):
+    """``(names, states (T, S))`` at ``times`` for one patient, integrated by scipy (tests and bench/simulate.py).
+
+    ``names`` is :func:`immunopd.integrate.full_layout`; log states are in their log coordinate.
+    """
+    model, reg, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law, model=model)
     assert n == 1
+    drugs = tuple(model.drug(d) for d in reg.drugs)
     p = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in values.items()}
-    p.update({k: jnp.asarray(v, dtype=jnp.float64) for k, v in _drug_constants(reg).items()})
-    pkv = model.pk_values(p)
-    y0 = np.asarray(model.initial_state(p))
+    y0_named, ok = initial_state(model, p)
+    assert bool(ok)
+    names = full_layout(model, drugs)
+    y0 = np.array([float(y0_named[k]) if k in y0_named else 0.0 for k in names])
     times = np.asarray(times, dtype=float)
     sched = reg.schedule(float(times[-1]), np.asarray(values["body_weight"]) if weight_given else None, 1)
     starts, ends, rates = sched.starts, sched.ends, sched.rates[0]
+    assert not np.any(sched.boluses), "the scipy reference integrates infusions only"
 
     edges = np.unique(np.concatenate([[0.0], sched.jump_times[np.isfinite(sched.jump_times)], [times[-1]]]))
     edges = edges[(edges >= 0) & (edges <= times[-1])]
@@ -44,24 +52,24 @@ def scipy_solve(regimen, params=None, *, times, weight=None, method="Radau", rto
     y = y0
     if times[0] == 0.0:
         out[0] = y0
-    rhs_p, jac_p = _compiled_rhs(model)
-    rhs = lambda yy, u: rhs_p(yy, u, p, pkv)  # noqa: E731
-    jac = lambda yy, u: jac_p(yy, u, p, pkv)  # noqa: E731
+    rhs_p, jac_p = _compiled_rhs(model, drugs)
     for a, b in zip(edges[:-1], edges[1:]):
         mid = 0.5 * (a + b)  # the input is constant on [a, b): evaluate it at the midpoint
         u_mid = jnp.asarray(np.sum(np.where((mid >= starts) & (mid < ends), rates, 0.0), axis=-1))
-        fa = lambda t, yy, u=u_mid: rhs(yy, u)  # noqa: E731
-        ja = lambda t, yy, u=u_mid: jac(yy, u)  # noqa: E731
         sel = (times > a) & (times <= b)
+        # b itself is always evaluated: the next segment starts from the state at b, not at the
+        # last output time inside this one
+        t_eval = np.unique(np.append(times[sel], b))
         sol = solve_ivp(
-            lambda t, yy: np.asarray(fa(t, yy)), (a, b), y, method=method, rtol=rtol, atol=atol,
-            t_eval=times[sel] if sel.any() else None, jac=(lambda t, yy: np.asarray(ja(t, yy))) if method in ("Radau", "BDF") else None,
+            lambda t, yy, u=u_mid: np.asarray(rhs_p(t, yy, p, u)), (a, b), y, method=method, rtol=rtol, atol=atol,
+            t_eval=t_eval,
+            jac=(lambda t, yy, u=u_mid: np.asarray(jac_p(t, yy, p, u))) if method in ("Radau", "BDF") else None,
         )
         assert sol.success, sol.message
         if sel.any():
-            out[sel] = sol.y.T[-sel.sum():]
+            out[sel] = sol.y.T[np.isin(t_eval, times[sel])]
         y = sol.y[:, -1]
-    return out
+    return names, out
 
 
 def two_compartment_infusions(times, doses, cl, v1, q, v2):

@@ -7,7 +7,7 @@ import pytest
 from scipy.optimize import fsolve
 
 import immunopd as ip
-from immunopd.models.core import STATES
+STATES = ip.core_model().state_names
 
 PEMBRO = "pembrolizumab 200 mg q3w"
 
@@ -82,17 +82,22 @@ def test_strong_immune_response_holds_small_tumor_dormant():
     assert v_end[0] == pytest.approx(v_end[1], rel=1e-4)
     assert v_end[0] > 1.0 and v_end[0] < 100.0  # small: a lesion of a few mm
 
-    from immunopd.solve import _drug_constants, prepare
+    from immunopd.solve import prepare
 
     model, reg, values, _, _ = prepare(None, {"effector_expansion": 0.5, "tcell_exclusion": 0.99})
-    p = {k: jnp.asarray(v) for k, v in values.items()} | {k: jnp.asarray(v) for k, v in _drug_constants(reg).items()}
-    pkv = model.pk_values(p)
-    pd = jax.jit(lambda y: model.rhs(jnp.concatenate([y, jnp.zeros(6)]), p, pkv, jnp.zeros(2))[:8])
-    start = np.array([np.log(ds.tumor_sensitive.values[0, -1])] + [ds[s].values[0, -1] for s in STATES[1:8]])
+    p = {k: jnp.asarray(v) for k, v in values.items()}
+
+    def pd(y):  # the untreated rates of the named states, in integration coordinates (ln Vs)
+        d = model.derivatives(model.environment(dict(zip(STATES, y)), p, {}, jnp), jnp)
+        return jnp.stack([d[s] for s in STATES])
+
+    pd = jax.jit(pd)
+    start = np.array([np.log(ds.tumor_sensitive.values[0, -1])] + [ds[s].values[0, -1] for s in STATES[1:]])
     eq, info, ier, msg = fsolve(lambda y: np.asarray(pd(jnp.asarray(y))), start, full_output=True, xtol=1e-13)
     assert ier == 1, msg
     assert np.exp(eq[0]) == pytest.approx(v_end[0], rel=1e-4)
     jac = np.asarray(jax.jacfwd(pd)(jnp.asarray(eq)))
-    keep = [i for i in range(8) if STATES[i] != "tumor_resistant"]
+    vr = STATES.index("tumor_resistant")
+    keep = [i for i in range(len(STATES)) if i != vr]
     assert np.all(np.linalg.eigvals(jac[np.ix_(keep, keep)]).real < 0)
-    assert np.all(np.abs(jac[1, keep]) < 1e-20) and jac[1, 1] > 0  # Vr decoupled at Vr = 0, and it would grow
+    assert np.all(np.abs(jac[vr, keep]) < 1e-20) and jac[vr, vr] > 0  # Vr decoupled at Vr = 0, and it would grow

@@ -21,7 +21,7 @@ from immunopd.errors import InputError, ParameterError, RegimenError
         ("pembrolizumab 200 mg q3w sometimes", "regimen clause 1 ('pembrolizumab 200 mg q3w sometimes') term = 'sometimes' is not allowed"),
         ("pembrolizumab 200 mg q3w over 30 parsecs", "regimen clause 1 ('pembrolizumab 200 mg q3w over 30 parsecs') infusion duration unit = 'parsecs' is not allowed"),
         ("200 mg pembrolizumab", "regimen clause 1 ('200 mg pembrolizumab') = '200 mg pembrolizumab' is not allowed; allowed: '<drug> <amount> <mg|mg/kg>"),
-        ("pembrolizumab 200 mg q3w; nivolumab 240 mg q2w", "regimen anti-PD-1 drugs = ['nivolumab', 'pembrolizumab'] is not allowed; allowed: at most one anti-PD-1 antibody"),
+        ("pembrolizumab 200 mg q3w; nivolumab 240 mg q2w", "regimen drugs on target pd1 = ['nivolumab', 'pembrolizumab'] is not allowed; allowed: at most one drug per target"),
         ("pembrolizumab 200 mg q3w;", "regimen clause 2 = '' is not allowed; allowed: a non-empty clause"),
     ],
 )
@@ -122,12 +122,13 @@ def test_presets_and_open_ended_repeats():
     assert Regimen.parse("none").series == ()
 
 
-def test_nivolumab_regimen_uses_nivolumab_pk_defaults():
+def test_each_drug_carries_its_own_pk_parameters_and_sources():
     ds = ip.simulate("nivolumab 240 mg q2w", days=5)
-    assert float(ds.pd1_clearance[0]) == pytest.approx(0.2256)
-    assert ds.attrs["anti_pd1_drug"] == "nivolumab"
-    ds = ip.simulate("nivolumab 240 mg q2w", {"pd1_clearance": 0.3}, days=5)
-    assert float(ds.pd1_clearance[0]) == pytest.approx(0.3)
+    assert float(ds.nivolumab_clearance[0]) == pytest.approx(0.2256)
+    assert "Bajaj" in ds.nivolumab_clearance.attrs["source"] and "Ahamadi" in ds.pembrolizumab_clearance.attrs["source"]
+    assert ds.attrs["drugs"] == "nivolumab" and list(ds.drug.values) == ["nivolumab"]
+    ds = ip.simulate("nivolumab 240 mg q2w", {"nivolumab_clearance": 0.3}, days=5)
+    assert float(ds.nivolumab_clearance[0]) == pytest.approx(0.3)
 
 
 def test_params_must_be_a_mapping():

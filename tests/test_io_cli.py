@@ -9,10 +9,10 @@ import xarray as xr
 
 import immunopd as ip
 from immunopd.cli import main
-from immunopd.models.core import OBSERVABLES, STATES
+MODEL = ip.core_model()
+STATES, OBSERVABLES = MODEL.state_names, MODEL.observable_names
 
-STABLE_NAMES = ["tumor_volume", "sld", "pct_change", "anti_pd1_conc", "anti_clever1_conc", "pd1_occupancy",
-                "clever1_occupancy", "sclever1_plasma", "effector", "exhausted", "treg", "mdsc",
+STABLE_NAMES = ["tumor_volume", "sld", "pct_change", "sclever1_plasma", "effector", "exhausted", "treg", "mdsc",
                 "clever1_macrophage", "infiltration_score"]
 
 
@@ -22,12 +22,16 @@ def result():
 
 
 def test_dataset_layout(result):
-    assert result.sizes == {"patient": 2, "time": 61}
+    assert result.sizes == {"patient": 2, "time": 61, "drug": 1, "target": 2, "compartment": 4}
     for name in STABLE_NAMES:
         assert result[name].dims == ("patient", "time") and "units" in result[name].attrs
+    assert result.concentration.dims == ("patient", "drug", "time") and list(result.drug.values) == ["pembrolizumab"]
+    assert result.occupancy.dims == ("patient", "target", "time") and list(result.target.values) == ["pd1", "clever1"]
+    assert result.drug_amount.dims == ("patient", "drug", "compartment", "time")
     assert result.time.attrs["units"] == "day"
     assert result.tumor_volume.attrs["units"] == "mm3" and result.sld.attrs["units"] == "mm"
-    assert result.anti_pd1_conc.attrs["units"] == "ug/mL"
+    assert result.concentration.attrs["units"] == "ug/mL"
+    assert float(result.occupancy.sel(target="clever1").max()) == 0.0  # no drug on it
     for p in ip.PARAMETERS:
         assert result[p.name].dims == ("patient",) and result[p.name].attrs["source"] == p.source
     np.testing.assert_allclose(result.growth_rate.values, [0.003, 0.004])
@@ -75,7 +79,7 @@ def test_cli_simulate_writes_file(tmp_path, capsys):
                "--set", "tcell_exclusion=0.5", "--out", str(out)])
     assert rc == 0
     ds = ip.open_result(out)
-    assert float(ds.tcell_exclusion[0]) == 0.5 and float(ds.dosed_anti_pd1[0]) == pytest.approx(480.0)
+    assert float(ds.tcell_exclusion[0]) == 0.5 and float(ds.dosed.sel(drug="pembrolizumab")[0]) == pytest.approx(480.0)
     assert "wrote" in capsys.readouterr().out
 
 

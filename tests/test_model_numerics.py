@@ -5,8 +5,9 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import immunopd as ip
-from immunopd.models.core import STATES
 from immunopd.models.growth import closed_form
+
+STATES = ip.core_model().state_names
 
 from .reference import scipy_solve
 
@@ -58,10 +59,16 @@ def test_full_model_agrees_with_radau(params):
     regimen = "pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w over 60 min"
     times = np.arange(0.0, 366.0, 3.0)
     ds = ip.simulate(regimen, params, times=times, weight=75.0, rtol=1e-8, atol=1e-10)
-    ref = scipy_solve(regimen, params, times=times, weight=75.0)
-    ref[:, 0] = np.exp(ref[:, 0])  # the log-state back to mm3
-    for i, name in enumerate(STATES):
-        got, want = ds[name].values[0], ref[:, i]
+    names, ref = scipy_solve(regimen, params, times=times, weight=75.0)
+    model = ip.core_model()
+    for name in names:
+        i = names.index(name)
+        if name in STATES:
+            got = ds[name].values[0]
+            want = np.exp(ref[:, i]) if model.state(name).log else ref[:, i]  # the log-state back to mm3
+        else:  # drug amounts: <drug>_<compartment>
+            drug, _, comp = name.partition("_")
+            got, want = ds.drug_amount.sel(drug=drug, compartment=comp).values[0], ref[:, i]
         floor = max(1e-6 * np.max(np.abs(want)), 1e-3 if name.startswith("tumor") else 1e-12)
         mask = np.abs(want) > floor
         if mask.any():
@@ -81,7 +88,7 @@ def test_vmapped_batch_equals_single_solves():
     batch = ip.simulate(regimen, params, days=200)
     for i in range(5):
         single = ip.simulate(regimen, {k: float(v[i]) for k, v in params.items()}, days=200)
-        for name in ("tumor_volume", "effector", "sclever1_plasma", "anti_pd1_conc", "pd1_occupancy"):
+        for name in ("tumor_volume", "effector", "sclever1_plasma", "concentration", "occupancy"):
             np.testing.assert_allclose(batch[name].values[i], single[name].values[0], rtol=1e-9, atol=1e-12)
 
 
@@ -90,7 +97,7 @@ def test_chunked_batches_equal_one_call(monkeypatch, workers):
     """Above SINGLE_CALL patients simulate runs padded chunks, several at once from threads, and
     copies them into one result: the same numbers as one call over all patients, with or
     without an output selection."""
-    import immunopd.solve as solve
+    import immunopd.integrate as solve
 
     params = {"growth_rate": np.linspace(0.002, 0.006, 10), "effector_influx": np.linspace(0.3, 0.9, 10)}
     whole = ip.simulate("pembrolizumab 200 mg q3w", params, days=60)
@@ -100,7 +107,7 @@ def test_chunked_batches_equal_one_call(monkeypatch, workers):
     assert solve.threads() == int(workers)
     chunked = ip.simulate("pembrolizumab 200 mg q3w", params, days=60)
     picked = ip.simulate("pembrolizumab 200 mg q3w", params, days=60, outputs=["sld", "effector"])
-    for name in ("tumor_volume", "sld", "effector", "pd1_occupancy", "num_steps"):
+    for name in ("tumor_volume", "sld", "effector", "occupancy", "num_steps"):
         np.testing.assert_allclose(chunked[name].values, whole[name].values, rtol=1e-12, err_msg=name)
     for name in ("sld", "effector"):
         np.testing.assert_allclose(picked[name].values, whole[name].values, rtol=1e-12, err_msg=name)
@@ -108,7 +115,7 @@ def test_chunked_batches_equal_one_call(monkeypatch, workers):
 
 def test_chunk_sizes_share_the_work():
     """A batch is split so every thread gets a share, in multiples of 64 up to CHUNK."""
-    from immunopd.solve import CHUNK, chunk_size
+    from immunopd.integrate import CHUNK, chunk_size
 
     assert chunk_size(1000, 2) == 512
     assert chunk_size(600, 2) == 320
@@ -118,7 +125,7 @@ def test_chunk_sizes_share_the_work():
 
 def test_threads_follow_a_container_cpu_quota(monkeypatch):
     """cgroup v2 cpu.max "150000 100000" allows 1.5 CPUs: 2 threads at most; "max": no quota."""
-    import immunopd.solve as solve
+    import immunopd.integrate as solve
 
     files = {"/sys/fs/cgroup/cpu.max": "150000 100000\n"}
     monkeypatch.setattr(solve, "_read", files.get)
@@ -137,7 +144,7 @@ def test_threads_follow_a_container_cpu_quota(monkeypatch):
 
 
 def test_bad_thread_count(monkeypatch):
-    import immunopd.solve as solve
+    import immunopd.integrate as solve
 
     monkeypatch.setenv("IMMUNOPD_THREADS", "two")
     with pytest.raises(ip.InputError, match=r"IMMUNOPD_THREADS = 'two' is not allowed.*an integer >= 1"):
@@ -150,9 +157,9 @@ def test_selected_outputs_equal_the_full_result():
     params = {"growth_rate": [0.003, 0.005], "effector_influx": [0.4, 0.9]}
     regimen = "pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w over 60 min"
     full = ip.simulate(regimen, params, days=120, weight=70.0)
-    picked = ("pct_change", "effector", "anti_clever1_conc")
+    picked = ("pct_change", "effector", "concentration")
     sel = ip.simulate(regimen, params, days=120, weight=70.0, outputs=picked)
-    timed = [name for name, v in sel.data_vars.items() if v.dims == ("patient", "time")]
+    timed = [name for name, v in sel.data_vars.items() if "time" in v.dims]
     assert timed == list(picked)
     for name in picked:
         np.testing.assert_array_equal(sel[name].values, full[name].values)
@@ -162,11 +169,12 @@ def test_selected_outputs_equal_the_full_result():
 
 def test_compiled_once_per_model_and_grid():
     """A second call on the same grid and batch size reuses the compiled solve (no re-trace)."""
-    import immunopd.solve as solve
-    from immunopd.solve import _compiled
+    from immunopd.integrate import compiled
+    from immunopd.solve import all_outputs
 
+    model = ip.core_model("gompertz")
     ip.simulate("pembrolizumab 200 mg q3w", days=100)
-    fn = _compiled(ip.core_model("gompertz"), "tsit5", 1e-6, 1e-9, 100_000, solve.ALL_OUTPUTS)
+    fn = compiled(model, (model.drug("pembrolizumab"),), "tsit5", 1e-6, 1e-9, 100_000, all_outputs(model))
     before = fn._cache_size()
     ip.simulate("pembrolizumab 400 mg q6w", {"growth_rate": 0.004}, days=100)
     assert fn._cache_size() == before
@@ -190,6 +198,7 @@ def test_populations_stay_non_negative(seed):
     ds = ip.simulate("pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w", params, days=365, weight=70.0)
     for name in STATES:
         assert float(ds[name].min()) >= -1e-12, name
+    assert float(ds.drug_amount.min()) >= -1e-12
 
 
 def test_all_mechanisms_off_reduces_to_documented_model():
@@ -220,18 +229,42 @@ def test_all_mechanisms_off_reduces_to_documented_model():
     assert np.all(ds.tumor_resistant.values == 0.0)
 
 
-def test_initial_state_is_quasi_steady():
-    """At t=0 the immune states have zero derivative for the fixed baseline volume (untreated)."""
+@pytest.mark.parametrize("params", [{}, {"tcell_exclusion": 0.9, "sclever1_release": 4.0}, {"baseline_tumor_volume": 50.0}])
+def test_initial_state_is_steady(params):
+    """At t=0 every immune state has zero derivative for the fixed baseline volume (untreated),
+    by scipy's fsolve on the model's own rates as an independent root finder."""
     import jax.numpy as jnp
+    from scipy.optimize import fsolve
 
-    from immunopd.solve import _drug_constants, prepare
+    from immunopd.initial import initial_state
+    from immunopd.solve import prepare
 
-    model, reg, values, _, _ = prepare(None, None)
-    p = {k: jnp.asarray(v) for k, v in values.items()} | {k: jnp.asarray(v) for k, v in _drug_constants(reg).items()}
-    y0 = model.initial_state(p)
-    dy = np.asarray(model.rhs(y0, p, model.pk_values(p), jnp.zeros(2)))
-    y0 = np.asarray(y0)
-    np.testing.assert_allclose(dy[2:8] / y0[2:8], 0.0, atol=1e-10)
+    model, _, values, _, _ = prepare(None, params)
+    p = {k: jnp.asarray(v) for k, v in values.items()}
+    y0, ok = initial_state(model, p)
+    assert bool(ok)
+    free = [s.name for s in model.states if s.initial is None]
+    assert free == ["effector", "exhausted", "treg", "mdsc", "clever1_macrophage", "sclever1_plasma"]
+
+    def rates(x):
+        states = {**{k: v for k, v in y0.items()}, **dict(zip(free, x))}
+        d = model.derivatives(model.environment(states, p, {}, jnp), jnp)
+        return np.array([float(d[k]) for k in free])
+
+    x = np.array([float(y0[k]) for k in free])
+    np.testing.assert_allclose(rates(x) / x, 0.0, atol=1e-10)
+    root = fsolve(rates, 0.5 * x, xtol=1e-13)
+    np.testing.assert_allclose(root, x, rtol=1e-8)
+
+
+def test_no_steady_state_is_a_clear_status():
+    """Expansion that outruns every loss has no untreated steady state: the solve says so (code 99)."""
+    params = {"effector_expansion": 2.0, "checkpoint_strength": 0.0, "exhaustion_rate": 0.0, "treg_suppression": 0.0,
+              "mdsc_suppression": 0.0, "sclever1_suppression": 0.0, "metabolic_suppression": 0.0}
+    with pytest.raises(ip.SolverError, match="no untreated steady state at baseline"):
+        ip.simulate(None, params, days=10)
+    ds = ip.simulate(None, params, days=10, on_failure="flag")
+    assert int(ds.solver_status[0]) == 99 and np.isnan(ds.tumor_volume.values).all()
 
 
 def test_stiff_solver_option_agrees_with_explicit_default():

@@ -1,32 +1,77 @@
-"""Antibody PK against closed forms, mass balance and weight scaling."""
+"""Drug PK against closed forms, scipy, mass balance and covariate scaling."""
 
 import numpy as np
 import pytest
+from scipy.integrate import solve_ivp
 
 import immunopd as ip
-from immunopd.models.pk import DRUGS
+from immunopd.integrate import occupancies
+from immunopd.models.drugs import DRUGS
 
 from .reference import two_compartment_infusions
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
+#: nivolumab with its time-varying clearance switched off and the source's reference patient (female)
+NIVO_STATIC = {"nivolumab_clearance_emax": 0.0, "female": 1.0}
 
 
-@pytest.mark.parametrize("drug,amount,every", [("pembrolizumab", 200.0, 21), ("nivolumab", 480.0, 28)])
-def test_year_of_infusions_matches_closed_form(drug, amount, every):
+def typical(drug: str, role: str) -> float:
+    return DRUGS[drug].pk_values[role].value
+
+
+def reference_weight(drug: str) -> float:
+    return next(c.reference for c in DRUGS[drug].covariates if c.covariate == "body_weight")
+
+
+def conc(ds, drug):
+    return ds.concentration.sel(drug=drug).values[0]
+
+
+@pytest.mark.parametrize("drug,amount,every,params", [("pembrolizumab", 200.0, 21, {}), ("nivolumab", 480.0, 28, NIVO_STATIC)])
+def test_year_of_infusions_matches_closed_form(drug, amount, every, params):
     """Two-compartment PK under a year of IV infusions equals the superposed closed form (rel < 1e-6).
 
-    Weight = the popPK reference weight, so the typical values apply unscaled
-    (Ahamadi 2017 doi:10.1002/psp4.12139; Bajaj 2017 doi:10.1002/psp4.12143).
+    Weight = the popPK reference weight and sex = the reference category, so the typical values
+    apply unscaled (Ahamadi 2017 doi:10.1002/psp4.12139; Bajaj 2017 doi:10.1002/psp4.12143, with
+    its clearance-in-time effect off: the closed form is for constant clearance).
     """
-    d = DRUGS[drug]
     times = np.unique(np.concatenate([np.arange(0, 366.0), np.arange(0, 365, every) + 30 / 1440]))
-    ds = ip.simulate(f"{drug} {amount:g} mg q{every}d", times=times, weight=d.ref_weight, **TIGHT)
+    ds = ip.simulate(f"{drug} {amount:g} mg q{every}d", params, times=times, weight=reference_weight(drug), **TIGHT)
     doses = [(t, amount, 30 / 1440) for t in np.arange(0, 365, every)]
-    expected = two_compartment_infusions(times, doses, d.clearance, d.central_volume, d.intercompartmental_clearance, d.peripheral_volume)
-    got = ds.anti_pd1_conc.values[0]
+    expected = two_compartment_infusions(times, doses, *(typical(drug, r) for r in (
+        "clearance", "central_volume", "intercompartmental_clearance", "peripheral_volume")))
+    got = conc(ds, drug)
     on = expected > 1e-3
     assert np.max(np.abs(got[on] - expected[on]) / expected[on]) < 1e-6
     assert np.all(np.abs(got[~on]) < 1e-12)  # before the first dose: zero up to round-off
+
+
+def test_nivolumab_time_varying_clearance_against_its_own_ode():
+    """Bajaj 2017's CL(t) = CL0 exp(Emax t^h/(T50^h + t^h)) (Emax -0.295, T50 1410 h, Hill 3.15),
+    integrated with the PD states, equals the two-compartment ODE with that CL(t) typed here and
+    integrated by scipy Radau at rtol 1e-11 (rel < 1e-6 over a year of 240 mg Q2W)."""
+    cl0, v1, q, v2 = 0.2256, 3.63, 0.7704, 2.78
+    emax, t50, hill = -0.295, 1410 / 24, 3.15
+
+    def pk(t, y, rate):
+        cl = cl0 * np.exp(emax * t**hill / (t50**hill + t**hill))
+        c1, c2 = y[0] / v1, y[1] / v2
+        return [rate - cl * c1 - q * (c1 - c2), q * (c1 - c2)]
+
+    times = np.arange(1.0, 366.0)
+    ds = ip.simulate("nivolumab 240 mg q2w", {"female": 1.0}, times=times, weight=80.0, **TIGHT)
+    y, t0, out = np.zeros(2), 0.0, []
+    dur = 30 / 1440
+    edges = sorted({e for s in np.arange(0, 365, 14) for e in (s, s + dur)} | {365.0})
+    for a, b in zip(edges[:-1], edges[1:]):
+        rate = 240 / dur if (a % 14) < dur / 2 else 0.0
+        sel = times[(times > a) & (times <= b)]
+        sol = solve_ivp(pk, (a, b), y, args=(rate,), method="Radau", rtol=1e-11, atol=1e-13, t_eval=sel if sel.size else None)
+        out += list(sol.y[0, -sel.size:] / v1) if sel.size else []
+        y = sol.y[:, -1]
+    np.testing.assert_allclose(conc(ds, "nivolumab"), np.array(out), rtol=1e-6)
+    # the clearance falls by the published ~25 %: steady-state troughs late rise above the early ones
+    assert conc(ds, "nivolumab")[-1] > conc(ds, "nivolumab")[13]
 
 
 def test_reference_cmax_and_trough_recomputed():
@@ -35,46 +80,60 @@ def test_reference_cmax_and_trough_recomputed():
     model-reference.md 5.4 [calc] quotes these from an IV-bolus approximation; our 30-min infusion
     peak must sit just below the bolus value and the day-21 trough within 1 %.
     """
-    d = DRUGS["pembrolizumab"]
-    ds = ip.simulate("pembrolizumab 200 mg q3w", times=[30 / 1440, 21.0], weight=d.ref_weight, **TIGHT)
-    peak, trough = ds.anti_pd1_conc.values[0]
-    bolus_peak = 200.0 / d.central_volume  # 57.47 ug/mL
+    ds = ip.simulate("pembrolizumab 200 mg q3w", times=[30 / 1440, 21.0], weight=reference_weight("pembrolizumab"), **TIGHT)
+    peak, trough = conc(ds, "pembrolizumab")
+    bolus_peak = 200.0 / typical("pembrolizumab", "central_volume")  # 57.47 ug/mL
     assert 0.98 * bolus_peak < peak < bolus_peak
     assert trough == pytest.approx(12.7, rel=0.01)
 
 
-def test_mass_balance_both_drugs():
-    """Dosed amount = central + peripheral + eliminated, for both antibodies, at every output time."""
-    ds = ip.simulate("pembrolizumab 200 mg q3w; bexmarilimab 3 mg/kg q2w over 60 min", days=200, weight=82.0)
-    for target, dosed_mg in (("pd1", None), ("clever1", None)):
-        total = ds[f"anti_{target}_central"] + ds[f"anti_{target}_peripheral"] + ds[f"anti_{target}_eliminated"]
-        dosed = float(ds[f"dosed_anti_{target}"][0])
-        assert float(total[0, -1]) == pytest.approx(dosed, rel=1e-6)
-        assert np.all(np.diff(total.values[0]) >= -1e-9)  # only infusions add, nothing is lost
-    # 3 mg/kg x 82 kg every 14 days before day 200: 15 doses of 246 mg
-    assert float(ds.dosed_anti_clever1[0]) == pytest.approx(15 * 246.0)
-    assert float(ds.dosed_anti_pd1[0]) == pytest.approx(10 * 200.0)
+@pytest.mark.parametrize("regimen", ["pembrolizumab 200 mg q3w; bexmarilimab 3 mg/kg q2w over 60 min", "nivolumab 240 mg q2w"])
+def test_mass_balance(regimen):
+    """Dosed amount = central + peripheral + eliminated, for every drug, at every output time
+    (exact PK and the integrated time-varying-clearance PK alike)."""
+    ds = ip.simulate(regimen, days=200, weight=82.0)
+    for drug in ds.drug.values:
+        amounts = ds.drug_amount.sel(drug=drug).fillna(0.0).sum("compartment")
+        dosed = float(ds.dosed.sel(drug=drug)[0])
+        assert float(amounts[0, -1]) == pytest.approx(dosed, rel=1e-6)
+        assert np.all(np.diff(amounts.values[0]) >= -1e-6 * dosed)  # only infusions add, nothing is lost
+    if "bexmarilimab" in ds.drug.values:
+        # 3 mg/kg x 82 kg every 14 days before day 200: 15 doses of 246 mg
+        assert float(ds.dosed.sel(drug="bexmarilimab")[0]) == pytest.approx(15 * 246.0)
+        assert float(ds.dosed.sel(drug="pembrolizumab")[0]) == pytest.approx(10 * 200.0)
 
 
 def test_weight_scales_clearance_and_volumes():
     """At 50 kg the closed form with allometrically scaled CL, Q (^0.595) and V1, V2 (^0.489) applies."""
-    d = DRUGS["pembrolizumab"]
-    w = 50.0
-    sc, sv = (w / d.ref_weight) ** 0.595, (w / d.ref_weight) ** 0.489
+    w, ref = 50.0, reference_weight("pembrolizumab")
+    sc, sv = (w / ref) ** 0.595, (w / ref) ** 0.489
     times = np.arange(1.0, 120.0)
     ds = ip.simulate("pembrolizumab 2 mg/kg q3w", times=times, weight=w, **TIGHT)
     doses = [(t, 2.0 * w, 30 / 1440) for t in np.arange(0, 120, 21)]
-    expected = two_compartment_infusions(times, doses, d.clearance * sc, d.central_volume * sv,
-                                         d.intercompartmental_clearance * sc, d.peripheral_volume * sv)
-    np.testing.assert_allclose(ds.anti_pd1_conc.values[0], expected, rtol=1e-6)
+    expected = two_compartment_infusions(times, doses, typical("pembrolizumab", "clearance") * sc,
+                                         typical("pembrolizumab", "central_volume") * sv,
+                                         typical("pembrolizumab", "intercompartmental_clearance") * sc,
+                                         typical("pembrolizumab", "peripheral_volume") * sv)
+    np.testing.assert_allclose(conc(ds, "pembrolizumab"), expected, rtol=1e-6)
+
+
+def test_sex_covariate_scales_clearance_and_central_volume():
+    """Ahamadi 2017: female -15.2 % CL and -13.4 % V1 (categorical, reference male)."""
+    times = np.arange(1.0, 60.0)
+    ds = ip.simulate("pembrolizumab 200 mg q3w", {"female": 1.0}, times=times, weight=reference_weight("pembrolizumab"), **TIGHT)
+    doses = [(t, 200.0, 30 / 1440) for t in np.arange(0, 60, 21)]
+    expected = two_compartment_infusions(times, doses, 0.22 * (1 - 0.152), 3.48 * (1 - 0.134), 0.795, 4.06)
+    np.testing.assert_allclose(conc(ds, "pembrolizumab"), expected, rtol=1e-6)
 
 
 def test_occupancy_half_at_ec50_over_partition():
     """RO = pC/(pC + EC50): at C = EC50/p the occupancy is exactly 0.5."""
-    from immunopd.models.pk import occupancy
-
-    assert float(occupancy(0.535 / 0.2, 0.2, 0.535)) == pytest.approx(0.5, abs=1e-15)
-    assert float(occupancy(0.0, 0.2, 0.535)) == 0.0
+    model = ip.core_model()
+    drug = model.drug("pembrolizumab")
+    p = model.parameters.defaults()
+    occ = occupancies(model, (drug,), p, [p["pembrolizumab_ec50"] / p["pembrolizumab_tumor_partition"]])
+    assert float(occ["pd1"]) == pytest.approx(0.5, abs=1e-15)
+    assert float(occupancies(model, (drug,), p, [0.0])["pd1"]) == 0.0
 
 
 def test_back_to_back_infusions_equal_one_long_infusion():
@@ -83,7 +142,7 @@ def test_back_to_back_infusions_equal_one_long_infusion():
     two = ip.simulate("pembrolizumab 100 mg over 30 min; pembrolizumab 100 mg over 30 min from day 0.0208333333333333",
                       times=times, **TIGHT)
     one = ip.simulate("pembrolizumab 200 mg over 60 min", times=times, **TIGHT)
-    np.testing.assert_allclose(two.anti_pd1_conc.values, one.anti_pd1_conc.values, rtol=1e-7)
+    np.testing.assert_allclose(conc(two, "pembrolizumab"), conc(one, "pembrolizumab"), rtol=1e-7)
 
 
 def test_infusion_peak_at_its_end():
@@ -92,5 +151,5 @@ def test_infusion_peak_at_its_end():
     times = np.linspace(0.001, 0.3, 300)
     times = np.sort(np.append(times, end))
     ds = ip.simulate("nivolumab 240 mg over 2 h", times=times, **TIGHT)
-    c = ds.anti_pd1_conc.values[0]
+    c = conc(ds, "nivolumab")
     assert times[np.argmax(c)] == pytest.approx(end)

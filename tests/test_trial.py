@@ -44,15 +44,16 @@ def test_trial_equals_simulate_patient_by_patient(trial, pop):
     orr = np.isin(trial.best_response.values, (ep.CR, ep.PR)).mean(axis=1)
     np.testing.assert_allclose(trial.orr.values, orr)
     # mg/kg bexmarilimab resolved with each patient's weight
-    np.testing.assert_allclose(trial.dosed_anti_clever1.sel(regimen="combination").values,
+    np.testing.assert_allclose(trial.dosed.sel(regimen="combination", drug="bexmarilimab").values,
                                10 * 1.0 * pop.data.body_weight.values)  # 10 doses before day 200
 
 
 def test_regimens_share_one_compilation(pop):
-    from immunopd.solve import _compiled
+    from immunopd.integrate import compiled
     from immunopd.models.core import core_model
 
-    fn = _compiled(core_model("gompertz"), "tsit5", 1e-6, 1e-9, 100_000, ("sld",))
+    model = core_model("gompertz")
+    fn = compiled(model, (model.drug("nivolumab"), model.drug("pembrolizumab")), "tsit5", 1e-6, 1e-9, 100_000, ("sld",))
     before = fn._cache_size()
     # 14, 5 and 0 infusions before day 97 (padded alone to 16, 8 and 8 doses): padded to one
     # shape, the three regimens need one new trace (the 98-point grid is new), not two
@@ -74,8 +75,8 @@ def test_missed_dose_probability_thins_infusions_reproducibly(pop):
     kw = dict(days=365, outputs=("sld",), missed_dose_probability=0.3, seed=5)
     a = run_trial({"p": "pembrolizumab 200 mg q3w"}, pop, **kw)
     b = run_trial({"p": "pembrolizumab 200 mg q3w"}, pop, **kw)
-    xr.testing.assert_identical(a.dosed_anti_pd1, b.dosed_anti_pd1)
-    doses = a.dosed_anti_pd1.values / 200.0
+    xr.testing.assert_identical(a.dosed, b.dosed)
+    doses = a.dosed.sel(drug="pembrolizumab").values / 200.0
     assert np.allclose(doses, np.round(doses))  # whole infusions are missed
     assert doses.mean() == pytest.approx(18 * 0.7, abs=1.0)  # 18 planned doses in a year, 30% missed
 

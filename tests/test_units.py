@@ -25,13 +25,13 @@ def test_mismatch_names_both_units():
 
 
 def test_typed_parameters_and_weight_in_simulate():
-    a = ip.simulate("bexmarilimab 1 mg/kg q3w x2", {"pd1_ec50": "500 ng/mL"}, days=30, weight="154 lb")
-    b = ip.simulate("bexmarilimab 1 mg/kg q3w x2", {"pd1_ec50": 0.5}, days=30, weight=69.85322498)
-    assert float(a.pd1_ec50[0]) == pytest.approx(0.5, rel=1e-15)
-    assert float(a.dosed_anti_clever1[0]) == pytest.approx(2 * 69.85322498, rel=1e-9)
+    a = ip.simulate("bexmarilimab 1 mg/kg q3w x2", {"pembrolizumab_ec50": "500 ng/mL"}, days=30, weight="154 lb")
+    b = ip.simulate("bexmarilimab 1 mg/kg q3w x2", {"pembrolizumab_ec50": 0.5}, days=30, weight=69.85322498)
+    assert float(a.pembrolizumab_ec50[0]) == pytest.approx(0.5, rel=1e-15)
+    assert float(a.dosed.sel(drug="bexmarilimab")[0]) == pytest.approx(2 * 69.85322498, rel=1e-9)
     assert a.tumor_volume.values[0] == pytest.approx(b.tumor_volume.values[0], rel=1e-9)
-    with pytest.raises(InputError, match=r"params\['pd1_ec50'\]: cannot convert 'mg' \(mass\) to 'ug/mL' \(concentration\)"):
-        ip.simulate(None, {"pd1_ec50": "0.5 mg"}, days=3)
+    with pytest.raises(InputError, match=r"params\['pembrolizumab_ec50'\]: cannot convert 'mg' \(mass\) to 'ug/mL' \(concentration\)"):
+        ip.simulate(None, {"pembrolizumab_ec50": "0.5 mg"}, days=3)
     with pytest.raises(ParameterError, match=r"a plain number in mm3/\(1e6 cells day\)"):
         ip.simulate(None, {"kill_rate": "3 mg"}, days=3)
 

@@ -21,13 +21,27 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["GROWTH_LAWS", "specific_growth_rate", "closed_form"]
+__all__ = ["GROWTH_LAWS", "specific_growth_rate", "closed_form", "growth_expression"]
 
 GROWTH_LAWS: tuple[str, ...] = ("exponential", "logistic", "gompertz", "bertalanffy")
 
 # Volumes below this (mm3, about one cell) are treated as this inside logs and powers, so a
 # tumor driven to zero never produces log(0) while V * g(V) still tends to zero.
 _TINY_VOLUME = 1e-6
+
+
+def growth_expression(law: str, volume: str = "tumor_volume") -> str:
+    """``g(V)`` of ``law`` as model-expression text (the model declaration and SBML use it)."""
+    v = f"max({volume}, {_TINY_VOLUME!r})"
+    texts = {
+        "exponential": "growth_rate",
+        "logistic": f"growth_rate * (1 - {v} / carrying_capacity)",
+        "gompertz": f"growth_rate * log(carrying_capacity / {v})",
+        "bertalanffy": f"growth_rate / (1 - bertalanffy_exponent) * ((carrying_capacity / {v}) ** (1 - bertalanffy_exponent) - 1)",
+    }
+    if law not in texts:
+        raise ValueError(f"growth law {law!r} is not one of {GROWTH_LAWS}")
+    return texts[law]
 
 
 def specific_growth_rate(law: str, volume, growth_rate, carrying_capacity, bertalanffy_exponent):
