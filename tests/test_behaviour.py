@@ -94,7 +94,8 @@ def test_strong_immune_response_holds_small_tumor_dormant():
     pd = jax.jit(pd)
     start = np.array([np.log(ds.tumor_sensitive.values[0, -1])] + [ds[s].values[0, -1] for s in STATES[1:]])
     eq, info, ier, msg = fsolve(lambda y: np.asarray(pd(jnp.asarray(y))), start, full_output=True, xtol=1e-13)
-    assert ier == 1, msg
+    # a root to round-off (fsolve may still say "not making good progress" at an xtol this tight)
+    assert np.max(np.abs(np.asarray(pd(jnp.asarray(eq))))) < 1e-12, msg
     assert np.exp(eq[0]) == pytest.approx(v_end[0], rel=1e-4)
     jac = np.asarray(jax.jacfwd(pd)(jnp.asarray(eq)))
     vr = STATES.index("tumor_resistant")
