@@ -48,7 +48,8 @@ def demo_dataset(days: float = 365.0, weight: float = 70.0) -> xr.Dataset:
     for r in runs:
         for k in ("regimen", "drugs"):
             r.attrs.pop(k, None)
-    ds = xr.concat(runs, dim="regimen", data_vars="all", coords="minimal", compat="override", combine_attrs="override")
+    ds = xr.concat(runs, dim="regimen", data_vars="all", coords="minimal", compat="override", combine_attrs="override",
+                   join="outer")  # regimens dose different drugs: the union, NaN where a regimen has none
     ds = ds.assign_coords(
         regimen=("regimen", list(REGIMENS)), regimen_text=("regimen", regimen_texts), patient_type=("patient", names)
     )
