@@ -12,7 +12,7 @@ from .reference import two_compartment_infusions
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 #: nivolumab with its time-varying clearance switched off and the source's reference patient (female)
-NIVO_STATIC = {"nivolumab_clearance_emax": 0.0, "female": 1.0}
+NIVO_STATIC = {"nivolumab_clearance_emax": 0.0, "female": 1.0, "egfr": 90.0}
 
 
 def typical(drug: str, role: str) -> float:
@@ -59,7 +59,7 @@ def test_nivolumab_time_varying_clearance_against_its_own_ode():
         return [rate - cl * c1 - q * (c1 - c2), q * (c1 - c2)]
 
     times = np.arange(1.0, 366.0)
-    ds = ip.simulate("nivolumab 240 mg q2w", {"female": 1.0}, times=times, weight=80.0, **TIGHT)
+    ds = ip.simulate("nivolumab 240 mg q2w", {"female": 1.0, "egfr": 90.0}, times=times, weight=80.0, **TIGHT)
     y, t0, out = np.zeros(2), 0.0, []
     dur = 30 / 1440
     edges = sorted({e for s in np.arange(0, 365, 14) for e in (s, s + dur)} | {365.0})
@@ -123,6 +123,18 @@ def test_sex_covariate_scales_clearance_and_central_volume():
     ds = ip.simulate("pembrolizumab 200 mg q3w", {"female": 1.0}, times=times, weight=reference_weight("pembrolizumab"), **TIGHT)
     doses = [(t, 200.0, 30 / 1440) for t in np.arange(0, 60, 21)]
     expected = two_compartment_infusions(times, doses, 0.22 * (1 - 0.152), 3.48 * (1 - 0.134), 0.795, 4.06)
+    np.testing.assert_allclose(conc(ds, "pembrolizumab"), expected, rtol=1e-6)
+
+
+def test_albumin_egfr_and_ecog_scale_clearance():
+    """Ahamadi 2017 power and categorical effects on pembrolizumab CL: albumin 30 g/L
+    ((30/39.6)^-0.907 on CL, ^-0.208 on V1), eGFR 60 ((60/88.47)^0.135), ECOG >= 1 (-7.39 %)."""
+    times = np.arange(1.0, 60.0)
+    ds = ip.simulate("pembrolizumab 200 mg q3w", {"albumin": 30.0, "egfr": 60.0, "ecog_1_or_more": 1.0}, times=times,
+                     weight=reference_weight("pembrolizumab"), **TIGHT)
+    cl = 0.22 * (30 / 39.6) ** -0.907 * (60 / 88.47) ** 0.135 * (1 - 0.0739)
+    doses = [(t, 200.0, 30 / 1440) for t in np.arange(0, 60, 21)]
+    expected = two_compartment_infusions(times, doses, cl, 3.48 * (30 / 39.6) ** -0.208, 0.795, 4.06)
     np.testing.assert_allclose(conc(ds, "pembrolizumab"), expected, rtol=1e-6)
 
 

@@ -330,6 +330,12 @@ _READOUTS = Mechanism(
     parameters=_params("infiltration_half_density", "body_weight") + (
         _p("female", 0.0, "-", 0.0, 1.0, "assumed: 0 (male), the reference category of pembrolizumab's popPK (Ahamadi et al. 2017, doi:10.1002/psp4.12139)",
            "sex as a 0/1 indicator (1 = female), a PK covariate", scale="linear"),
+        _p("albumin", 39.6, "g/L", 10.0, 60.0, "assumed: 39.6 g/L, the reference (median) albumin of pembrolizumab's popPK (Ahamadi et al. 2017, doi:10.1002/psp4.12139)",
+           "serum albumin, a PK covariate"),
+        _p("egfr", 88.47, "mL/min/(1.73 m2)", 5.0, 200.0, "assumed: 88.47, the reference eGFR of pembrolizumab's popPK (Ahamadi et al. 2017, doi:10.1002/psp4.12139)",
+           "estimated glomerular filtration rate, a PK covariate"),
+        _p("ecog_1_or_more", 0.0, "-", 0.0, 1.0, "assumed: 0 (ECOG performance status 0), the reference category of both anti-PD-1 popPK models",
+           "ECOG performance status >= 1 as a 0/1 indicator, a PK covariate", scale="linear"),
     ),
     assignments=(
         Assignment("sld", "(6 * max(tumor_volume, 0) / pi) ** (1 / 3)", "mm",

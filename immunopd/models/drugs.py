@@ -4,11 +4,14 @@ Values and their sources:
 
 - pembrolizumab: Ahamadi et al. 2017 (doi:10.1002/psp4.12139), Table 3 as transcribed in
   nlmixr2lib ``Ahamadi_2017_pembrolizumab``; weight on CL and Q (exponent 0.595) and on V1
-  and V2 (0.489), reference 76.8 kg; female -15.2 % CL, -13.4 % V1 (reference male).
+  and V2 (0.489), reference 76.8 kg; female -15.2 % CL, -13.4 % V1 (reference male); albumin
+  (reference 39.6 g/L) ^-0.907 on CL and ^-0.208 on V1; eGFR (reference 88.47) ^0.135 on CL;
+  ECOG >= 1 -7.39 % CL. Tumor burden, tumor type and prior ipilimumab are not modelled.
 - nivolumab: Bajaj et al. 2017 (doi:10.1002/psp4.12143), Table 1 as transcribed in
   nlmixr2lib ``Bajaj_2017_nivolumab``; clearance falls over time (Emax -0.295, T50 1410 h,
   Hill 3.15); reference a female of 80 kg, so male is exp(0.165) on CL and exp(0.152) on VC;
-  weight exponents 0.566 (CL) and 0.597 (VC). Q and VP have no covariates in the source.
+  weight exponents 0.566 (CL) and 0.597 (VC); eGFR (reference 90) ^0.186 and ECOG >= 1 exp(0.172)
+  on CL. Q and VP have no covariates in the source. Race (Asian exp(-0.125) on CL) is not modelled.
 - bexmarilimab: no public population PK; typical IgG4 values, all marked assumed.
 """
 
@@ -50,6 +53,10 @@ PEMBROLIZUMAB = Drug(
         _weight("peripheral_volume", 0.489, 76.8, _AHAMADI),
         CovariateEffect("clearance", "female", "categorical", -0.152, 0.0, _AHAMADI, lower=-0.99, upper=5.0),
         CovariateEffect("central_volume", "female", "categorical", -0.134, 0.0, _AHAMADI, lower=-0.99, upper=5.0),
+        CovariateEffect("clearance", "albumin", "power", -0.907, 39.6, _AHAMADI),
+        CovariateEffect("central_volume", "albumin", "power", -0.208, 39.6, _AHAMADI),
+        CovariateEffect("clearance", "egfr", "power", 0.135, 88.47, _AHAMADI),
+        CovariateEffect("clearance", "ecog_1_or_more", "categorical", -0.0739, 0.0, _AHAMADI, lower=-0.99, upper=5.0),
     ),
     presets={"200mg-q3w": "200 mg q3w over 30 min", "400mg-q6w": "400 mg q6w over 30 min", "2mgkg-q3w": "2 mg/kg q3w over 30 min"},
     description="anti-PD-1 (Keytruda); label doses 200 mg Q3W or 400 mg Q6W, 30-min infusion",
@@ -78,6 +85,8 @@ NIVOLUMAB = Drug(
         # the source's reference is female: male = exp(0.165) on CL, exp(0.152) on VC
         CovariateEffect("clearance", "female", "exponential", -0.165, 1.0, _BAJAJ),
         CovariateEffect("central_volume", "female", "exponential", -0.152, 1.0, _BAJAJ),
+        CovariateEffect("clearance", "egfr", "power", 0.186, 90.0, _BAJAJ),
+        CovariateEffect("clearance", "ecog_1_or_more", "exponential", 0.172, 0.0, _BAJAJ),
     ),
     presets={"240mg-q2w": "240 mg q2w over 30 min", "480mg-q4w": "480 mg q4w over 30 min"},
     description="anti-PD-1 (Opdivo); label doses 240 mg Q2W or 480 mg Q4W, 30-min infusion",
