@@ -55,7 +55,7 @@ def status_message(code: int) -> str:
     return messages[code].splitlines()[0] if 0 <= code < len(messages) else f"unknown status {code}"
 
 
-def occupancies(model, drugs, p, concentrations):
+def occupancies(drugs, p, concentrations):
     """Occupancy of each model target: competitive binding of the drugs on it, 0 with none."""
     exposure: dict[str, object] = {}
     for drug, c in zip(drugs, concentrations):
@@ -77,7 +77,6 @@ def one_patient_solver(model, drugs: tuple, solver_name: str, rtol: float, atol:
     solver = SOLVERS[solver_name]()
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     names = model.state_names
-    numeric = [d for d in drugs if not d.pk.exact]
     n_pd = len(names)
 
     def one_patient(p, starts, ends, rates, boluses, jumps, ts):
@@ -107,7 +106,7 @@ def one_patient_solver(model, drugs: tuple, solver_name: str, rtol: float, atol:
 
         def vector_field(t, y, args):
             states = {name: y[i] for i, name in enumerate(names)}
-            occ = occupancies(model, drugs, p, concentrations(t, y))
+            occ = occupancies(drugs, p, concentrations(t, y))
             d = model.derivatives(model.environment(states, p, occ, jnp), jnp)
             parts = [jnp.stack([d[name] for name in names])]
             if layout:
@@ -136,14 +135,14 @@ def one_patient_solver(model, drugs: tuple, solver_name: str, rtol: float, atol:
 def _outputs(model, drugs, p, indiv, tables, layout, edges, ts, ys, y0, outputs, concentrations):
     names = model.state_names
     start_states = {name: y0[i] for i, name in enumerate(names)}
-    start_env = model.environment(start_states, p, occupancies(model, drugs, p, concentrations(0.0, y0)), jnp)
+    start_env = model.environment(start_states, p, occupancies(drugs, p, concentrations(0.0, y0)), jnp)
     start_obs = model.observe(start_env, None, jnp)
     start = {**{k: v for k, v in start_env.items() if k not in p}, **start_obs}
 
     def at(t, y):
         states = {name: y[i] for i, name in enumerate(names)}
         conc = concentrations(t, y)
-        occ = occupancies(model, drugs, p, conc)
+        occ = occupancies(drugs, p, conc)
         env = model.environment(states, p, occ, jnp)
         obs = model.observe(env, start, jnp)
         out = {}
@@ -205,7 +204,7 @@ def full_rhs(model, drugs):
             flows, elim = d.pk.rhs(y[off: off + n], u[k], v, t, jnp)
             parts += [flows, elim[None]]
             off += n + 1
-        occ = occupancies(model, drugs, p, conc)
+        occ = occupancies(drugs, p, conc)
         d = model.derivatives(model.environment(states, p, occ, jnp), jnp)
         return jnp.concatenate([jnp.stack([d[name] for name in names])] + parts)
 

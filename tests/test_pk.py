@@ -60,7 +60,7 @@ def test_nivolumab_time_varying_clearance_against_its_own_ode():
 
     times = np.arange(1.0, 366.0)
     ds = ip.simulate("nivolumab 240 mg q2w", {"female": 1.0, "egfr": 90.0}, times=times, weight=80.0, **TIGHT)
-    y, t0, out = np.zeros(2), 0.0, []
+    y, out = np.zeros(2), []
     dur = 30 / 1440
     edges = sorted({e for s in np.arange(0, 365, 14) for e in (s, s + dur)} | {365.0})
     for a, b in zip(edges[:-1], edges[1:]):
@@ -143,9 +143,9 @@ def test_occupancy_half_at_ec50_over_partition():
     model = ip.core_model()
     drug = model.drug("pembrolizumab")
     p = model.parameters.defaults()
-    occ = occupancies(model, (drug,), p, [p["pembrolizumab_ec50"] / p["pembrolizumab_tumor_partition"]])
+    occ = occupancies((drug,), p, [p["pembrolizumab_ec50"] / p["pembrolizumab_tumor_partition"]])
     assert float(occ["pd1"]) == pytest.approx(0.5, abs=1e-15)
-    assert float(occupancies(model, (drug,), p, [0.0])["pd1"]) == 0.0
+    assert float(occupancies((drug,), p, [0.0])["pd1"]) == 0.0
 
 
 def test_back_to_back_infusions_equal_one_long_infusion():
