@@ -198,8 +198,7 @@ def failures(status: np.ndarray, values: Mapping, on_failure: str, *, what: str 
         n = status.size
         shown = ", ".join(
             f"{what} {i}: {status_message(int(status.reshape(-1)[i]))} "
-            + "{" + ", ".join(f"{k}={float(np.asarray(values[k]).reshape(-1)[i % max(np.size(values[k]), 1) if np.ndim(values[k]) else 0]):.4g}"
-                              for k in _varying(values)) + "}"
+            + "{" + ", ".join(f"{k}={_value_of(values[k], i):.4g}" for k in _varying(values)) + "}"
             for i in failed[:5]
         )
         raise SolverError(
@@ -307,6 +306,12 @@ def simulate(
         },
         dosed_mg=schedule.dosed_mg,
     )
+
+
+def _value_of(value, i: int) -> float:
+    """Patient ``i``'s value of a parameter given as a scalar or as an array over patients."""
+    arr = np.asarray(value).reshape(-1)
+    return float(arr[i] if np.ndim(value) else arr[0])
 
 
 def _varying(values: Mapping[str, np.ndarray]) -> list[str]:
