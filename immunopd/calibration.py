@@ -18,14 +18,13 @@ diameters in the data are whole millimetres, and 11% of the observed lesions hav
 change of exactly 0%), and CR is a diameter measured as 0 mm.
 
 Bins the plausible population never reaches cannot be matched; they are reported, never
-hidden. The observed data are the immunotherapy arms of Ghaffari Laleh et al. 2022
-(atezolizumab, anti-PD-L1, 1200 mg Q3W; doi:10.1371/journal.pcbi.1009822), one target lesion
-per patient, scored here with the same RECIST code as the simulations.
-
-The model has no anti-PD-L1 antibody; the calibration therapy is pembrolizumab 200 mg Q3W as
-a surrogate for atezolizumab 1200 mg Q3W. This assumes what both labels rest on: at the
-approved doses either antibody keeps the PD-1/PD-L1 axis blocked throughout (the calibration
-report prints the simulated trough occupancy so the assumption can be checked).
+hidden. The observed data are one arm of Ghaffari Laleh et al. 2022
+(doi:10.1371/journal.pcbi.1009822), one target lesion per patient, scored here with the same
+RECIST code as the simulations, and each arm is simulated with its own drug
+(:data:`ARM_REGIMENS`): the immunotherapy arms with atezolizumab 1200 mg Q3W (anti-PD-L1), the
+chemotherapy arms with docetaxel 75 mg/m2 Q3W (a 1-hour infusion, dosed by each virtual
+patient's body surface area). The report prints the simulated trough occupancy of the drug's
+target.
 """
 
 from __future__ import annotations
@@ -38,13 +37,12 @@ import xarray as xr
 
 from . import endpoints as ep
 from .errors import InputError, describe
-from .models.drugs import STANDARD_REGIMENS
+from .models.drugs import ARM_REGIMENS
 from .population import Covariates, Population, sample
 from .trial import DEFAULT_SCAN_INTERVAL_DAYS, run_trial
 
-__all__ = ["observed_responses", "plausible_population", "calibrate", "Calibration", "SURROGATE_REGIMEN", "BIN_EDGES"]
+__all__ = ["observed_responses", "plausible_population", "calibrate", "Calibration", "ARM_REGIMENS", "BIN_EDGES"]
 
-SURROGATE_REGIMEN = STANDARD_REGIMENS["anti-PD-1"]
 #: best % change bins; the first holds complete responses (0 mm measured)
 BIN_EDGES = np.array([-100.0, -97.0, -90.0, -80.0, -70.0, -60.0, -50.0, -40.0, -30.0, -22.0, -15.0, -8.0, -3.0,
                       -1e-9, 1e-9,  # a bin of its own for "unchanged" (0%, 11% of the observed lesions)
@@ -115,9 +113,10 @@ class Calibration:
     def report(self) -> str:
         s = self.summary
         lines = [
-            f"calibration to {s.attrs['observed']} ({s.attrs['regimen']} as surrogate therapy; seed {s.attrs['seed']})",
-            f"plausible patients: {s.attrs['n_plausible']}, accepted: {s.attrs['n_accepted']}; "
-            f"simulated PD-1 trough occupancy (median, 5th pct): {s.attrs['trough_occupancy_median']:.3f}, {s.attrs['trough_occupancy_p05']:.3f}",
+            f"calibration to {s.attrs['observed']} (therapy: {s.attrs['regimen']}; seed {s.attrs['seed']})",
+            f"plausible patients: {s.attrs['n_plausible']}, accepted: {s.attrs['n_accepted']}; simulated "
+            f"{s.attrs['trough_occupancy_target']} trough occupancy (median, 5th pct): {s.attrs['trough_occupancy_median']:.3f}, "
+            f"{s.attrs['trough_occupancy_p05']:.3f}",
             f"{'':<26}{'observed':>12}{'calibrated':>12}{'plausible':>12}",
         ]
         for key, label in (("orr", "ORR %"), ("cr_rate", "CR %"), ("pd_rate", "best response PD %"),
@@ -141,7 +140,8 @@ def calibrate(
     plausible: Population,
     observed: pd.DataFrame | None = None,
     *,
-    regimen: str = SURROGATE_REGIMEN,
+    arm: str = "immunotherapy",
+    regimen: str | None = None,
     days: float = 365.0,
     seed: int = 0,
     scan_interval_days: float = DEFAULT_SCAN_INTERVAL_DAYS,
@@ -149,8 +149,15 @@ def calibrate(
     progress: bool = False,
     model=None,
 ) -> Calibration:
-    """Accept plausible patients so that best % change matches ``observed`` (see module doc)."""
-    observed = observed_responses() if observed is None else observed
+    """Accept plausible patients so that best % change matches ``observed`` (see module doc).
+
+    ``arm`` (``"immunotherapy"`` or ``"chemotherapy"``) picks the observed lesions when
+    ``observed`` is not given and the therapy (:data:`ARM_REGIMENS`) when ``regimen`` is not.
+    """
+    if arm not in ARM_REGIMENS:
+        raise InputError(describe("arm", arm, f"one of {list(ARM_REGIMENS)}"))
+    observed = observed_responses(arm=arm) if observed is None else observed
+    regimen = ARM_REGIMENS[arm] if regimen is None else regimen
     if len(observed) == 0:
         raise InputError(describe("observed", "an empty table", "at least one observed lesion"))
     trial = run_trial({"calibration": regimen}, plausible, days=days, scan_interval_days=scan_interval_days, model=model,
@@ -201,12 +208,13 @@ def calibrate(
     from scipy import stats
 
     ks = stats.ks_2samp(best[accepted], observed.best_pct_change.to_numpy()).statistic
-    dosed_target = str(trial.drug_target.values[0])  # the checkpoint target of the calibration antibody
+    dosed_target = str(trial.drug_target.values[0])  # the target of the arm's (first) drug
     occ = trial.occupancy.sel(target=dosed_target, time=slice(21, None)).min("time").values[ok]
     uncovered = [f"[{BIN_EDGES[b]:g}, {BIN_EDGES[b + 1]:g}) obs {obs_frac[b]:.3f}" for b in range(n_bins) if not covered[b] and obs_counts[b] > 0]
     summary = xr.Dataset(data, coords={"source": list(rows), "bin_lower": ("bin", BIN_EDGES[:-1]), "bin_upper": ("bin", BIN_EDGES[1:])})
     summary.attrs.update({
-        "observed": "Ghaffari Laleh et al. 2022 immunotherapy arms (doi:10.1371/journal.pcbi.1009822), data/laleh2022",
+        "observed": f"Ghaffari Laleh et al. 2022 {arm} arms (doi:10.1371/journal.pcbi.1009822), data/laleh2022",
+        "arm": arm,
         "regimen": regimen, "seed": int(seed), "n_plausible": len(plausible), "n_accepted": int(accepted.sum()),
         "ks_distance": float(ks), "uncovered_bins": "; ".join(uncovered),
         "trough_occupancy_target": dosed_target, "trough_occupancy_median": float(np.median(occ)), "trough_occupancy_p05": float(np.percentile(occ, 5)),
@@ -233,7 +241,7 @@ def plot(cal: Calibration, path=None):
     obs = np.sort(np.clip(cal.observed.best_pct_change.to_numpy(), -100, 150))
     cal_best = np.sort(np.clip(cal.plausible.best_pct_change.values[cal.plausible.accepted.values], -100, 150))
     pl = np.sort(np.clip(cal.plausible.best_pct_change.values[np.isfinite(cal.plausible.best_pct_change.values)], -100, 150))
-    for x, label, style in ((obs, "observed (Laleh 2022, IO arms)", "k-"), (cal_best, "calibrated virtual", "C1-"), (pl, "plausible virtual", "C0:")):
+    for x, label, style in ((obs, f"observed (Laleh 2022, {cal.summary.attrs.get('arm', 'immunotherapy')} arms)", "k-"), (cal_best, "calibrated virtual", "C1-"), (pl, "plausible virtual", "C0:")):
         axes[0].plot(x, np.arange(1, x.size + 1) / x.size, style, label=f"{label} (n={x.size})")
     axes[0].axvline(-30, color="grey", lw=0.8)
     axes[0].axvline(20, color="grey", lw=0.8)

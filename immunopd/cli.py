@@ -55,6 +55,28 @@ def _weight(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _height(text: str) -> float:
+    """``--height``: a bare number is cm; '180 cm', '1.8 m' or '71 in' are converted."""
+    from .units import parse_value
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_value(text, "cm", "--height")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bsa(text: str) -> float:
+    """``--bsa``: a number in m2 ('1.8' or '1.8 m2')."""
+    try:
+        return float(text.strip().removesuffix("m2").strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bsa = {text!r} is not allowed; allowed: a body surface area in m2, e.g. 1.8") from None
+
+
 def _parse_set(items: list[str]) -> dict[str, float]:
     from .errors import InputError, describe
 
@@ -77,6 +99,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="simulate one patient under a regimen and write a netCDF file")
     sim.add_argument("--regimen", default="none", help=f"regimen text, e.g. '{_example()} x8' (default: none)")
     sim.add_argument("--weight", type=_weight, default=None, help="body weight: kg, or with a unit ('154 lb'); needed for mg/kg doses")
+    sim.add_argument("--height", type=_height, default=None, help="height: cm, or with a unit ('180 cm'); with --weight gives the Mosteller BSA for mg/m2 doses")
+    sim.add_argument("--bsa", type=_bsa, default=None, help="body surface area in m2 (for mg/m2 doses), instead of --height")
     sim.add_argument("--days", type=float, default=365.0, help="simulation length in days (daily output; default 365)")
     sim.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (repeatable)")
     sim.add_argument("--growth-law", default="gompertz", help="exponential, logistic, gompertz or bertalanffy")
@@ -108,13 +132,18 @@ def _build_parser() -> argparse.ArgumentParser:
     tri.add_argument("--population", default=None, help="a population netCDF file (e.g. from `immunopd calibrate`)")
     tri.add_argument("--days", type=float, default=None, help="trial length in days (default 365)")
     tri.add_argument("--missed-dose-probability", type=float, default=None, help="chance each infusion is missed (default 0)")
+    tri.add_argument("--adverse-events", default=None, choices=["continue", "hold", "stop"],
+                     help="after a grade >= 3 treatment-related adverse event: continue dosing (default), hold doses for --hold-days, or stop")
+    tri.add_argument("--hold-days", type=float, default=None, help="length of a hold after an adverse event in days (default 42)")
     tri.add_argument("--stratify", default=None, help="also print endpoints by a patient variable (e.g. baseline_sclever1, cold)")
     tri.add_argument("--out", required=True, help="output path: .nc (in one go) or .zarr (in chunks, resumable: rerun the same command after an interruption)")
     tri.add_argument("--workers", type=int, default=None, help="run the chunks on a local Dask cluster of N worker processes (.zarr output)")
     tri.add_argument("--scheduler", default=None, help="run the chunks on an existing Dask cluster, e.g. tcp://host:8786 (.zarr output)")
     tri.add_argument("--chunk-patients", type=int, default=8192, help="patients per chunk for .zarr output (default 8192)")
 
-    cal = sub.add_parser("calibrate", help="virtual population matched to the published immunotherapy response")
+    cal = sub.add_parser("calibrate", help="virtual population matched to the published response of one arm (its own drug)")
+    cal.add_argument("--arm", default="immunotherapy", choices=["immunotherapy", "chemotherapy"],
+                     help="arm of the shipped data, simulated with its own drug (default immunotherapy; see immunopd.models.drugs.ARM_REGIMENS)")
     cal.add_argument("--patients", type=int, default=10_000, help="plausible patients to sample (default 10000)")
     cal.add_argument("--seed", type=int, default=1, help="seed of sampling and acceptance (default 1)")
     cal.add_argument("--out", required=True, help="calibrated population netCDF path")
@@ -143,6 +172,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sb = sub.add_parser("export-sbml", help="write one patient's model and regimen as SBML Level 3 (libRoadRunner-checked)")
     sb.add_argument("--regimen", default="none", help="regimen text (default: none)")
     sb.add_argument("--weight", type=_weight, default=None, help="body weight: kg, or with a unit ('154 lb'); needed for mg/kg doses")
+    sb.add_argument("--height", type=_height, default=None, help="height: cm, or with a unit ('180 cm'); with --weight gives the Mosteller BSA for mg/m2 doses")
+    sb.add_argument("--bsa", type=_bsa, default=None, help="body surface area in m2 (for mg/m2 doses), instead of --height")
     sb.add_argument("--days", type=float, default=365.0, help="doses given before this day are written as events (default 365)")
     sb.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (repeatable)")
     sb.add_argument("--growth-law", default="gompertz", help="exponential, logistic, gompertz or bertalanffy")
@@ -159,7 +190,7 @@ def _simulate(args) -> int:
 
     params = _parse_set(args.set)
     outputs = None if args.outputs is None else [o.strip() for o in args.outputs.split(",")]
-    ds = simulate(args.regimen, params, days=args.days, weight=args.weight, growth_law=args.growth_law, solver=args.solver,
+    ds = simulate(args.regimen, params, days=args.days, weight=args.weight, height=args.height, bsa=args.bsa, growth_law=args.growth_law, solver=args.solver,
                   outputs=outputs)
     write_netcdf(ds, args.out)
     print(f"regimen: {ds.attrs['regimen']}")
@@ -248,8 +279,9 @@ def _trial(args) -> int:
         settings = dict(exp.settings)
         if args.days is not None:
             settings["days"] = args.days
-        if args.missed_dose_probability is not None:
-            settings["missed_dose_probability"] = args.missed_dose_probability
+        for key in ("missed_dose_probability", "adverse_events", "hold_days"):
+            if getattr(args, key) is not None:
+                settings[key] = getattr(args, key)
         exp = Experiment(regimens=exp.regimens, population=pop, settings=settings, name=exp.name)
     else:
         if not args.regimen:
@@ -259,7 +291,7 @@ def _trial(args) -> int:
             name, sep, text = item.partition("=")
             regimens[name.strip() if sep else item.strip()] = text.strip() if sep else item.strip()
         pop = {"file": args.population} if args.population else {"patients": args.patients or 1000, "seed": 1 if args.seed is None else args.seed}
-        settings = {k: v for k, v in (("days", args.days), ("missed_dose_probability", args.missed_dose_probability)) if v is not None}
+        settings = {k: getattr(args, k) for k in ("days", "missed_dose_probability", "adverse_events", "hold_days") if getattr(args, k) is not None}
         exp = Experiment(regimens=regimens, population=pop, settings=settings, name="command line")
     if str(args.out).endswith(".zarr"):
         import xarray as xr
@@ -292,7 +324,7 @@ def _trial(args) -> int:
 def _calibrate(args) -> int:
     from .calibration import calibrate, plausible_population, plot
 
-    cal = calibrate(plausible_population(args.patients, seed=args.seed), seed=args.seed, progress=True)
+    cal = calibrate(plausible_population(args.patients, seed=args.seed), arm=args.arm, seed=args.seed, progress=True)
     cal.population.to_netcdf(args.out)
     print(cal.report())
     if args.plot:
@@ -355,7 +387,8 @@ def _export_sbml(args) -> int:
     from .io import write_text
     from .sbml import to_sbml
 
-    text = to_sbml(args.regimen, _parse_set(args.set), weight=args.weight, growth_law=args.growth_law, horizon=args.days)
+    text = to_sbml(args.regimen, _parse_set(args.set), weight=args.weight, height=args.height, bsa=args.bsa, growth_law=args.growth_law,
+                   horizon=args.days)
     out = write_text(text, args.out)
     print(f"wrote {out} (SBML Level 3 Version 2; simulate it with libRoadRunner, COPASI, tellurium...)")
     return 0

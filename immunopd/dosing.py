@@ -8,7 +8,7 @@ tuple of series. Text such as ::
 
 parses clause by clause (clauses separated by ``;``). Each clause is::
 
-    <drug> <amount> <mg | mg/kg> [q<N><h|d|w>] [x<count>] [over <N> <min|h>] [from day <N> | from week <N>]
+    <drug> <amount> <mg | mg/kg | mg/m2> [q<N><h|d|w>] [x<count>] [over <N> <min|h>] [from day <N> | from week <N>]
 
 - ``q3w`` is every 3 weeks (``qw`` = every week, ``q21d`` = every 21 days); the unit letter
   is required and converted, never dropped.
@@ -24,7 +24,9 @@ parses clause by clause (clauses separated by ``;``). Each clause is::
   cycle restarts the interval, as in trial protocols); several ``delay`` terms add up.
 
 A clause may also be a preset name (see :data:`PRESETS`, declared with each drug; case does
-not matter), and ``none`` is the untreated regimen. mg/kg amounts are resolved against a body weight in kg; without one they are an
+not matter), and ``none`` is the untreated regimen. mg/kg amounts are resolved against a body
+weight in kg and mg/m2 amounts against a body surface area in m2 (given, or from height and
+weight by the Mosteller formula, :func:`immunopd.units.mosteller_bsa`); without them they are an
 error, never a silent default.
 
 The state is continuous at every dose time (infusions only), so an observation at a dose
@@ -51,11 +53,15 @@ DEFAULT_DURATION_DAYS = 30.0 / 1440.0
 
 
 def known_presets() -> dict[str, str]:
-    """Every preset of every known drug (the package's and those models registered), lower-case name -> text."""
-    return {k.lower(): v for d in known_drugs().values() for k, v in d.preset_texts().items()}
+    """Every preset of every known drug (the package's and those models registered) and the
+    combinations, lower-case name -> text."""
+    from .models.drugs import COMBINATIONS
+
+    return {k.lower(): v for k, v in {**{k: v for d in known_drugs().values() for k, v in d.preset_texts().items()},
+                                      **COMBINATIONS}.items()}
 
 _GRAMMAR = (
-    "'<drug> <amount> <mg|mg/kg> [q<N><h|d|w>] [x<count>] [over <N> <min|h> | bolus] [from day <N>] [skip <N>,...] [delay <N> by <N> <d|w>]', "
+    "'<drug> <amount> <mg|mg/kg|mg/m2> [q<N><h|d|w>] [x<count>] [over <N> <min|h> | bolus] [from day <N>] [skip <N>,...] [delay <N> by <N> <d|w>]', "
     f"a preset ({', '.join(PRESETS)}) or 'none'"
 )
 
@@ -251,19 +257,20 @@ class Regimen:
             counts[s.drug] = counts.get(s.drug, 0) + len(s.times(horizon))
         return max(counts.values(), default=0)
 
-    def doses(self, horizon: float, weight: float | None = None) -> list[tuple[str, float, float, float]]:
+    def doses(self, horizon: float, weight: float | None = None, bsa: float | None = None) -> list[tuple[str, float, float, float]]:
         """Expanded doses ``(drug, start day, amount mg, duration day)`` before ``horizon`` (duration 0: bolus)."""
         out = []
         for s in self.series:
-            amount = float(_amount_mg(s, weight))
+            amount = float(_amount_mg(s, weight, bsa))
             out += [(s.drug, float(t), amount, s.duration) for t in s.times(horizon)]
         return sorted(out, key=lambda d: d[1])
 
     def schedule(
         self, horizon: float, weights: np.ndarray | None, n_patients: int, drugs: tuple[str, ...] | None = None,
-        pad_to: int = 8, min_doses: int = 0,
+        pad_to: int = 8, min_doses: int = 0, bsas: np.ndarray | None = None,
     ) -> InfusionSchedule:
-        """Expand into padded solver arrays for ``n_patients`` (weights in kg, or None).
+        """Expand into padded solver arrays for ``n_patients`` (weights in kg and body surface
+        areas ``bsas`` in m2, or None when not given).
 
         ``drugs`` orders the rows (default: this regimen's drugs); it may name more drugs than
         the regimen doses (their rows stay empty), so regimens of a trial share one shape. The
@@ -275,7 +282,7 @@ class Regimen:
             raise RegimenError(describe("regimen drug", missing[0], f"one of the drugs of this run: {list(drugs)}"))
         per_drug: dict[str, list[tuple[float, float, np.ndarray, bool]]] = {d: [] for d in drugs}
         for s in self.series:
-            amount = np.broadcast_to(_amount_mg(s, weights), (n_patients,))
+            amount = np.broadcast_to(_amount_mg(s, weights, bsas), (n_patients,))
             for t in s.times(horizon):
                 per_drug[s.drug].append((float(t), float(t) + s.duration, amount, s.is_bolus))
         n = max([len(v) for v in per_drug.values()] + [1, min_doses])
@@ -303,10 +310,17 @@ class Regimen:
         return InfusionSchedule(drugs, starts, ends, rates, boluses, padded, dosed)
 
 
-def _amount_mg(s: DoseSeries, weight):
-    """Dose amount in mg; ``weight`` (kg) is a number, an array over patients or None."""
+def _amount_mg(s: DoseSeries, weight, bsa=None):
+    """Dose amount in mg; ``weight`` (kg) and ``bsa`` (m2) are numbers, arrays over patients or None."""
     if s.unit == "mg":
         return s.amount
+    if s.unit == "mg/m2":
+        if bsa is None:
+            raise RegimenError(describe(
+                "body surface area", None,
+                f"a body surface area in m2 (needed by the mg/m2 dose '{s.describe()}'): pass bsa=... (m2) or height=... (cm) "
+                "with weight=... (kg), or --bsa / --height with --weight"))
+        return s.amount * np.asarray(bsa, dtype=float)
     if weight is None:
         raise RegimenError(
             describe("body weight", None, f"a weight in kg (needed by the mg/kg dose '{s.describe()}'): pass weight=... or --weight")
@@ -315,7 +329,7 @@ def _amount_mg(s: DoseSeries, weight):
 
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_CLAUSE = re.compile(rf"^(?P<drug>[A-Za-z][\w-]*)\s+(?P<amount>[-+]?{_NUMBER}|nan|inf)\s*(?P<unit>[A-Za-z/]+)(?P<rest>.*)$", re.I)
+_CLAUSE = re.compile(rf"^(?P<drug>[A-Za-z][\w-]*)\s+(?P<amount>[-+]?{_NUMBER}|nan|inf)\s*(?P<unit>[A-Za-z/]+(?:2|²)?)(?P<rest>.*)$", re.I)
 _INTERVAL = re.compile(rf"^q\s*(?P<n>{_NUMBER})?\s*(?P<unit>[a-z]+)?$")
 _COUNT = re.compile(r"^[x×]\s*(?P<n>\d+)$")
 
@@ -333,7 +347,7 @@ def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
     if known_drug(drug) is None:
         raise RegimenError(describe(f"{field} drug", m.group("drug"), f"one of {sorted(known_drugs())}"))
     amount = float(m.group("amount"))
-    unit = m.group("unit").lower()
+    unit = m.group("unit").lower().replace("²", "2")
     if unit not in AMOUNT_UNITS:
         raise RegimenError(describe(f"{field} amount unit", m.group("unit"), f"one of {list(AMOUNT_UNITS)}"))
     tokens = m.group("rest").lower().split()

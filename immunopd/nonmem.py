@@ -193,10 +193,12 @@ def to_nonmem(
     observables: Mapping[int, str] | None = None,
     weight: Mapping[object, float] | None = None,
     model=None,
+    bsa: Mapping[object, float] | None = None,
 ) -> pd.DataFrame:
     """Event records for ``{ID: regimen}`` (doses before ``horizon`` days, one row per series with
     II/ADDL, DUR in ``time_unit``), plus observation rows from ``observations`` (columns ID,
-    time_days, observable, DV). mg/kg doses are resolved with ``weight[ID]`` (kg)."""
+    time_days, observable, DV). mg/kg doses are resolved with ``weight[ID]`` (kg), mg/m2 doses with
+    ``bsa[ID]`` (m2)."""
     drugs = dict(default_drugs(model) if drugs is None else drugs)
     observables = dict(default_observables(model) if observables is None else observables)
     cmt_of = {}
@@ -212,7 +214,8 @@ def to_nonmem(
         for s in reg.series:
             if s.drug not in cmt_of:
                 raise InputError(describe("regimen drug", s.drug, f"a drug with a dosing compartment in {drugs}"))
-            amount = s.amount if s.unit == "mg" else s.amount * _weight(weight, pid)
+            amount = {"mg": lambda: s.amount, "mg/kg": lambda: s.amount * _size(weight, pid, "weight", "a body weight in kg", "mg/kg"),
+                      "mg/m2": lambda: s.amount * _size(bsa, pid, "bsa", "a body surface area in m2", "mg/m2")}[s.unit]()
             times = s.times(horizon)
             # a series with skips or delays is no longer regular: one record per dose
             regular = not s.skip and not s.delays and times.size > 1
@@ -234,10 +237,10 @@ def to_nonmem(
     return out
 
 
-def _weight(weight, pid) -> float:
-    if weight is None or pid not in weight:
-        raise InputError(describe(f"weight[{pid!r}]", None, "a body weight in kg for every ID with mg/kg doses"))
-    return float(weight[pid])
+def _size(values, pid, name, what, unit) -> float:
+    if values is None or pid not in values:
+        raise InputError(describe(f"{name}[{pid!r}]", None, f"{what} for every ID with {unit} doses"))
+    return float(values[pid])
 
 
 def _covariate_columns(covariates, out):

@@ -11,7 +11,9 @@ models that allow it, boluses (an instantaneous amount at a dose edge).
   so ``eigh`` gives real rates and spectral projectors for any number of compartments.
 - :class:`TimeVaryingClearancePK`: the same structure with clearance
   ``CL(t) = CL exp(Emax t^h / (T50^h + t^h))`` (the Emax-in-time model of Bajaj et al. 2017,
-  doi:10.1002/psp4.12143, t since the first dose = treatment start). It is not time-invariant,
+  doi:10.1002/psp4.12143, t since the first dose = treatment start), or, with
+  ``form="proportional"``, ``CL(t) = CL (1 + Emax t^h / (T50^h + t^h))`` (as avelumab's source
+  writes it). It is not time-invariant,
   so no closed form exists; its amounts are integrated with the PD states at the solver's
   tolerance (``exact = False``), with the dose edges as jump times.
 """
@@ -120,10 +122,19 @@ class LinearPK:
 
 @dataclass(frozen=True)
 class TimeVaryingClearancePK(LinearPK):
-    """:class:`LinearPK` with ``CL(t) = CL exp(clearance_emax t^h / (clearance_t50^h + t^h))``."""
+    """:class:`LinearPK` with ``CL(t) = CL exp(clearance_emax S(t))`` (``form="exponential"``) or
+    ``CL (1 + clearance_emax S(t))`` (``form="proportional"``), ``S(t) = t^h / (clearance_t50^h + t^h)``."""
 
     exact: bool = False
     kind: str = "time-varying clearance"
+    form: str = "exponential"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.form not in ("exponential", "proportional"):
+            from .errors import ModelSpecError, describe
+
+            raise ModelSpecError(describe("TimeVaryingClearancePK.form", self.form, "'exponential' or 'proportional'"))
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -134,7 +145,8 @@ class TimeVaryingClearancePK(LinearPK):
 
     def clearance_at(self, v, t, xp):
         th = xp.maximum(t, 0.0) ** v["clearance_hill"]
-        return v["clearance"] * xp.exp(v["clearance_emax"] * th / (v["clearance_t50"] ** v["clearance_hill"] + th))
+        change = v["clearance_emax"] * th / (v["clearance_t50"] ** v["clearance_hill"] + th)
+        return v["clearance"] * (xp.exp(change) if self.form == "exponential" else 1.0 + change)
 
     def rhs(self, amounts, rate, v, t, xp):
         return super().rhs(amounts, rate, {**v, "clearance": self.clearance_at(v, t, xp)}, t, xp)

@@ -62,7 +62,10 @@ class Covariates:
     shipped in data/laleh2022 (checked in tests/test_population.py). ``cold_fraction``: share
     of "cold" (T-cell excluded) tumors, which get ``tcell_exclusion = cold_exclusion``
     (assumed: 0.4, roughly the immune-desert plus excluded share reported for NSCLC; not
-    verified here). ``None`` for a field leaves that parameter at its default/typical value.
+    verified here). ``height_median_cm``/``height_cv``: log-normal height (assumed: median 170 cm,
+    CV 5 %, independent of weight), which with the weight gives ``body_surface_area`` by the
+    Mosteller formula (doi:10.1056/NEJM198710223171717) for mg/m2 doses and BSA-scaled PK.
+    ``None`` for a field leaves that parameter at its default/typical value.
     """
 
     weight_median_kg: float | None = 75.0
@@ -71,13 +74,15 @@ class Covariates:
     baseline_volume_log_sd: float = 1.83
     cold_fraction: float | None = 0.4
     cold_exclusion: float = 0.9
+    height_median_cm: float | None = 170.0
+    height_cv: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("weight_median_kg", "baseline_volume_median_mm3"):
+        for name in ("weight_median_kg", "baseline_volume_median_mm3", "height_median_cm"):
             v = getattr(self, name)
             if v is not None and not (np.isfinite(v) and v > 0):
                 raise InputError(describe(f"covariates.{name}", v, "a finite value > 0, or None"))
-        for name in ("weight_cv", "baseline_volume_log_sd"):
+        for name in ("weight_cv", "baseline_volume_log_sd", "height_cv"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise InputError(describe(f"covariates.{name}", v, "a finite value >= 0"))
@@ -276,6 +281,15 @@ def sample(
     if cov.cold_fraction is not None:
         cold = rng.random(n) < cov.cold_fraction
         values["tcell_exclusion"] = np.where(cold, cov.cold_exclusion, 0.0)
+    height = None
+    # drawn last, so that adding it left every earlier draw of a seed unchanged
+    if cov.height_median_cm is not None and cov.weight_median_kg is not None and "body_surface_area" in table.names:
+        from .units import mosteller_bsa
+
+        s = np.sqrt(np.log1p(cov.height_cv**2))
+        height = np.clip(cov.height_median_cm * np.exp(s * rng.standard_normal(n)), 120.0, 220.0)
+        spec = table["body_surface_area"]
+        values["body_surface_area"] = np.clip(mosteller_bsa(height, values["body_weight"]), spec.lower, spec.upper)
     for name, v in typical.items():
         values.setdefault(name, np.full(n, float(typical_values[name])))
 
@@ -295,6 +309,9 @@ def sample(
             {"long_name": "baseline infiltration: 1 = cold (T-cell excluded), 0 = hot", "units": "1", "kind": "covariate",
              "flag_values": np.array([0, 1], dtype=np.int8), "flag_meanings": "hot cold"},
         )
+    if height is not None:
+        pop.data["height"] = xr.Variable(("patient",), height, {"units": "cm", "long_name": "height (with body_weight gives "
+                                         "body_surface_area by the Mosteller formula)", "kind": "covariate"})
     return pop
 
 

@@ -118,7 +118,8 @@ def _pk_formulas(drug) -> tuple[dict[str, str], dict[str, str]]:
     cl = ind["clearance"]
     if "clearance_hill" in ind:
         h, t50, emax = ind["clearance_hill"], ind["clearance_t50"], ind["clearance_emax"]
-        rules[f"{drug.name}_clearance_at_time"] = f"{cl} * exp({emax} * time^{h} / ({t50}^{h} + time^{h}))"
+        change = f"{emax} * time^{h} / ({t50}^{h} + time^{h})"
+        rules[f"{drug.name}_clearance_at_time"] = (f"{cl} * exp({change})" if drug.pk.form == "exponential" else f"{cl} * (1 + {change})")
         cl = f"{drug.name}_clearance_at_time"
     n = drug.pk.compartments
     names = [f"{drug.name}_central"] + [f"{drug.name}_peripheral_{i}" for i in range(1, n)]
@@ -155,8 +156,9 @@ def _state_rate(model, state) -> str:
 
 
 def to_sbml(regimen=None, params: Mapping | None = None, *, weight: float | None = None, growth_law: str = "gompertz",
-            horizon: float = 365.0, model=None) -> str:
-    """SBML L3V2 text for one patient (scalar parameters) of ``model`` under ``regimen`` up to ``horizon`` days."""
+            horizon: float = 365.0, model=None, height: float | None = None, bsa: float | None = None) -> str:
+    """SBML L3V2 text for one patient (scalar parameters) of ``model`` under ``regimen`` up to ``horizon`` days
+    (``weight`` kg, ``height`` cm, ``bsa`` m2 as in :func:`immunopd.simulate`)."""
     import jax
     import jax.numpy as jnp
     import libsbml
@@ -167,7 +169,7 @@ def to_sbml(regimen=None, params: Mapping | None = None, *, weight: float | None
 
     if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not math.isfinite(horizon) or horizon <= 0:
         raise InputError(describe("horizon", horizon, "a finite export horizon > 0 (day)"))
-    model, reg, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law, model=model)
+    model, reg, values, n, given = prepare(regimen, params, weight=weight, height=height, bsa=bsa, growth_law=growth_law, model=model)
     if n != 1 or any(np.ndim(v) for v in values.values()):
         raise InputError(describe("params", "arrays over patients", "scalar values: SBML export is for one patient"))
     p = {k: float(v) for k, v in values.items()}
@@ -179,7 +181,8 @@ def to_sbml(regimen=None, params: Mapping | None = None, *, weight: float | None
         raise SolverError(f"cannot export: {status_message(99)}")
     start_env = model.environment(y0, pj, {}, jnp)
     start = {**{k: float(v) for k, v in start_env.items() if k not in p}, **{k: float(v) for k, v in model.observe(start_env, None, jnp).items()}}
-    doses = reg.doses(horizon, weight=p["body_weight"] if weight_given else None)
+    doses = reg.doses(horizon, weight=p["body_weight"] if "body_weight" in given else None,
+                     bsa=p["body_surface_area"] if "body_surface_area" in given else None)
     drugs = [model.drug(d) for d in reg.drugs]
 
     doc = libsbml.SBMLDocument(3, 2)

@@ -264,10 +264,10 @@ def _finish(store: Path, out: Path) -> None:
 
     try:
         with xr.open_zarr(store, consolidated=False, chunks=None) as ds:  # read here, not through a Dask client
-            per_patient = {k: ds[k].values for k in ("best_response", "pfs_days", "progressed", "solver_status")}
+            per_patient = {k: ds[k].values for k in ("best_response", "pfs_days", "progressed", "solver_status", "adverse_event_day")}
             attrs = dict(ds.attrs)
         endpoints = population_endpoints(per_patient["best_response"], per_patient["pfs_days"], per_patient["progressed"],
-                                         per_patient["solver_status"] == 0)
+                                         per_patient["solver_status"] == 0, per_patient["adverse_event_day"])
         # overwrites the layout's endpoints (computed from zeros); an append also sets the store's attrs
         # (to the same) and consolidates its metadata
         xr.Dataset(endpoints, attrs=attrs).to_zarr(store, mode="a", zarr_format=2)

@@ -101,11 +101,16 @@ def _as_regimen(regimen) -> Regimen:
     raise InputTypeError(describe("regimen", regimen, "a Regimen, regimen text or None"))
 
 
-def prepare(regimen=None, params: Mapping | None = None, *, weight=None, growth_law: str = "gompertz", model=None):
-    """Validate inputs and return (model, regimen, parameter dict, n_patients, weight_given).
+def prepare(regimen=None, params: Mapping | None = None, *, weight=None, height=None, bsa=None, growth_law: str = "gompertz",
+            model=None):
+    """Validate inputs and return (model, regimen, parameter dict, n_patients, given).
 
-    Every drug's PK parameters are the model's own (``<drug>_clearance``, ...), so no default
-    has to follow the dosed drug. A dose of a drug the model does not declare is an error.
+    ``given`` is the set of body sizes the caller gave (``"body_weight"``,
+    ``"body_surface_area"``): mg/kg and mg/m2 doses need theirs given, never a default.
+    ``height`` (cm) with a weight gives the body surface area by the Mosteller formula;
+    ``bsa`` (m2) gives it directly. Every drug's PK parameters are the model's own
+    (``<drug>_clearance``, ...), so no default has to follow the dosed drug. A dose of a drug
+    the model does not declare is an error.
     """
     model = resolve_model(model, growth_law)
     regimen = _as_regimen(regimen)
@@ -117,17 +122,47 @@ def prepare(regimen=None, params: Mapping | None = None, *, weight=None, growth_
     overrides = dict(params or {})
     for name in overrides:
         model.parameters[name]  # raises ParameterError for unknown names
-    if isinstance(weight, str):  # "154 lb"
-        from .units import parse_value
+    from .units import mosteller_bsa, parse_value
 
-        weight = parse_value(weight, "kg", "weight")
-    if weight is not None:
+    sizes = {}
+    for field, value, unit, lo, hi in (("weight", weight, "kg", 0.0, np.inf), ("height", height, "cm", 30.0, 300.0),
+                                       ("bsa", bsa, "m2", 0.1, 5.0)):
+        if value is None:
+            continue
+        if isinstance(value, str):  # "154 lb"
+            if unit == "m2":
+                value = value.strip().removesuffix("m2").strip()
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise InputError(describe(field, value, "a body surface area in m2, e.g. 1.8")) from None
+            else:
+                value = parse_value(value, unit, field)
+        if field != "weight":  # the body_weight parameter's own bounds check the weight
+            try:
+                arr = np.asarray(value, dtype=float) if not isinstance(value, bool) else None
+            except (TypeError, ValueError):
+                arr = None
+            if arr is None or not np.all(np.isfinite(arr)) or np.any(arr < lo) or np.any(arr > hi):
+                raise InputError(describe(field, value, f"a {field} in {unit} between {lo:g} and {hi:g}"))
+        sizes[field] = value
+    if "weight" in sizes:
         if "body_weight" in overrides:
             raise InputError(describe("weight", weight, "weight or params['body_weight'], not both"))
-        overrides["body_weight"] = weight
-    weight_given = "body_weight" in overrides
+        overrides["body_weight"] = sizes["weight"]
+    if "height" in sizes and "bsa" in sizes:
+        raise InputError(describe("height", height, "height (with weight) or bsa, not both"))
+    if "height" in sizes:
+        if "body_weight" not in overrides:
+            raise InputError(describe("weight", None, "a body weight in kg together with height (the Mosteller BSA needs both)"))
+        sizes["bsa"] = mosteller_bsa(sizes["height"], overrides["body_weight"])
+    if "bsa" in sizes:
+        if "body_surface_area" in overrides:
+            raise InputError(describe("bsa", bsa if bsa is not None else height, "height/bsa or params['body_surface_area'], not both"))
+        overrides["body_surface_area"] = sizes["bsa"]
+    given = frozenset(k for k in ("body_weight", "body_surface_area") if k in overrides)
     values, batch = model.parameters.resolve(overrides)
-    return model, regimen, values, (batch or 1), weight_given
+    return model, regimen, values, (batch or 1), given
 
 
 def check_options(*, solver, on_failure, rtol, atol, max_steps) -> None:
@@ -151,7 +186,7 @@ class Problem:
     regimen: Regimen
     values: dict
     n: int
-    weight_given: bool
+    given: frozenset  # the body sizes the caller gave: "body_weight", "body_surface_area"
     schedule: object
     drugs: tuple  # the Drug records of the schedule's rows
     p: dict  # parameters as (n,) float64 arrays
@@ -164,18 +199,20 @@ class Problem:
         return self.schedule.rates, self.schedule.boluses
 
 
-def problem(regimen, params, *, ts, weight=None, growth_law="gompertz", model=None, solver="tsit5", rtol=1e-6, atol=1e-9,
+def problem(regimen, params, *, ts, weight=None, height=None, bsa=None, growth_law="gompertz", model=None, solver="tsit5", rtol=1e-6, atol=1e-9,
             max_steps=100_000, min_doses=0, outputs: tuple[str, ...] | None = None, drugs: Sequence[str] | None = None) -> Problem:
     """Validate and assemble a batch for the compiled solver (used by simulate, trials, sensitivity).
 
     ``drugs``: the drug rows of the schedule (default the regimen's), so that the regimens of
     a trial share one compiled solve.
     """
-    model, regimen, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law, model=model)
+    model, regimen, values, n, given = prepare(regimen, params, weight=weight, height=height, bsa=bsa, growth_law=growth_law,
+                                               model=model)
     names = tuple(regimen.drugs if drugs is None else dict.fromkeys(drugs))
     records = tuple(model.drug(d) for d in names)
-    weights = values["body_weight"] if weight_given else None
-    schedule = regimen.schedule(float(ts[-1]), weights, n, drugs=tuple(r.name for r in records), min_doses=min_doses)
+    weights = values["body_weight"] if "body_weight" in given else None
+    bsas = values["body_surface_area"] if "body_surface_area" in given else None
+    schedule = regimen.schedule(float(ts[-1]), weights, n, drugs=tuple(r.name for r in records), min_doses=min_doses, bsas=bsas)
     p = {k: jnp.broadcast_to(jnp.asarray(v, dtype=jnp.float64), (n,)) for k, v in values.items()}
     fn = compiled(model, records, solver, float(rtol), float(atol), int(max_steps),
                   all_outputs(model) if outputs is None else tuple(outputs))
@@ -185,7 +222,7 @@ def problem(regimen, params, *, ts, weight=None, growth_law="gompertz", model=No
         jnp.asarray(np.where(np.isfinite(schedule.jump_times), schedule.jump_times, ts[-1] + 1.0)),
         jnp.asarray(ts),
     )
-    return Problem(model, regimen, values, n, weight_given, schedule, records, p, fn, shared)
+    return Problem(model, regimen, values, n, given, schedule, records, p, fn, shared)
 
 
 def failures(status: np.ndarray, values: Mapping, on_failure: str, *, what: str = "patient", context: str = "") -> np.ndarray:
@@ -215,6 +252,8 @@ def simulate(
     days: float = 365.0,
     times: Sequence[float] | None = None,
     weight: float | Sequence[float] | None = None,
+    height: float | Sequence[float] | None = None,
+    bsa: float | Sequence[float] | None = None,
     growth_law: str = "gompertz",
     model=None,
     solver: str = "tsit5",
@@ -245,6 +284,10 @@ def simulate(
     weight
         Body weight in kg, scalar or ``(patients,)``; needed for mg/kg doses and used for
         allometric PK scaling (otherwise ``body_weight``'s default is used for PK only).
+    height, bsa
+        Height in cm (with ``weight``: body surface area by the Mosteller formula) or the body
+        surface area in m2 directly; needed for mg/m2 doses and used where a drug's PK scales
+        with BSA (otherwise ``body_surface_area``'s default is used for PK only).
     growth_law
         ``"exponential"``, ``"logistic"``, ``"gompertz"`` (default) or ``"bertalanffy"``.
     solver
@@ -281,7 +324,7 @@ def simulate(
     model = resolve_model(model, growth_law)
     outputs = check_outputs(outputs, model)
     ts = check_times(times, days)
-    prob = problem(regimen, params, ts=ts, weight=weight, model=model, solver=solver,
+    prob = problem(regimen, params, ts=ts, weight=weight, height=height, bsa=bsa, model=model, solver=solver,
                    rtol=rtol, atol=atol, max_steps=max_steps, outputs=outputs)
     regimen, values, n, schedule = prob.regimen, prob.values, prob.n, prob.schedule
     obs, status, steps = run_chunked(prob.fn, prob.p, prob.per_patient, prob.shared, n)
@@ -299,7 +342,8 @@ def simulate(
             **model_attrs(model),
             "regimen": regimen.describe(),
             "drugs": ", ".join(regimen.drugs) or "none",
-            "body_weight_given": int(prob.weight_given),
+            "body_weight_given": int("body_weight" in prob.given),
+            "body_surface_area_given": int("body_surface_area" in prob.given),
             "solver": f"diffrax.{SOLVERS[solver].__name__} with PIDController inside ClipStepSizeController(jump_ts=dose edges)",
             "rtol": float(rtol),
             "atol": float(atol),

@@ -11,7 +11,8 @@ patient) with RECIST 1.1 at scan times (:mod:`immunopd.endpoints`). The result i
     best_response       (regimen, patient)        int8 codes; flag_meanings "CR PR SD PD NE"
     best_pct_change     (regimen, patient)        %
     pfs_days, progressed, responded, dor_days, dor_event
-    orr, dcr (+ _lower/_upper 95% Clopper-Pearson)  (regimen,)
+    adverse_event_day   (regimen, patient)        first grade >= 3 treatment-related AE (NaN: none)
+    orr, dcr, adverse_event_rate (+ _lower/_upper 95% Clopper-Pearson)  (regimen,)
     median_pfs_days (+ _lower/_upper)                (regimen,)
     parameters and covariates of the population      (patient,)
 
@@ -91,6 +92,8 @@ def run_trial(
     on_failure: str = "raise",
     chunk: int = CHUNK,
     progress: bool = False,
+    adverse_events: str = "continue",
+    hold_days: float = 42.0,
 ) -> xr.Dataset:
     """Simulate ``regimens`` x ``population`` and score RECIST endpoints.
 
@@ -113,6 +116,18 @@ def run_trial(
     chunk
         Patients per compiled call; :func:`immunopd.solve.threads` calls run at once (memory
         grows linearly with both).
+    adverse_events
+        What a patient's first grade >= 3 treatment-related adverse event does to the regimen
+        (models with the ``irae_cumulative_hazard`` state): ``"continue"`` (default: dosing as
+        planned), ``"hold"`` (doses due within ``hold_days`` after the event are not given;
+        dosing then resumes, as guidelines advise for grade 3 immune-related events: Schneider
+        et al. 2021, J Clin Oncol 39:4073, doi:10.1200/JCO.21.01440) or ``"stop"`` (no dose
+        after the event: discontinuation). Each patient's event time is drawn once from the
+        model's cumulative hazard (an Exp(1) threshold per patient id and ``seed``, the same in
+        every regimen, so regimens are compared on common random numbers); the withheld doses
+        feed back into the efficacy of that patient.
+    hold_days
+        Length of a hold (day, default 42 = two 3-week cycles; assumed).
     """
     check_options(solver=solver, on_failure=on_failure, rtol=rtol, atol=atol, max_steps=max_steps)
     model = resolve_model(model, growth_law)
@@ -124,6 +139,10 @@ def run_trial(
         raise InputError(describe("missed_dose_probability", missed_dose_probability, "a probability in [0, 1)"))
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise InputError(describe("chunk", chunk, "an integer number of patients >= 1"))
+    if adverse_events not in ADVERSE_EVENT_ACTIONS:
+        raise InputError(describe("adverse_events", adverse_events, f"one of {list(ADVERSE_EVENT_ACTIONS)}"))
+    if isinstance(hold_days, bool) or not isinstance(hold_days, (int, float)) or not np.isfinite(hold_days) or hold_days <= 0:
+        raise InputError(describe("hold_days", hold_days, "a finite hold > 0 day"))
     ts = check_times(None, days)
     scans = ep.scan_times(ts, scan_interval_days)
     n = len(population)
@@ -139,7 +158,10 @@ def run_trial(
     steps_all = np.zeros((len(regs), n), dtype=np.int64)
     order = np.arange(n)
     dosed = np.zeros((len(regs), n, len(drugs)))
-    wanted = tuple(sorted(set(keep) | {"sld"}))
+    with_events = AE_STATE in model.state_names
+    wanted = tuple(sorted(set(keep) | {"sld"} | ({AE_STATE} if with_events else set())))
+    thresholds = event_thresholds(population.data.patient.values, seed) if with_events else None
+    ends["adverse_event_day"] = np.full((len(regs), n), np.nan)
 
     bar = None
     if progress:
@@ -156,11 +178,29 @@ def run_trial(
             rng = np.random.default_rng([seed, r_idx])
             missed = rng.random(rates.shape) < missed_dose_probability
             rates, boluses = np.where(missed, 0.0, rates), np.where(missed, 0.0, boluses)
-        dosed[r_idx] = _dosed(prob.schedule, rates, boluses)
+        given_rates, given_boluses = rates.copy(), boluses.copy()
         chunks = padded_chunks(order, chunk)
         for (sel, _), out in zip(chunks, run_batches(prob.fn, prob.p, (rates, boluses), prob.shared, (idx for _, idx in chunks))):
             m = sel.size
             picked, status, steps = jax.tree_util.tree_map(lambda a: a[:m], out)
+            if with_events:
+                event_day = first_crossing(picked[AE_STATE], ts, thresholds[sel])
+                ends["adverse_event_day"][r_idx, sel] = np.where(status == 0, event_day, np.nan)
+                if adverse_events != "continue":
+                    hit = np.flatnonzero(np.isfinite(event_day) & (status == 0))
+                    changed = [k for k in hit if _withhold(prob.schedule, given_rates, given_boluses, sel[k], event_day[k],
+                                                           adverse_events, hold_days)]
+                    if changed:
+                        picked = {o: np.array(v) for o, v in picked.items()}
+                        status, steps = np.array(status), np.array(steps)
+                        again = sel[changed]
+                        for (sub, _), redo in zip(padded_chunks(again, chunk), run_batches(
+                                prob.fn, prob.p, (given_rates, given_boluses), prob.shared, (idx for _, idx in padded_chunks(again, chunk)))):
+                            redo = jax.tree_util.tree_map(lambda a: a[:sub.size], redo)
+                            pos = np.searchsorted(sel, sub) if np.all(np.diff(sel) > 0) else np.array([np.flatnonzero(sel == i)[0] for i in sub])
+                            for o in picked:
+                                picked[o][pos] = redo[0][o]
+                            status[pos], steps[pos] = redo[1], redo[2]
             status_all[r_idx, sel] = status
             steps_all[r_idx, sel] = steps
             for o in keep:
@@ -183,6 +223,7 @@ def run_trial(
                     ends[k][r_idx, sel[bad]] = np.nan
             if bar is not None:
                 bar.update(m)
+        dosed[r_idx] = _dosed(prob.schedule, given_rates, given_boluses)
         # a vmapped chunk runs as many steps as its slowest patient: group patients of similar
         # step counts (as seen under this regimen) for the next regimen
         order = np.argsort(steps_all[r_idx], kind="stable")
@@ -191,7 +232,49 @@ def run_trial(
     for r_idx, name in enumerate(regs):
         failures(status_all[r_idx], params, on_failure, context=f" of regimen {name!r}")
     return _assemble(model, drugs, regs, texts, population, ts, scans, store, ends, status_all, dosed, _settings_attrs(
-        model, days, scan_interval_days, missed_dose_probability, seed, solver, rtol, atol))
+        model, days, scan_interval_days, missed_dose_probability, seed, solver, rtol, atol, adverse_events, hold_days))
+
+
+#: what a first grade >= 3 treatment-related adverse event does to the regimen (see run_trial)
+ADVERSE_EVENT_ACTIONS = ("continue", "hold", "stop")
+#: the model state a trial draws adverse events from
+AE_STATE = "irae_cumulative_hazard"
+
+
+def event_thresholds(patient_ids, seed: int) -> np.ndarray:
+    """One Exp(1) draw per patient, from ``(seed, patient id)`` alone: the same in every regimen
+    and in every chunk a patient may fall into (the first event is when the cumulative hazard
+    reaches it)."""
+    return np.array([-np.log1p(-np.random.default_rng([int(seed), 7_011, int(pid)]).random()) for pid in patient_ids])
+
+
+def first_crossing(cumulative: np.ndarray, ts: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """First time (day) each row of ``cumulative`` (patients, time) reaches its threshold,
+    interpolated linearly between output times; NaN if never."""
+    above = cumulative >= thresholds[:, None]
+    hit = above.any(axis=1)
+    j = np.where(hit, above.argmax(axis=1), 0)
+    rows = np.arange(cumulative.shape[0])
+    j0 = np.maximum(j - 1, 0)
+    h0, h1 = cumulative[rows, j0], cumulative[rows, j]
+    frac = np.where(h1 > h0, (thresholds - h0) / np.where(h1 > h0, h1 - h0, 1.0), 0.0)
+    day = np.where(j > 0, ts[j0] + np.clip(frac, 0.0, 1.0) * (ts[j] - ts[j0]), ts[j])
+    return np.where(hit, day, np.nan)
+
+
+def _withhold(schedule, rates, boluses, patient: int, event_day: float, action: str, hold_days: float) -> bool:
+    """Zero (in place) the doses of ``patient`` that ``action`` withholds after ``event_day``;
+    True if any planned dose was removed. Every drug of the regimen is withheld (trials hold or
+    discontinue the whole regimen for a grade >= 3 treatment-related event)."""
+    after = schedule.starts > event_day
+    if action == "hold":
+        after &= schedule.starts <= event_day + hold_days
+    withheld = after & ((rates[patient] > 0) | (boluses[patient] > 0))
+    if not withheld.any():
+        return False
+    rates[patient][withheld] = 0.0
+    boluses[patient][withheld] = 0.0
+    return True
 
 
 def trial_drugs(regs: Mapping[str, Regimen]) -> tuple[str, ...]:
@@ -199,15 +282,18 @@ def trial_drugs(regs: Mapping[str, Regimen]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(d for r in regs.values() for d in r.drugs))
 
 
-def _settings_attrs(model, days, scan_interval_days, missed_dose_probability, seed, solver, rtol, atol) -> dict:
+def _settings_attrs(model, days, scan_interval_days, missed_dose_probability, seed, solver, rtol, atol, adverse_events="continue",
+                    hold_days=42.0) -> dict:
     return dict(days=float(days), scan_interval_days=float(scan_interval_days), missed_dose_probability=float(missed_dose_probability),
-                seed=int(seed), model=model.name, growth_law=model.variant, solver=solver, rtol=float(rtol), atol=float(atol))
+                seed=int(seed), model=model.name, growth_law=model.variant, solver=solver, rtol=float(rtol), atol=float(atol),
+                adverse_events=adverse_events, hold_days=float(hold_days))
 
 
 def result_layout(regimens, population: Population, *, chunk_patients: int, days: float = 365.0,
                   scan_interval_days: float = DEFAULT_SCAN_INTERVAL_DAYS, outputs: Sequence[str] = DEFAULT_OUTPUTS,
                   missed_dose_probability: float = 0.0, seed: int = 0, growth_law: str = "gompertz", model=None,
-                  solver: str = "tsit5", rtol: float = 1e-6, atol: float = 1e-9, **_solver_only) -> xr.Dataset:
+                  solver: str = "tsit5", rtol: float = 1e-6, atol: float = 1e-9, adverse_events: str = "continue",
+                  hold_days: float = 42.0, **_solver_only) -> xr.Dataset:
     """The Dataset :func:`run_trial` returns for these arguments (names, dims, dtypes, units,
     coordinates, attrs), nothing simulated: every per-patient variable is a lazy dask array of
     zeros in chunks of ``chunk_patients``, for laying out a store that chunks of patients are
@@ -230,9 +316,11 @@ def result_layout(regimens, population: Population, *, chunk_patients: int, days
     extra = {"drug": len(drugs), "target": len(model.targets), "compartment": len(COMPARTMENTS)}
     shapes = {o: (r, n, ts.size) + tuple(extra[d] for d in DRUG_OUTPUTS.get(o, ((),))[0]) for o in keep}
     ds = _assemble(model, drugs, regs, [reg.describe() for reg in regs.values()], population, ts, scans,
-                   {o: zeros(shape) for o, shape in shapes.items()}, {k: zeros((r, n), dtype) for k, dtype in _ENDPOINT_DTYPES.items()},
+                   {o: zeros(shape) for o, shape in shapes.items()},
+                   {**{k: zeros((r, n), dtype) for k, dtype in _ENDPOINT_DTYPES.items()}, "adverse_event_day": zeros((r, n))},
                    zeros((r, n), np.int32), zeros((r, n, len(drugs))),
-                   _settings_attrs(model, days, scan_interval_days, missed_dose_probability, seed, solver, rtol, atol))
+                   _settings_attrs(model, days, scan_interval_days, missed_dose_probability, seed, solver, rtol, atol, adverse_events,
+                                   hold_days))
     for name in per_patient_variables(ds):
         v = ds[name].variable
         chunks = tuple(chunk_patients if d == "patient" else ds.sizes[d] for d in v.dims)
@@ -270,9 +358,11 @@ def _assemble(model, drugs, regs, texts, population, ts, scans, store, ends, sta
     data["response_onset_days"] = xr.Variable(dims2, ends["response_onset_days"], {"units": "day", "long_name": "first PR/CR scan"})
     data["dor_days"] = xr.Variable(dims2, ends["dor_days"], {"units": "day", "long_name": "duration of response (to PD, or censored at last scan)"})
     data["dor_event"] = xr.Variable(dims2, ends["dor_event"], {"units": "1", "long_name": "duration of response ended by PD"})
+    data["adverse_event_day"] = xr.Variable(dims2, ends["adverse_event_day"], {
+        "units": "day", "long_name": "day of the first grade >= 3 treatment-related adverse event (NaN: none within the trial)"})
     data["solver_status"] = xr.Variable(dims2, status, {"units": "1", "long_name": "diffrax result code (0 = success; 99 = no untreated steady state)"})
     data["dosed"] = xr.Variable(dims2 + ("drug",), dosed, {"units": "mg", "long_name": "total amount of each drug dosed"})
-    data.update(population_endpoints(ends["best_response"], ends["pfs_days"], ends["progressed"], status == 0))
+    data.update(population_endpoints(ends["best_response"], ends["pfs_days"], ends["progressed"], status == 0, ends["adverse_event_day"]))
     for k, v in population.data.data_vars.items():
         data[k] = v
     ds = xr.Dataset(data, coords={
@@ -294,11 +384,18 @@ def _assemble(model, drugs, regs, texts, population, ts, scans, store, ends, sta
     return ds
 
 
-def population_endpoints(best_response, pfs_days, progressed, ok) -> dict[str, xr.Variable]:
-    """Per-regimen ORR and DCR (95% Clopper-Pearson CI) and Kaplan-Meier median PFS (95% CI)
-    from ``(regimen, patient)`` arrays; ``ok`` masks out failed solves."""
+def population_endpoints(best_response, pfs_days, progressed, ok, adverse_event_day=None) -> dict[str, xr.Variable]:
+    """Per-regimen ORR and DCR (95% Clopper-Pearson CI), Kaplan-Meier median PFS (95% CI) and
+    the incidence of grade >= 3 treatment-related adverse events within the trial (95%
+    Clopper-Pearson CI), from ``(regimen, patient)`` arrays; ``ok`` masks out failed solves."""
     n_reg = best_response.shape[0]
     data = {}
+    if adverse_event_day is not None:
+        rate, lo, hi = zip(*(ep.response_rate(np.isfinite(adverse_event_day[r][ok[r]])) for r in range(n_reg)))
+        for key, v, long in (("adverse_event_rate", rate, "incidence of a grade >= 3 treatment-related adverse event within the trial"),
+                             ("adverse_event_rate_lower", lo, "adverse_event_rate 95% CI lower (Clopper-Pearson)"),
+                             ("adverse_event_rate_upper", hi, "adverse_event_rate 95% CI upper (Clopper-Pearson)")):
+            data[key] = xr.Variable(("regimen",), np.array(v), {"units": "1", "long_name": long})
     for key, codes, long in (("orr", (ep.CR, ep.PR), "objective response rate (CR + PR)"),
                              ("dcr", (ep.CR, ep.PR, ep.SD), "disease control rate (CR + PR + SD)")):
         rate, lo, hi = zip(*(ep.response_rate(np.isin(best_response[r][ok[r]], codes)) for r in range(n_reg)))
@@ -315,7 +412,9 @@ def population_endpoints(best_response, pfs_days, progressed, ok) -> dict[str, x
 def endpoint_table(ds: xr.Dataset) -> str:
     """The per-regimen endpoint table that the CLI and demo print."""
     w = max([len("regimen")] + [len(str(r)) for r in ds.regimen.values])
-    lines = [f"{'regimen':<{w}} {'n':>6} {'ORR % (95% CI)':>20} {'DCR % (95% CI)':>20} {'median PFS d (95% CI)':>24}"]
+    ae = "adverse_event_rate" in ds
+    lines = [f"{'regimen':<{w}} {'n':>6} {'ORR % (95% CI)':>20} {'DCR % (95% CI)':>20} {'median PFS d (95% CI)':>24}"
+             + (f" {'grade>=3 AE % (95% CI)':>24}" if ae else "")]
 
     def fmt(x):
         return "NR" if not np.isfinite(x) else f"{x:.0f}"
@@ -326,7 +425,10 @@ def endpoint_table(ds: xr.Dataset) -> str:
         orr = f"{100 * d.orr:.1f} ({100 * d.orr_lower:.1f}-{100 * d.orr_upper:.1f})"
         dcr = f"{100 * d.dcr:.1f} ({100 * d.dcr_lower:.1f}-{100 * d.dcr_upper:.1f})"
         pfs = f"{fmt(float(d.median_pfs_days))} ({fmt(float(d.median_pfs_days_lower))}-{fmt(float(d.median_pfs_days_upper))})"
-        lines.append(f"{str(r):<{w}} {n:>6} {orr:>20} {dcr:>20} {pfs:>24}")
+        row = f"{str(r):<{w}} {n:>6} {orr:>20} {dcr:>20} {pfs:>24}"
+        if ae:
+            row += f" {f'{100 * d.adverse_event_rate:.1f} ({100 * d.adverse_event_rate_lower:.1f}-{100 * d.adverse_event_rate_upper:.1f})':>24}"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -356,7 +458,8 @@ class Experiment:
 
 
 _TOP = {"experiment", "population", "regimens"}
-_SETTINGS = {"name", "days", "scan_interval_days", "outputs", "missed_dose_probability", "seed", "growth_law", "solver", "rtol", "atol"}
+_SETTINGS = {"name", "days", "scan_interval_days", "outputs", "missed_dose_probability", "seed", "growth_law", "solver", "rtol", "atol",
+             "adverse_events", "hold_days"}
 _POPULATION = {"patients", "seed", "cv", "uniform", "correlation", "typical", "covariates", "file"}
 
 

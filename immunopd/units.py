@@ -15,7 +15,7 @@ import re
 
 from .errors import InputError, describe
 
-__all__ = ["TIME_UNITS", "AMOUNT_UNITS", "QUANTITY_UNITS", "to_days", "parse_quantity", "convert", "parse_value"]
+__all__ = ["TIME_UNITS", "AMOUNT_UNITS", "QUANTITY_UNITS", "to_days", "parse_quantity", "convert", "parse_value", "mosteller_bsa"]
 
 #: time units accepted from users, as multiples of one day
 TIME_UNITS: dict[str, float] = {
@@ -34,8 +34,17 @@ TIME_UNITS: dict[str, float] = {
     "weeks": 7.0,
 }
 
-#: dose-amount units: "mg" is absolute, "mg/kg" is multiplied by body weight in kg
-AMOUNT_UNITS: tuple[str, ...] = ("mg", "mg/kg")
+#: dose-amount units: "mg" is absolute, "mg/kg" is multiplied by body weight in kg, "mg/m2" by
+#: body surface area in m2
+AMOUNT_UNITS: tuple[str, ...] = ("mg", "mg/kg", "mg/m2")
+
+
+def mosteller_bsa(height_cm, weight_kg):
+    """Body surface area (m2) by the Mosteller formula, ``sqrt(height_cm * weight_kg / 3600)``
+    (Mosteller 1987, N Engl J Med 317:1098, doi:10.1056/NEJM198710223171717). Arrays broadcast."""
+    import numpy as np
+
+    return np.sqrt(np.asarray(height_cm, dtype=float) * np.asarray(weight_kg, dtype=float) / 3600.0)
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z/]+)\s*$")
 
@@ -80,7 +89,7 @@ def parse_quantity(text: str | float | int, *, field: str, default_unit: str | N
 QUANTITY_UNITS: dict[str, tuple[str, float]] = {
     "ng": ("mass", 1e-6), "ug": ("mass", 1e-3), "mg": ("mass", 1.0), "g": ("mass", 1e3), "kg": ("mass", 1e6),
     "lb": ("mass", 453592.37),  # international avoirdupois pound
-    "mm": ("length", 1.0), "cm": ("length", 10.0),
+    "mm": ("length", 1.0), "cm": ("length", 10.0), "m": ("length", 1000.0), "in": ("length", 25.4),
     "mm3": ("volume", 1e-6), "cm3": ("volume", 1e-3), "uL": ("volume", 1e-6), "mL": ("volume", 1e-3), "L": ("volume", 1.0),
     "ng/mL": ("concentration", 1e-3), "ug/mL": ("concentration", 1.0), "mg/L": ("concentration", 1.0),
     "mg/mL": ("concentration", 1e3), "ug/L": ("concentration", 1e-3),

@@ -27,13 +27,13 @@ def _compiled_rhs(model, drugs):
     return jax.jit(rhs), jax.jit(jax.jacfwd(rhs, argnums=1))
 
 
-def scipy_solve(regimen, params=None, *, times, weight=None, method="Radau", rtol=1e-10, atol=1e-12, growth_law="gompertz",
+def scipy_solve(regimen, params=None, *, times, weight=None, bsa=None, method="Radau", rtol=1e-10, atol=1e-12, growth_law="gompertz",
                 model=None):
     """``(names, states (T, S))`` at ``times`` for one patient, integrated by scipy (tests and bench/simulate.py).
 
     ``names`` is :func:`immunopd.integrate.full_layout`; log states are in their log coordinate.
     """
-    model, reg, values, n, weight_given = prepare(regimen, params, weight=weight, growth_law=growth_law, model=model)
+    model, reg, values, n, given = prepare(regimen, params, weight=weight, bsa=bsa, growth_law=growth_law, model=model)
     assert n == 1
     drugs = tuple(model.drug(d) for d in reg.drugs)
     p = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in values.items()}
@@ -42,7 +42,8 @@ def scipy_solve(regimen, params=None, *, times, weight=None, method="Radau", rto
     names = full_layout(model, drugs)
     y0 = np.array([float(y0_named[k]) if k in y0_named else 0.0 for k in names])
     times = np.asarray(times, dtype=float)
-    sched = reg.schedule(float(times[-1]), np.asarray(values["body_weight"]) if weight_given else None, 1)
+    sched = reg.schedule(float(times[-1]), np.asarray(values["body_weight"]) if "body_weight" in given else None, 1,
+                         bsas=np.asarray(values["body_surface_area"]) if "body_surface_area" in given else None)
     starts, ends, rates = sched.starts, sched.ends, sched.rates[0]
     assert not np.any(sched.boluses), "the scipy reference integrates infusions only"
 

@@ -99,6 +99,10 @@ def test_strong_immune_response_holds_small_tumor_dormant():
     assert np.exp(eq[0]) == pytest.approx(v_end[0], rel=1e-4)
     jac = np.asarray(jax.jacfwd(pd)(jnp.asarray(eq)))
     vr = STATES.index("tumor_resistant")
-    keep = [i for i in range(len(STATES)) if i != vr]
+    # accumulators (the adverse-event cumulative hazard) are integrals of the dynamics, read by
+    # no rate: their column of the Jacobian is zero, and they are not part of the equilibrium
+    readout = [i for i in range(len(STATES)) if np.all(jac[:, i] == 0)]
+    assert [STATES[i] for i in readout] == ["irae_cumulative_hazard"]
+    keep = [i for i in range(len(STATES)) if i != vr and i not in readout]
     assert np.all(np.linalg.eigvals(jac[np.ix_(keep, keep)]).real < 0)
     assert np.all(np.abs(jac[vr, keep]) < 1e-20) and jac[vr, vr] > 0  # Vr decoupled at Vr = 0, and it would grow

@@ -22,11 +22,11 @@ def result():
 
 
 def test_dataset_layout(result):
-    assert result.sizes == {"patient": 2, "time": 61, "drug": 1, "target": 2, "compartment": 4}
+    assert result.sizes == {"patient": 2, "time": 61, "drug": 1, "target": 6, "compartment": 4}
     for name in STABLE_NAMES:
         assert result[name].dims == ("patient", "time") and "units" in result[name].attrs
     assert result.concentration.dims == ("patient", "drug", "time") and list(result.drug.values) == ["pembrolizumab"]
-    assert result.occupancy.dims == ("patient", "target", "time") and list(result.target.values) == ["pd1", "clever1"]
+    assert result.occupancy.dims == ("patient", "target", "time") and list(result.target.values) == ["pd1", "pdl1", "clever1", "ctla4", "tubulin", "mir25"]
     assert result.drug_amount.dims == ("patient", "drug", "compartment", "time")
     assert result.time.attrs["units"] == "day"
     assert result.tumor_volume.attrs["units"] == "mm3" and result.sld.attrs["units"] == "mm"

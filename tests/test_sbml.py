@@ -30,6 +30,10 @@ CASES = [
     ("pembrolizumab 200 mg q3w x4", {"albumin": 32.0, "egfr": 70.0, "female": 1.0}, "gompertz"),
     ("pembrolizumab 400 mg q6w x2 delay 2 by 1w", {"antigen_loss_rate": 1e-3, "growth_rate": 0.006}, "logistic"),
     ("bexmarilimab 3 mg/kg q2w x5 over 60 min", {"kill_rate": 30.0, "resistant_fraction0": 0.2}, "bertalanffy"),
+    # anti-PD-L1 with anti-CTLA-4 (Treg depletion, priming), the proportional clearance-in-time form, the 3-cmt taxane by BSA
+    ("atezolizumab 1200 mg q3w x4; ipilimumab 3 mg/kg q3w x4", {"albumin": 35.0, "female": 1.0}, "gompertz"),
+    ("avelumab 800 mg q2w x6; mir25_antagomir 5 mg/kg qw x8", {"tcell_exclusion": 0.9}, "gompertz"),
+    ("docetaxel 75 mg/m2 q3w x4; durvalumab 1500 mg q4w x3", {"body_surface_area": 1.9, "ecog_1_or_more": 1.0}, "gompertz"),
 ]
 
 
@@ -79,5 +83,5 @@ def test_unit_parts():
 def test_cli_export_sbml(tmp_path, capsys):
     out = tmp_path / "model.xml"
     assert main(["export-sbml", "--regimen", "pembrolizumab 200 mg q3w x4", "--days", "100", "--out", str(out)]) == 0
-    assert roadrunner.RoadRunner(str(out)).simulate(0, 10, 11).shape == (11, 1 + 8 + 3)  # time, 8 model states, 3 PK states
+    assert roadrunner.RoadRunner(str(out)).simulate(0, 10, 11).shape == (11, 1 + 9 + 3)  # time, 9 model states (with the adverse-event hazard), 3 PK states
     assert "wrote" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from immunopd import Regimen, simulate
 from immunopd import endpoints as ep
 from immunopd.cli import main
 from immunopd.errors import InputError, RegimenError
-from immunopd.population import Covariates, sample
+from immunopd.population import sample
 from immunopd.trial import load_experiment, run_trial, stratify
 
 REGIMENS = {
@@ -53,7 +53,9 @@ def test_regimens_share_one_compilation(pop):
     from immunopd.models.core import core_model
 
     model = core_model("gompertz")
-    fn = compiled(model, (model.drug("nivolumab"), model.drug("pembrolizumab")), "tsit5", 1e-6, 1e-9, 100_000, ("sld",))
+    # a trial also computes the adverse-event cumulative hazard it draws events from
+    fn = compiled(model, (model.drug("nivolumab"), model.drug("pembrolizumab")), "tsit5", 1e-6, 1e-9, 100_000,
+                  ("irae_cumulative_hazard", "sld"))
     before = fn._cache_size()
     # 14, 5 and 0 infusions before day 97 (padded alone to 16, 8 and 8 doses): padded to one
     # shape, the three regimens need one new trace (the 98-point grid is new), not two

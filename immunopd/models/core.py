@@ -64,6 +64,10 @@ __all__ = ["PARAMETERS", "TARGETS", "core_model", "MECHANISMS"]
 
 _KUZ = "Kuznetsov et al. 1994, Bull Math Biol 56:295, doi:10.1007/BF02460644"
 _QSPIO_TNBC = "QSP-IO TNBC, Wang et al. 2021, J Immunother Cancer 9:e002100, doi:10.1136/jitc-2020-002100 (DOI unverified; values read in HanwenWang95/QSPIO-TNBC)"
+_AE_CAL = ("calibrated: bench/adverse_events.py solves the four hazards so a typical 75 kg, 1.85 m2 patient treated for one year has the published "
+       "grade 3-4 treatment-related adverse-event rates: CheckMate 067 (Larkin et al. 2015, doi:10.1056/NEJMoa1504030) nivolumab 3 mg/kg "
+       "Q2W 16.3 %, ipilimumab 3 mg/kg Q3W x4 27.3 %, nivolumab + ipilimumab 55.0 %; OAK (Rittmeyer et al. 2017, "
+       "doi:10.1016/S0140-6736(16)32517-X; update Fehrenbacher et al. 2018, doi:10.1016/j.jtho.2018.04.039) docetaxel 42.7 %")
 _CAL = "calibrated: chosen with the other 'calibrated' values so the defaults show the five behaviours of model-core.md (tests/test_behaviour.py)"
 
 
@@ -183,6 +187,51 @@ _ALL = {p.name: p for p in (
        "CD8 density at which infiltration_score = 0.5"),
     _p("body_weight", 70.0, "kg", 20.0, 250.0, "assumed: typical adult; PK scales from each drug's reference weight",
        "patient body weight (mg/kg doses need it given explicitly)"),
+    _p("body_surface_area", 1.82, "m2", 0.5, 3.5,
+       "assumed: typical adult, the Mosteller BSA of 170 cm and 70 kg (Mosteller 1987, doi:10.1056/NEJM198710223171717)",
+       "patient body surface area (mg/m2 doses need it given explicitly, or height with weight)"),
+    # --- CTLA-4 blockade -----------------------------------------------------------
+    _p("ctla4_priming_boost", 1.0, "-", 0.0, 20.0,
+       "assumed: CTLA-4 blockade enhances priming of new effectors (Leach, Krummel & Allison 1996, Science 271:1734, "
+       "doi:10.1126/science.271.5256.1734); magnitude assumed: full blockade doubles effector influx",
+       "extra effector influx (priming) at full CTLA-4 occupancy, relative to the baseline influx",
+       switch="CTLA-4 blockade of priming", scale="linear"),
+    _p("ctla4_treg_depletion", 0.05, "1/day", 0.0, 2.0,
+       "assumed: Fc-mediated depletion of intratumoral Tregs by anti-CTLA-4 (Simpson et al. 2013, J Exp Med 210:1695, "
+       "doi:10.1084/jem.20130579, in mice); Sharma et al. 2019 (Clin Cancer Res 25:1233, doi:10.1158/1078-0432.CCR-18-0762) "
+       "found none in human tumors after ipilimumab: set 0 for that view. Rate assumed",
+       "Treg loss per day at full CTLA-4 occupancy (ADCC)", switch="CTLA-4 Treg depletion", scale="linear"),
+    # --- cytotoxic chemotherapy ---------------------------------------------------
+    _p("chemo_kill_ratio", 10.0, "-", 0.0, 1000.0,
+       "assumed: Norton-Simon kill, proportional to the unperturbed growth rate (Norton & Simon 1977, Cancer Treat Rep 61:1307); "
+       "ratio set so one docetaxel 75 mg/m2 cycle roughly offsets one cycle's growth of a median lesion (OAK docetaxel ORR 13 %, "
+       "Rittmeyer et al. 2017, doi:10.1016/S0140-6736(16)32517-X); not fitted",
+       "tumor kill at full cytotoxic effect, as a multiple of the specific growth rate g(V)",
+       switch="cytotoxic chemotherapy", scale="linear"),
+    _p("chemo_lymphodepletion", 0.2, "1/day", 0.0, 5.0,
+       "assumed: taxanes are myelo- and lymphodepleting (docetaxel label: grade 4 neutropenia 65-76 % at 100 mg/m2); rate assumed",
+       "effector loss per day at full cytotoxic effect", switch="chemotherapy lymphodepletion", scale="linear"),
+    _p("icd_priming_boost", 0.5, "-", 0.0, 20.0,
+       "assumed: immunogenic cell death releases antigen and boosts priming (Kroemer et al. 2013, Annu Rev Immunol 31:51, "
+       "doi:10.1146/annurev-immunol-032712-100008; docetaxel: Hodge et al. 2013, Int J Cancer 133:624, doi:10.1002/ijc.28070); magnitude assumed",
+       "extra effector influx at full cytotoxic effect, relative to the baseline influx", switch="immunogenic cell death", scale="linear"),
+    # --- treatment-related adverse events -----------------------------------------
+    _p("irae_hazard_pd1_axis", 5.011e-4, "1/day", 0.0, 0.1, _AE_CAL,
+       "hazard of a first grade >= 3 treatment-related adverse event at full PD-1/PD-L1 blockade",
+       switch="immune-related adverse events", scale="linear"),
+    _p("irae_hazard_ctla4", 4.255e-3, "1/day", 0.0, 1.0, _AE_CAL,
+       "hazard of a first grade >= 3 treatment-related adverse event at full CTLA-4 occupancy", scale="linear"),
+    _p("irae_combination_factor", 1.085, "-", 0.0, 100.0, _AE_CAL,
+       "extra CTLA-4 hazard under full PD-1/PD-L1 blockade, as a multiple of the CTLA-4 hazard", scale="linear"),
+    _p("chemo_toxicity_hazard", 0.04942, "1/day", 0.0, 10.0, _AE_CAL,
+       "hazard of a first grade >= 3 treatment-related adverse event at full cytotoxic effect", scale="linear"),
+    # --- miR-25 blockade ----------------------------------------------------------
+    _p("mir25_infiltration_gain", 0.8, "-", 0.0, 1.0,
+       "assumed: blocking miR-25 turns 'cold' tumors 'hot' (UC San Diego study, 2026, as summarised at "
+       "lifeboat.com/blog/2026/06/why-some-tumors-resist-immunotherapy-blocking-mir-25-may-help-turn-cold-cancers-hot; primary "
+       "paper and any magnitude not verified)",
+       "share of the excluded effector influx restored at full miR-25 blockade", switch="miR-25 blockade (cold to hot)",
+       scale="linear"),
 )}
 
 
@@ -194,7 +243,14 @@ def _params(*names: str) -> tuple[Parameter, ...]:
 TARGETS: tuple[Target, ...] = (
     Target("pd1", "PD-1", "PD-1 on tumor-infiltrating T cells: blocking it releases the PD-1/PD-L1 checkpoint"),
     Target("clever1", "Clever-1", "Clever-1 (stabilin-1) on M2-like tumor-associated macrophages"),
+    Target("pdl1", "PD-L1", "PD-L1 on tumor and myeloid cells: blocking it releases the same checkpoint from the ligand side"),
+    Target("ctla4", "CTLA-4", "CTLA-4 on activated T cells and Tregs: blocking it enhances priming; Fc-competent antibodies deplete Tregs"),
+    Target("tubulin", "beta-tubulin", "microtubules of dividing tumor cells: the cytotoxic effect site of taxanes (its 'occupancy' is the "
+           "fractional effect C/(C + IC50))", kind="effect site"),
+    Target("mir25", "miR-25", "the microRNA miR-25 in tumor cells: an antagomir's 'occupancy' is the fraction of miR-25 it sequesters",
+           kind="effect site"),
 )
+_TARGET = {t.name: t for t in TARGETS}
 
 
 def _recruited(influx: str, recruitment: str) -> str:
@@ -250,22 +306,27 @@ _EFFECTORS = Mechanism(
 
 _CHECKPOINT = Mechanism(
     "PD-1/PD-L1 checkpoint",
-    "PD-L1 (constitutive and IFN-gamma induced) engaging PD-1 inhibits killing, exhausts effectors; PD-1 blockade reverses both",
+    "PD-L1 (constitutive and IFN-gamma induced) engaging PD-1 inhibits killing, exhausts effectors; PD-1 or PD-L1 blockade "
+    "reverses both (PD-L2 and B7-1 are not modelled: anti-PD-1 and anti-PD-L1 differ only by their PK and potency)",
     states=(State("exhausted", "1e6 cells", "PD-1-high dysfunctional CD8 T cells (X)", guess="1.0"),),
     parameters=_params("checkpoint_strength", "pdl1_baseline", "pdl1_upregulation", "exhaustion_rate", "exhausted_death",
                        "reinvigoration_rate"),
     assignments=(
         Assignment("pdl1_level", "pdl1_baseline + pdl1_upregulation * ifn_signal", "1",
                    "PD-L1 expression relative to the constitutive level scale"),
-        Assignment("checkpoint_factor", "1 / (1 + checkpoint_strength * pdl1_level * (1 - pd1_occupancy))", "1",
+        Assignment("checkpoint_engagement", "pdl1_level * (1 - pd1_occupancy) * (1 - pdl1_occupancy)", "1",
+                   "PD-1/PD-L1 engagement: PD-L1 level times the free share of both partners (either antibody blocks the pair)"),
+        Assignment("checkpoint_blockade", "1 - (1 - pd1_occupancy) * (1 - pdl1_occupancy)", "1",
+                   "share of PD-1/PD-L1 pairs blocked by anti-PD-1 or anti-PD-L1, 0-1"),
+        Assignment("checkpoint_factor", "1 / (1 + checkpoint_strength * checkpoint_engagement)", "1",
                    "effector function left by the PD-1/PD-L1 checkpoint, 0-1"),
     ),
     fluxes=(
-        Flux("exhaustion", "exhaustion_rate * pdl1_level * (1 - pd1_occupancy)", source="effector", sink="exhausted", per="effector"),
-        Flux("reinvigoration", "reinvigoration_rate * pd1_occupancy", source="exhausted", sink="effector", per="exhausted"),
+        Flux("exhaustion", "exhaustion_rate * checkpoint_engagement", source="effector", sink="exhausted", per="effector"),
+        Flux("reinvigoration", "reinvigoration_rate * checkpoint_blockade", source="exhausted", sink="effector", per="exhausted"),
         Flux("exhausted_death", "exhausted_death", source="exhausted", per="exhausted"),
     ),
-    targets=(TARGETS[0],),
+    targets=(_TARGET["pd1"], _TARGET["pdl1"]),
 )
 
 _SUPPRESSORS = Mechanism(
@@ -310,7 +371,59 @@ _CLEVER1 = Mechanism(
              sink="sclever1_plasma"),
         Flux("sclever1_clearance", "sclever1_clearance * (sclever1_plasma - sclever1_healthy)", source="sclever1_plasma"),
     ),
-    targets=(TARGETS[1],),
+    targets=(_TARGET["clever1"],),
+)
+
+_CTLA4 = Mechanism(
+    "CTLA-4 checkpoint",
+    "CTLA-4 blockade boosts priming of new effectors and (Fc-competent antibodies) depletes intratumoral Tregs",
+    parameters=_params("ctla4_priming_boost", "ctla4_treg_depletion"),
+    fluxes=(
+        Flux("ctla4_priming", "ctla4_priming_boost * ctla4_occupancy * effector_influx * (1 - tcell_exclusion)", sink="effector"),
+        Flux("ctla4_treg_depletion", "ctla4_treg_depletion * ctla4_occupancy", source="treg", per="treg"),
+    ),
+    targets=(_TARGET["ctla4"],),
+)
+
+_CHEMOTHERAPY = Mechanism(
+    "cytotoxic chemotherapy",
+    "a taxane kills dividing tumor cells in proportion to their growth rate (Norton-Simon), depletes effectors, and its "
+    "immunogenic cell death boosts priming",
+    parameters=_params("chemo_kill_ratio", "chemo_lymphodepletion", "icd_priming_boost"),
+    assignments=(Assignment("chemo_kill_per_volume", "chemo_kill_ratio * tubulin_occupancy * max(specific_growth, 0)", "1/day",
+                            "fraction of tumor volume killed by chemotherapy per day"),),
+    fluxes=(
+        Flux("chemo_kill_sensitive", "chemo_kill_per_volume", source="tumor_sensitive", per="tumor_sensitive"),
+        Flux("chemo_kill_resistant", "chemo_kill_per_volume", source="tumor_resistant", per="tumor_resistant"),
+        Flux("chemo_lymphodepletion", "chemo_lymphodepletion * tubulin_occupancy", source="effector", per="effector"),
+        Flux("immunogenic_priming", "icd_priming_boost * tubulin_occupancy * effector_influx * (1 - tcell_exclusion)", sink="effector"),
+    ),
+    targets=(_TARGET["tubulin"],),
+)
+
+_MIR25 = Mechanism(
+    "miR-25 blockade",
+    "sequestering miR-25 restores part of the effector influx that exclusion blocks in cold tumors (no effect in hot ones)",
+    parameters=_params("mir25_infiltration_gain"),
+    fluxes=(Flux("mir25_restored_influx", "mir25_infiltration_gain * mir25_occupancy * effector_influx * tcell_exclusion",
+                 sink="effector"),),
+    targets=(_TARGET["mir25"],),
+)
+
+_ADVERSE_EVENTS = Mechanism(
+    "treatment-related adverse events",
+    "the cumulative hazard of a first grade >= 3 treatment-related adverse event, driven by checkpoint blockade (immune-related) "
+    "and cytotoxic exposure; a trial draws each patient's event from it",
+    states=(State("irae_cumulative_hazard", "1", "cumulative hazard of a first grade >= 3 treatment-related adverse event",
+                  initial="0"),),
+    parameters=_params("irae_hazard_pd1_axis", "irae_hazard_ctla4", "irae_combination_factor", "chemo_toxicity_hazard"),
+    assignments=(Assignment("adverse_event_probability", "1 - exp(-irae_cumulative_hazard)", "1",
+                            "probability of at least one grade >= 3 treatment-related adverse event since treatment start"),),
+    fluxes=(Flux("adverse_event_hazard",
+                 "irae_hazard_pd1_axis * checkpoint_blockade + irae_hazard_ctla4 * ctla4_occupancy * (1 + irae_combination_factor * "
+                 "checkpoint_blockade) + chemo_toxicity_hazard * tubulin_occupancy", sink="irae_cumulative_hazard"),),
+    observables=(Observable("adverse_event_probability", "1",
+                            "probability of at least one grade >= 3 treatment-related adverse event since treatment start"),),
 )
 
 _METABOLISM = Mechanism(
@@ -327,7 +440,7 @@ _METABOLISM = Mechanism(
 _READOUTS = Mechanism(
     "readouts",
     "what scans and biopsies measure",
-    parameters=_params("infiltration_half_density", "body_weight") + (
+    parameters=_params("infiltration_half_density", "body_weight", "body_surface_area") + (
         _p("female", 0.0, "-", 0.0, 1.0, "assumed: 0 (male), the reference category of pembrolizumab's popPK (Ahamadi et al. 2017, doi:10.1002/psp4.12139)",
            "sex as a 0/1 indicator (1 = female), a PK covariate", scale="linear"),
         _p("albumin", 39.6, "g/L", 10.0, 60.0, "assumed: 39.6 g/L, the reference (median) albumin of pembrolizumab's popPK (Ahamadi et al. 2017, doi:10.1002/psp4.12139)",
@@ -364,7 +477,8 @@ def _growth_mechanism(law: str) -> Mechanism:
 
 
 #: the mechanisms of the core model, growth law excepted (it is chosen by core_model)
-MECHANISMS: tuple[Mechanism, ...] = (_TUMOR, _ANTIGEN_LOSS, _EFFECTORS, _CHECKPOINT, _SUPPRESSORS, _CLEVER1, _METABOLISM, _READOUTS)
+MECHANISMS: tuple[Mechanism, ...] = (_TUMOR, _ANTIGEN_LOSS, _EFFECTORS, _CHECKPOINT, _SUPPRESSORS, _CLEVER1, _CTLA4,
+                                     _CHEMOTHERAPY, _MIR25, _ADVERSE_EVENTS, _METABOLISM, _READOUTS)
 
 
 @functools.lru_cache(maxsize=None)
