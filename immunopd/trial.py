@@ -193,11 +193,11 @@ def run_trial(
                     if changed:
                         picked = {o: np.array(v) for o, v in picked.items()}
                         status, steps = np.array(status), np.array(steps)
-                        again = sel[changed]
-                        for (sub, _), redo in zip(padded_chunks(again, chunk), run_batches(
-                                prob.fn, prob.p, (given_rates, given_boluses), prob.shared, (idx for _, idx in padded_chunks(again, chunk)))):
-                            redo = jax.tree_util.tree_map(lambda a: a[:sub.size], redo)
-                            pos = np.searchsorted(sel, sub) if np.all(np.diff(sel) > 0) else np.array([np.flatnonzero(sel == i)[0] for i in sub])
+                        changed = np.array(changed)  # positions in this chunk of the patients to rerun
+                        redone = padded_chunks(changed, chunk)
+                        for (pos, _), redo in zip(redone, run_batches(prob.fn, prob.p, (given_rates, given_boluses), prob.shared,
+                                                                      (sel[idx] for _, idx in redone))):
+                            redo = jax.tree_util.tree_map(lambda a: a[:pos.size], redo)
                             for o in picked:
                                 picked[o][pos] = redo[0][o]
                             status[pos], steps[pos] = redo[1], redo[2]

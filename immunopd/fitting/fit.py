@@ -53,16 +53,19 @@ class FitResult:
         return f"[[Model]] {self.model} for {self.lesion}; units: {units}\n" + lmfit.fit_report(self.result)
 
 
+def residual_sd(f, error_model, proportional_sd, additive_sd, floor):
+    """sigma of the error model (module docstring) at the prediction ``f``."""
+    if error_model == "additive":
+        return additive_sd * jnp.ones_like(f)
+    if error_model == "proportional":
+        return proportional_sd * jnp.maximum(f, floor)
+    return jnp.sqrt(additive_sd**2 + (proportional_sd * f) ** 2)
+
+
 def weighted_residual(spec: CurveModel, error_model, proportional_sd, additive_sd, floor, t, y, values):
     """``(y - f) / sigma(f)`` for the error model (module docstring); shared by the lmfit and batched paths."""
     f = spec.function(t, values)
-    if error_model == "additive":
-        sigma = additive_sd * jnp.ones_like(f)
-    elif error_model == "proportional":
-        sigma = proportional_sd * jnp.maximum(f, floor)
-    else:
-        sigma = jnp.sqrt(additive_sd**2 + (proportional_sd * f) ** 2)
-    return (y - f) / sigma
+    return (y - f) / residual_sd(f, error_model, proportional_sd, additive_sd, floor)
 
 
 def default_additive_sd(error_model: str, scale: float) -> float:

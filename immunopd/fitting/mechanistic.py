@@ -41,7 +41,7 @@ from ..dosing import Regimen
 from ..errors import InputError, describe
 from ..integrate import one_patient_solver
 from ..solve import _as_regimen, prepare, resolve_model
-from .fit import ERROR_MODELS, _check, default_additive_sd
+from .fit import ERROR_MODELS, _check, default_additive_sd, residual_sd
 
 __all__ = ["fit_model", "MechanisticFit", "DEFAULT_FREE", "OBSERVABLES"]
 
@@ -74,13 +74,7 @@ def _compiled(model, drugs: tuple, free: tuple[str, ...], observable: str, error
 
     def residual(theta, p, starts, ends, rates, boluses, jumps, ts, y, mask, floor, a_sd):
         f, _ = predict(theta, p, starts, ends, rates, boluses, jumps, ts)
-        if error_model == "additive":
-            sigma = a_sd * jnp.ones_like(f)
-        elif error_model == "proportional":
-            sigma = proportional_sd * jnp.maximum(f, floor)
-        else:
-            sigma = jnp.sqrt(a_sd**2 + (proportional_sd * f) ** 2)
-        return mask * (y - f) / sigma
+        return mask * (y - f) / residual_sd(f, error_model, proportional_sd, a_sd, floor)
 
     return jax.jit(predict), jax.jit(residual), jax.jit(jax.jacfwd(residual))
 
