@@ -329,10 +329,44 @@ def run_batches(fn, p, per_patient, shared, batches, workers: int | None = None)
             yield out
 
 
+#: share of the kernel's limit on memory mappings (vm.max_map_count) above which compiled
+#: programs are released before the next solve
+MAPPING_SHARE = 0.5
+
+
+def _mapping_count() -> tuple[int, int] | None:
+    """(memory mappings of this process, the kernel's limit), or None where /proc does not say."""
+    try:
+        with open("/proc/sys/vm/max_map_count", "rb") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            count = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except (OSError, ValueError):
+        return None
+    return count, limit
+
+
+def release_compiled_if_needed(share: float = MAPPING_SHARE) -> bool:
+    """Drop JAX's compiled programs when this process nears the kernel's mapping limit.
+
+    Each compiled solver (one per model, drug set, output grid and batch shape) holds about
+    700 memory mappings on XLA:CPU, and Linux allows 65,530 per process by default
+    (vm.max_map_count): a long session that compiles ~90 programs (e.g. many different ``days``)
+    would crash inside XLA with a segmentation fault. Above ``share`` of the limit this clears
+    JAX's caches (later calls recompile; results are unchanged) and returns True.
+    """
+    counted = _mapping_count()
+    if counted is None or counted[0] <= share * counted[1]:
+        return False
+    jax.clear_caches()
+    return True
+
+
 def run_chunked(fn, p, per_patient, shared, n):
     """Run the compiled solve over ``n`` patients in padded chunks, several at once; returns
     (outputs, status, steps) as numpy arrays, each chunk copied once into arrays preallocated
     for all patients."""
+    release_compiled_if_needed()
     starts, ends, jumps, ts = shared
     if n <= SINGLE_CALL:
         rates, boluses = (jnp.asarray(a) for a in per_patient)

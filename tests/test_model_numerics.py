@@ -279,3 +279,25 @@ def test_stiff_solver_option_agrees_with_explicit_default():
         want, got = explicit[name].values, implicit[name].values
         keep = want > 1e-3
         np.testing.assert_allclose(got[keep], want[keep], rtol=1e-5)
+
+
+def test_compiled_programs_are_released_near_the_mapping_limit(monkeypatch):
+    """XLA:CPU holds hundreds of memory mappings per compiled program; near the kernel's limit
+    (vm.max_map_count) the next solve first drops JAX's compiled programs, and still gives the
+    same numbers (the full test suite segfaulted inside XLA before this)."""
+    from immunopd import integrate
+    from immunopd.solve import problem
+
+    counted = integrate._mapping_count()
+    if counted is not None:  # Linux: a real count below a real limit
+        assert 0 < counted[0] < counted[1]
+    before = ip.simulate("pembrolizumab 200 mg q3w", days=50, outputs=("sld",)).sld.values
+    ip.simulate("pembrolizumab 200 mg q3w", days=50, outputs=("sld",))  # the second call fills jit's fast-path cache
+    fn = problem("pembrolizumab 200 mg q3w", None, ts=np.arange(51.0), outputs=("sld",)).fn
+    assert fn._cache_size() > 0
+    monkeypatch.setattr(integrate, "_mapping_count", lambda: (10, 100))
+    assert integrate.release_compiled_if_needed() is False
+    monkeypatch.setattr(integrate, "_mapping_count", lambda: (60, 100))
+    assert integrate.release_compiled_if_needed() is True
+    assert fn._cache_size() == 0
+    np.testing.assert_array_equal(ip.simulate("pembrolizumab 200 mg q3w", days=50, outputs=("sld",)).sld.values, before)

@@ -39,7 +39,7 @@ import xarray as xr
 
 from ..dosing import Regimen
 from ..errors import InputError, describe
-from ..integrate import one_patient_solver
+from ..integrate import one_patient_solver, release_compiled_if_needed
 from ..solve import _as_regimen, prepare, resolve_model
 from .fit import ERROR_MODELS, _check, default_additive_sd, residual_sd
 
@@ -193,6 +193,7 @@ def fit_model(
     defaults, the baseline volume from the baseline scan) and the bounds (default: the
     parameter table's). ``weight``/``height``/``bsa`` as in :func:`immunopd.simulate`.
     """
+    release_compiled_if_needed()
     model = resolve_model(model, "gompertz")
     if observable not in OBSERVABLES:
         raise InputError(describe("observable", observable, f"one of {list(OBSERVABLES)}"))
