@@ -309,8 +309,9 @@ def run_batches(fn, p, per_patient, shared, batches, workers: int | None = None)
         return jax.tree_util.tree_map(np.asarray, out)
 
     batches = iter(batches)
-    # the first batch runs here, alone, so that a first call compiles in this thread and not in
-    # several workers at once (the suspected cause of two segfaults seen in the full test suite)
+    # the first batch runs here, alone, so that a first call compiles once in this thread rather
+    # than in several workers at once (the full suite's segfaults had another cause: the mapping
+    # limit, see release_compiled_if_needed)
     first = next(batches, None)
     if first is None:
         return
