@@ -50,7 +50,8 @@ __all__ = ["IMPORT_ERROR", "PARAMETERS", "PeerProblem", "from_immunopd", "from_d
 
 # ----------------------------------------------------------------------------- parameter names
 _PD = (
-    "growth_rate", "carrying_capacity", "kill_rate", "kill_half_volume", "resistant_kill_fraction",
+    "growth_rate", "carrying_capacity", "kill_rate", "kill_exponent", "kill_half_ratio", "resistant_kill_fraction",
+    "tumor_cell_volume", "dead_clearance", "extinction_rate",
     "antigen_loss_rate", "effector_influx", "tcell_exclusion", "effector_expansion", "expansion_half_volume",
     "effector_death", "exhaustion_rate", "exhausted_death", "reinvigoration_rate", "checkpoint_strength",
     "pdl1_baseline", "pdl1_upregulation", "ifn_half_effector", "treg_influx", "treg_recruitment", "treg_death",
@@ -88,7 +89,7 @@ S = _Slots(*range(len(_SLOT_NAMES)))  # a global tuple of ints: numba freezes it
 N_SLOTS = len(_SLOT_NAMES)
 
 #: the PD states, in immunopd's state order (tumor_sensitive integrated as its log, as immunopd does)
-PD_STATES = ("tumor_sensitive", "tumor_resistant", "effector", "exhausted", "treg", "mdsc",
+PD_STATES = ("tumor_sensitive", "tumor_resistant", "tumor_dead", "effector", "exhausted", "treg", "mdsc",
              "clever1_macrophage", "sclever1_plasma")
 N_STATES = len(PD_STATES) + 2 * len(_TARGETS)  # + central and peripheral amount per antibody
 _TINY_VOLUME = 1e-6  # as immunopd.models.growth: volumes below this are this inside the log
@@ -106,57 +107,69 @@ def _compiled():
         d = carray(du, (N_STATES,))
         p = carray(data, (N_SLOTS,))
         vs = np.exp(y[0])
-        vr, e, x, r, m, mc, s = y[1], y[2], y[3], y[4], y[5], y[6], y[7]
+        vr, dead, e, x, r, m, mc, s = y[1], y[2], y[3], y[4], y[5], y[6], y[7], y[8]
         v = vs + vr
         # receptor occupancies in the tumor from the central concentrations (ug/mL)
-        exposed1 = p[S.pd1_tumor_partition] * max(y[8] / p[S.pd1_v1], 0.0)
+        exposed1 = p[S.pd1_tumor_partition] * max(y[9] / p[S.pd1_v1], 0.0)
         ro1 = exposed1 / (exposed1 + p[S.pd1_ec50])
-        exposed2 = p[S.clever1_tumor_partition] * max(y[10] / p[S.clever1_v1], 0.0)
+        exposed2 = p[S.clever1_tumor_partition] * max(y[11] / p[S.clever1_v1], 0.0)
         ro2 = exposed2 / (exposed2 + p[S.clever1_ec50])
-        # immunopd.models.core._effects
+        # the checkpoint, suppression, sClever-1 and metabolic factors of immunopd.models.core
         ifn = e / (e + p[S.ifn_half_effector])
         pdl1 = p[S.pdl1_baseline] + p[S.pdl1_upregulation] * ifn
         f = (1.0 / (1.0 + p[S.checkpoint_strength] * pdl1 * (1.0 - ro1))
              / (1.0 + p[S.treg_suppression] * r + p[S.mdsc_suppression] * m)
              / (1.0 + p[S.sclever1_suppression] * s)
              / (1.0 + p[S.metabolic_suppression] * v))
-        # CoreModel.pd_rhs with the Gompertz law of immunopd.models.growth
+        # the Gompertz law of immunopd.models.growth, the ratio-dependent kill and extinction below one cell
         g = p[S.growth_rate] * np.log(p[S.carrying_capacity] / max(v, _TINY_VOLUME))
-        kill = p[S.kill_rate] * f * e / (p[S.kill_half_volume] + v)
+        vc = p[S.tumor_cell_volume]
+        ratio = f * e * 1e6 * vc / max(v, vc)
+        rl = ratio ** p[S.kill_exponent]
+        kill = p[S.kill_rate] * rl / (p[S.kill_half_ratio] ** p[S.kill_exponent] + rl)
+        ext_s = 1.0 / (1.0 + (vs / vc) ** 4)
+        ext_r = 1.0 / (1.0 + (vr / vc) ** 4)
         exhaustion = p[S.exhaustion_rate] * pdl1 * (1.0 - ro1) * e
         reinvigoration = p[S.reinvigoration_rate] * ro1 * x
         expansion = p[S.effector_expansion] * f * e * vs / (p[S.expansion_half_volume] + vs)
         saturation = v / (p[S.recruitment_half_volume] + v)
-        d[0] = g - kill - p[S.antigen_loss_rate]
-        d[1] = g * vr - p[S.resistant_kill_fraction] * kill * vr + p[S.antigen_loss_rate] * vs
-        d[2] = (p[S.effector_influx] * (1.0 - p[S.tcell_exclusion]) + expansion - p[S.effector_death] * e
+        killed_r = p[S.resistant_kill_fraction] * kill * vr
+        d[0] = g * (1.0 - ext_s) - kill - p[S.antigen_loss_rate] - p[S.extinction_rate] * ext_s
+        d[1] = g * (1.0 - ext_r) * vr - killed_r - p[S.extinction_rate] * ext_r * vr + p[S.antigen_loss_rate] * vs
+        d[2] = kill * vs + killed_r + p[S.extinction_rate] * (ext_s * vs + ext_r * vr) - p[S.dead_clearance] * dead
+        d[3] = (p[S.effector_influx] * (1.0 - p[S.tcell_exclusion]) + expansion - p[S.effector_death] * e
                 - exhaustion + reinvigoration)
-        d[3] = exhaustion - reinvigoration - p[S.exhausted_death] * x
-        d[4] = p[S.treg_influx] + p[S.treg_recruitment] * saturation - p[S.treg_death] * r
-        d[5] = p[S.mdsc_influx] + p[S.mdsc_recruitment] * saturation - p[S.mdsc_death] * m
-        d[6] = (p[S.macrophage_influx] + p[S.macrophage_recruitment] * saturation - p[S.macrophage_death] * mc
+        d[4] = exhaustion - reinvigoration - p[S.exhausted_death] * x
+        d[5] = p[S.treg_influx] + p[S.treg_recruitment] * saturation - p[S.treg_death] * r
+        d[6] = p[S.mdsc_influx] + p[S.mdsc_recruitment] * saturation - p[S.mdsc_death] * m
+        d[7] = (p[S.macrophage_influx] + p[S.macrophage_recruitment] * saturation - p[S.macrophage_death] * mc
                 - p[S.reprogramming_rate] * ro2 * mc)
         release = p[S.sclever1_release] * mc * (1.0 + p[S.sclever1_inflammation_boost] * ifn)
-        d[7] = release * (1.0 - p[S.sclever1_release_block] * ro2) - p[S.sclever1_clearance] * (s - p[S.sclever1_healthy])
+        d[8] = release * (1.0 - p[S.sclever1_release_block] * ro2) - p[S.sclever1_clearance] * (s - p[S.sclever1_healthy])
         # two-compartment PK with zero-order input (two-compartment PK as in immunopd.pkmodels.LinearPK.rhs)
-        a1c, a1p, a2c, a2p = y[8], y[9], y[10], y[11]
-        d[8] = p[S.pd1_rate] - (p[S.pd1_k10] + p[S.pd1_k12]) * a1c + p[S.pd1_k21] * a1p
-        d[9] = p[S.pd1_k12] * a1c - p[S.pd1_k21] * a1p
-        d[10] = p[S.clever1_rate] - (p[S.clever1_k10] + p[S.clever1_k12]) * a2c + p[S.clever1_k21] * a2p
-        d[11] = p[S.clever1_k12] * a2c - p[S.clever1_k21] * a2p
+        a1c, a1p, a2c, a2p = y[9], y[10], y[11], y[12]
+        d[9] = p[S.pd1_rate] - (p[S.pd1_k10] + p[S.pd1_k12]) * a1c + p[S.pd1_k21] * a1p
+        d[10] = p[S.pd1_k12] * a1c - p[S.pd1_k21] * a1p
+        d[11] = p[S.clever1_rate] - (p[S.clever1_k10] + p[S.clever1_k12]) * a2c + p[S.clever1_k21] * a2p
+        d[12] = p[S.clever1_k12] * a2c - p[S.clever1_k21] * a2p
+
+    @njit(inline="always")
+    def measured(ln_vs, vr, dead, vc):
+        lesion = np.exp(ln_vs) + vr + dead
+        return lesion if lesion >= vc else 0.0
 
     address = rhs.address
 
     @njit(parallel=True, nogil=True, cache=False)
     def patients(y0s, data, seg_rates, t_eval, seg_offsets, out_index, rtol, atol, mxstep, volume, status):
         """Every patient, each segment one LSODA call from its start edge to its end edge through
-        the output times inside it; writes tumor volume (Vs + Vr) and a status (0 ok, else 1 +
+        the output times inside it; writes the measured tumor volume (Vs + Vr + D, 0 below one cell) and a status (0 ok, else 1 +
         the failed segment). Patients write disjoint rows: no reduction, so thread-independent."""
         n_seg = seg_offsets.size - 1
         for i in prange(y0s.shape[0]):
             p = data[i].copy()
             y = y0s[i].copy()
-            volume[i, 0] = np.exp(y[0]) + y[1]
+            volume[i, 0] = measured(y[0], y[1], y[2], p[S.tumor_cell_volume])
             for j in range(n_seg):
                 p[S.pd1_rate] = seg_rates[i, j, 0]
                 p[S.clever1_rate] = seg_rates[i, j, 1]
@@ -168,7 +181,7 @@ def _compiled():
                     break
                 for k in range(1, b - a):
                     if out_index[a + k] >= 0:
-                        volume[i, out_index[a + k]] = np.exp(usol[k, 0]) + usol[k, 1]
+                        volume[i, out_index[a + k]] = measured(usol[k, 0], usol[k, 1], usol[k, 2], p[S.tumor_cell_volume])
                 y = usol[b - a - 1].copy()
 
     return patients
@@ -176,7 +189,7 @@ def _compiled():
 
 # ----------------------------------------------------------------------------- problem
 class PeerProblem(namedtuple("PeerProblem", "y0s data seg_rates t_eval seg_offsets out_index times")):
-    """Arrays for :func:`solve`: initial states (n, 12), per-patient parameter arrays (n, N_SLOTS),
+    """Arrays for :func:`solve`: initial states (n, 13), per-patient parameter arrays (n, N_SLOTS),
     infusion rates per segment (n, segments, 2) in mg/day, the flattened per-segment LSODA
     times with their offsets, the output index of each of those times (-1: an edge that is
     not an output time), and the output times."""

@@ -61,7 +61,7 @@ METHODS = ("sobol", "morris", "efast")
 #: the 12 parameters analysed by default (CLI, notebook, bench): growth, killing, T-cell
 #: supply and fate, checkpoint, suppression and sClever-1
 DEFAULT_PARAMETERS = (
-    "growth_rate", "kill_rate", "kill_half_volume", "effector_influx", "effector_expansion", "effector_death",
+    "growth_rate", "kill_rate", "kill_half_ratio", "effector_influx", "effector_expansion", "effector_death",
     "exhaustion_rate", "checkpoint_strength", "pdl1_upregulation", "treg_suppression", "sclever1_release",
     "sclever1_suppression",
 )

@@ -71,38 +71,48 @@ def test_strong_immune_response_holds_small_tumor_dormant():
     """5. Dormancy (Kuznetsov et al. 1994, doi:10.1007/BF02460644): with strong tumor-driven effector expansion
     (alpha_E 0.5/day) and low influx, untreated tumors of different sizes converge to one small stable equilibrium.
 
+    The regime needs the volume-saturating kill (``core_model(kill="volume")``): with the default
+    kill, saturating in the effector:tumor ratio, a small tumor is either eradicated or escapes
+    (issue #14 made that kill the default so that no lesion shrinks faster than the kill allows).
+
     Checked three ways: simulations from 10 and 300 mm3 converge; the end state is a root of the
     rhs (scipy fsolve); every Jacobian eigenvalue there has a negative real part within the
     invariant subspace of no antigen-loss cells (Vr = 0 stays 0 when mu = 0). Along Vr the
     eigenvalue is positive: a seeded antigen-loss clone would escape dormancy (behaviour 4).
     """
+    dormancy = ip.core_model(kill="volume")
+    states = dormancy.state_names
     params = {"effector_expansion": 0.5, "tcell_exclusion": 0.99, "baseline_tumor_volume": np.array([10.0, 300.0])}
-    ds = ip.simulate(None, params, days=3000)
+    ds = ip.simulate(None, params, days=6000, model=dormancy)  # memory T cells (half-life ~1 year) settle slowly
     v_end = ds.tumor_volume.values[:, -1]
     assert v_end[0] == pytest.approx(v_end[1], rel=1e-4)
     assert v_end[0] > 1.0 and v_end[0] < 100.0  # small: a lesion of a few mm
 
     from immunopd.solve import prepare
 
-    model, reg, values, _, _ = prepare(None, {"effector_expansion": 0.5, "tcell_exclusion": 0.99})
+    model, reg, values, _, _ = prepare(None, {"effector_expansion": 0.5, "tcell_exclusion": 0.99}, model=dormancy)
     p = {k: jnp.asarray(v) for k, v in values.items()}
 
     def pd(y):  # the untreated rates of the named states, in integration coordinates (ln Vs)
-        d = model.derivatives(model.environment(dict(zip(STATES, y)), p, {}, jnp), jnp)
-        return jnp.stack([d[s] for s in STATES])
+        d = model.derivatives(model.environment(dict(zip(states, y)), p, {}, jnp), jnp)
+        return jnp.stack([d[s] for s in states])
 
     pd = jax.jit(pd)
-    start = np.array([np.log(ds.tumor_sensitive.values[0, -1])] + [ds[s].values[0, -1] for s in STATES[1:]])
+    start = np.array([np.log(ds.tumor_sensitive.values[0, -1])] + [ds[s].values[0, -1] for s in states[1:]])
     eq, info, ier, msg = fsolve(lambda y: np.asarray(pd(jnp.asarray(y))), start, full_output=True, xtol=1e-13)
     # a root to round-off (fsolve may still say "not making good progress" at an xtol this tight)
     assert np.max(np.abs(np.asarray(pd(jnp.asarray(eq))))) < 1e-12, msg
-    assert np.exp(eq[0]) == pytest.approx(v_end[0], rel=1e-4)
+    assert np.exp(eq[0]) == pytest.approx(ds.tumor_sensitive.values[0, -1], rel=1e-4)
     jac = np.asarray(jax.jacfwd(pd)(jnp.asarray(eq)))
-    vr = STATES.index("tumor_resistant")
+    vr = states.index("tumor_resistant")
     # accumulators (the adverse-event cumulative hazard) are integrals of the dynamics, read by
     # no rate: their column of the Jacobian is zero, and they are not part of the equilibrium
-    readout = [i for i in range(len(STATES)) if np.all(jac[:, i] == 0)]
-    assert [STATES[i] for i in readout] == ["irae_cumulative_hazard"]
-    keep = [i for i in range(len(STATES)) if i != vr and i not in readout]
+    readout = [i for i in range(len(states)) if np.all(jac[:, i] == 0)]
+    assert [states[i] for i in readout] == ["irae_cumulative_hazard"]
+    keep = [i for i in range(len(states)) if i != vr and i not in readout]
     assert np.all(np.linalg.eigvals(jac[np.ix_(keep, keep)]).real < 0)
-    assert np.all(np.abs(jac[vr, keep]) < 1e-20) and jac[vr, vr] > 0  # Vr decoupled at Vr = 0, and it would grow
+    # Vr is decoupled at Vr = 0; an empty clone cannot grow (below one cell it is extinct), but a
+    # seeded clone of more than a few cells would escape dormancy (behaviour 4): its net rate is > 0
+    assert np.all(np.abs(jac[vr, keep]) < 1e-20) and jac[vr, vr] < 0
+    env = model.environment(dict(zip(states, jnp.asarray(eq))), p, {}, jnp)
+    assert float(env["specific_growth"] - p["resistant_kill_fraction"] * env["kill_per_volume"]) > 0

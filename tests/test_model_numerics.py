@@ -44,7 +44,7 @@ def test_untreated_growth_equals_closed_form(law):
         {},
         {"tcell_exclusion": 0.9, "antigen_loss_rate": 1e-3, "growth_rate": 0.004},
         {"sclever1_release": 4.0, "treg_recruitment": 0.3, "metabolic_suppression": 5e-5, "reinvigoration_rate": 0.05},
-        {"effector_expansion": 0.12, "exhaustion_rate": 0.1, "resistant_fraction0": 0.05, "kill_half_volume": 1000.0},
+        {"effector_expansion": 0.12, "exhaustion_rate": 0.1, "resistant_fraction0": 0.05, "kill_half_ratio": 0.2},
     ],
     ids=["default", "cold-antigen-loss", "suppressed", "slow-expansion"],
 )
@@ -202,30 +202,39 @@ def test_populations_stay_non_negative(seed):
 
 
 def test_all_mechanisms_off_reduces_to_documented_model():
-    """Every switch at 0 and no drug: (V, E) follow the reduced two-state model of the core docstring.
+    """Every switch at 0 and no drug: (V, D, E) follow the reduced model of the core docstring.
 
-    The reduced model is typed here independently:
-        dV/dt = lam ln(K/V) V - k E V/(K_E + V);  dE/dt = sigma + alpha E V/(K_a + V) - delta E
-    and integrated with scipy Radau at rtol 1e-10.
+    The reduced model is typed here independently (V viable, D dead tumor volume, mm3; E in
+    1e6 cells; x the effector:tumor cell ratio, with v_c the volume of one cell):
+        x = 1e6 v_c E / V;  kill = d x^l / (h^l + x^l)            (de Pillis et al. 2005)
+        dV/dt = lam ln(K/V) V - kill V;  dD/dt = kill V - k_D D
+        dE/dt = sigma + alpha E V/(K_a + V) - delta E
+    and integrated with scipy Radau at rtol 1e-10; the measured volume is V + D.
     """
     switches = [p.name for p in ip.PARAMETERS if p.switch]
     params = {name: 0.0 for name in switches}
-    params.update({"effector_expansion": 0.03, "kill_rate": 2.0})  # kill near growth: a non-degenerate V(t)
+    params.update({"effector_expansion": 0.03, "kill_rate": 0.1})  # kill near growth: a non-degenerate V(t)
     ds = ip.simulate(None, params, days=400, **TIGHT)
     d = ip.PARAMETERS.defaults() | params
-    lam, k_cap, k_kill, k_e = d["growth_rate"], d["carrying_capacity"], d["kill_rate"], d["kill_half_volume"]
+    lam, k_cap, k_kill, l_kill, h_kill = d["growth_rate"], d["carrying_capacity"], d["kill_rate"], d["kill_exponent"], d["kill_half_ratio"]
+    v_cell, k_dead = d["tumor_cell_volume"], d["dead_clearance"]
     sigma, alpha, k_a, delta = d["effector_influx"], d["effector_expansion"], d["expansion_half_volume"], d["effector_death"]
 
     def reduced(t, y):
-        v, e = y
-        return [lam * np.log(k_cap / v) * v - k_kill * e * v / (k_e + v), sigma + alpha * e * v / (k_a + v) - delta * e]
+        v, dead, e = y
+        x = 1e6 * v_cell * e / v
+        kill = k_kill * x**l_kill / (h_kill**l_kill + x**l_kill)
+        return [lam * np.log(k_cap / v) * v - kill * v, kill * v - k_dead * dead, sigma + alpha * e * v / (k_a + v) - delta * e]
 
-    y0 = [float(ds.tumor_volume[0, 0]), float(ds.effector[0, 0])]
+    y0 = [float(ds.tumor_volume[0, 0]), 0.0, float(ds.effector[0, 0])]
     h0 = y0[0] / (k_a + y0[0])
-    assert y0[1] == pytest.approx(sigma / (delta - alpha * h0), rel=1e-9)  # the quasi-steady start, in closed form
+    assert y0[2] == pytest.approx(sigma / (delta - alpha * h0), rel=1e-9)  # the quasi-steady start, in closed form
     sol = solve_ivp(reduced, (0, 400), y0, method="Radau", rtol=1e-10, atol=1e-12, t_eval=ds.time.values)
-    np.testing.assert_allclose(ds.tumor_volume.values[0], sol.y[0], rtol=1e-6)
-    np.testing.assert_allclose(ds.effector.values[0], sol.y[1], rtol=1e-6)
+    assert np.ptp(sol.y[0]) > 0.1 * sol.y[0, 0]  # V(t) really changes
+    np.testing.assert_allclose(ds.viable_volume.values[0], sol.y[0], rtol=1e-6)
+    np.testing.assert_allclose(ds.tumor_dead.values[0], sol.y[1], rtol=1e-6)
+    np.testing.assert_allclose(ds.tumor_volume.values[0], sol.y[0] + sol.y[1], rtol=1e-6)
+    np.testing.assert_allclose(ds.effector.values[0], sol.y[2], rtol=1e-6)
     assert np.all(ds.tumor_resistant.values == 0.0)
 
 
@@ -268,14 +277,14 @@ def test_no_steady_state_is_a_clear_status():
 
 
 def test_stiff_solver_option_agrees_with_explicit_default():
-    """solver='kvaerno5' (implicit) and the default Tsit5 agree to 1e-5 at rtol 1e-8 on a treated patient
-    (tumor volume compared above 1e-3 mm3, as in the Radau test: the eradicated remnant is sub-cellular)."""
+    """solver='kvaerno5' (implicit) and the default Tsit5 agree to 1e-5 at rtol 1e-8 on a treated, responding patient
+    (volumes compared above 1e-3 mm3, as in the Radau test)."""
     regimen = "pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w"
     params = {"tcell_exclusion": 0.9}
     explicit = ip.simulate(regimen, params, days=200, weight=70.0, rtol=1e-8, atol=1e-10)
     implicit = ip.simulate(regimen, params, days=200, weight=70.0, rtol=1e-8, atol=1e-10, solver="kvaerno5")
-    assert explicit.tumor_volume.values.min() < 1e-3  # the comparison spans an eradication
-    for name in ("tumor_volume", "effector", "treg", "sclever1_plasma"):
+    assert explicit.viable_volume.values.min() < 1e-3 * explicit.viable_volume.values[0, 0]  # it spans a response
+    for name in ("tumor_volume", "viable_volume", "effector", "treg", "sclever1_plasma"):
         want, got = explicit[name].values, implicit[name].values
         keep = want > 1e-3
         np.testing.assert_allclose(got[keep], want[keep], rtol=1e-5)

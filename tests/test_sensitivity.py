@@ -122,7 +122,7 @@ def test_failed_write_keeps_the_previous_result(tmp_path):
 def test_bad_global_input():
     with pytest.raises(ParameterError, match="growth_rat"):
         sa.define(["growth_rat", "kill_rate"])
-    with pytest.raises(InputError, match=r"ranges\['kill_rate'\] = \(1, 100000\.0\) is not allowed; allowed: low < high within the bounds \[0, 10000\]"):
+    with pytest.raises(InputError, match=r"ranges\['kill_rate'\] = \(1, 100000\.0\) is not allowed; allowed: low < high within the bounds \[0, 100\]"):
         sa.define(["growth_rate", "kill_rate"], {"kill_rate": (1, 1e5)})
     prob = sa.define(["growth_rate", "kill_rate"])
     with pytest.raises(InputError, match=r"n = 1000 is not allowed; allowed: a power of 2"):

@@ -1,8 +1,8 @@
 """The model as one declaration: a new drug, target and state need no package edit; names are checked.
 
 The toy extension below is written here, outside the package: a target ("toy_receptor"), a
-drug on it with its own PK (one compartment, allowing boluses), and memory T cells (one
-formation and one decay term) whose formation the toy drug's occupancy boosts. It is simulated,
+drug on it with its own PK (one compartment, allowing boluses), and tissue-resident memory T
+cells (one formation and one decay term) whose formation the toy drug's occupancy boosts. It is simulated,
 checked against closed forms and scipy, exported to SBML and re-simulated by libRoadRunner.
 """
 
@@ -36,26 +36,26 @@ TOY_DRUG = Drug(
     presets={"100mg-qw": "100 mg qw bolus"},
 )
 MEMORY = Mechanism(
-    "memory T cells",
-    "effectors form memory cells, more so when the toy receptor is occupied; memory cells decay",
-    states=(State("memory", "1e6 cells", "memory CD8 T cells", initial="0"),),
+    "tissue-resident memory T cells",
+    "effectors form tissue-resident memory cells, more so when the toy receptor is occupied; those cells decay",
+    states=(State("resident_memory", "1e6 cells", "tissue-resident memory CD8 T cells", initial="0"),),
     parameters=(
-        Parameter("memory_formation", 0.01, "1/day", 0.0, 1.0, TOY_SOURCE, "memory formation per effector"),
-        Parameter("memory_decay", 0.005, "1/day", 1e-4, 1.0, TOY_SOURCE, "memory cell loss"),
-        Parameter("memory_boost", 3.0, "-", 0.0, 10.0, TOY_SOURCE, "extra formation at full toy occupancy", scale="linear"),
+        Parameter("resident_formation", 0.01, "1/day", 0.0, 1.0, TOY_SOURCE, "resident memory formation per effector"),
+        Parameter("resident_decay", 0.005, "1/day", 1e-4, 1.0, TOY_SOURCE, "resident memory cell loss"),
+        Parameter("resident_boost", 3.0, "-", 0.0, 10.0, TOY_SOURCE, "extra formation at full toy occupancy", scale="linear"),
     ),
     fluxes=(
-        Flux("memory_formation", "memory_formation * (1 + memory_boost * toy_receptor_occupancy)", sink="memory", per="effector"),
-        Flux("memory_decay", "memory_decay", source="memory", per="memory"),
+        Flux("resident_formation", "resident_formation * (1 + resident_boost * toy_receptor_occupancy)", sink="resident_memory", per="effector"),
+        Flux("resident_decay", "resident_decay", source="resident_memory", per="resident_memory"),
     ),
-    observables=(Observable("memory_fraction", "1", "memory / (memory + effector)", "memory / (memory + effector)"),),
+    observables=(Observable("resident_fraction", "1", "resident_memory / (resident_memory + effector)", "resident_memory / (resident_memory + effector)"),),
     targets=(Target("toy_receptor", "Toy", "a receptor declared by a test"),),
 )
 
 
 @pytest.fixture(scope="module")
 def toy():
-    return ip.core_model().extend(MEMORY, drugs=(TOY_DRUG,), name="core + memory")
+    return ip.core_model().extend(MEMORY, drugs=(TOY_DRUG,), name="core + resident memory")
 
 
 def test_toy_drug_pk_is_its_closed_form(toy):
@@ -82,25 +82,25 @@ def test_a_drug_brings_its_presets(toy):
 
 
 def test_toy_memory_state_follows_its_fluxes(toy):
-    """With the toy drug off, d(memory)/dt = f E - d M from M(0) = 0: integrate M against the model's
+    """With the toy drug off, d(resident_memory)/dt = f E - d M from M(0) = 0: integrate M against the model's
     own effector course (trapezoid-free: scipy with E interpolated from a fine grid) and compare."""
     times = np.arange(0.0, 200.0, 0.25)
     ds = ip.simulate(None, times=times, model=toy, rtol=1e-10, atol=1e-12)
     e = ds.effector.values[0]
     sol = solve_ivp(lambda t, m: 0.01 * np.interp(t, times, e) - 0.005 * m, (0, times[-1]), [0.0], t_eval=times,
                     rtol=1e-11, atol=1e-13, max_step=0.25)
-    np.testing.assert_allclose(ds.memory.values[0], sol.y[0], rtol=1e-4, atol=1e-8)
-    assert ds.memory.values[0, 0] == 0.0 and ds.memory_fraction.values[0, -1] > 0
+    np.testing.assert_allclose(ds.resident_memory.values[0], sol.y[0], rtol=1e-4, atol=1e-8)
+    assert ds.resident_memory.values[0, 0] == 0.0 and ds.resident_fraction.values[0, -1] > 0
 
 
 def test_toy_model_agrees_with_scipy_radau(toy):
-    """Core + memory with pembrolizumab and the toy drug (infused, so scipy's reference can take it):
+    """Core + resident memory with pembrolizumab and the toy drug (infused, so scipy's reference can take it):
     every state within 1e-5 of Radau at rtol 1e-10."""
     regimen = "pembrolizumab 200 mg q3w x3; toymab 50 mg q2w x4 over 1 h"
     times = np.arange(0.0, 91.0, 3.0)
     ds = ip.simulate(regimen, times=times, model=toy, rtol=1e-9, atol=1e-11)
     names, ref = scipy_solve(regimen, times=times, model=toy)
-    for name in ("effector", "memory", "treg", "sclever1_plasma"):
+    for name in ("effector", "resident_memory", "treg", "sclever1_plasma"):
         want = ref[:, names.index(name)]
         mask = np.abs(want) > 1e-9
         np.testing.assert_allclose(ds[name].values[0][mask], want[mask], rtol=1e-5, err_msg=name)
@@ -115,7 +115,7 @@ def test_toy_model_sbml_agrees_with_libroadrunner(toy):
     xml = to_sbml(regimen, model=toy, horizon=days)
     rr = roadrunner.RoadRunner(xml)
     rr.integrator.relative_tolerance, rr.integrator.absolute_tolerance = 1e-10, 1e-12
-    names = ["memory", "effector", "tumor_volume", "toy_receptor_occupancy", "toymab_concentration", "memory_fraction"]
+    names = ["resident_memory", "effector", "tumor_volume", "toy_receptor_occupancy", "toymab_concentration", "resident_fraction"]
     rr.timeCourseSelections = ["time"] + names
     out = rr.simulate(0, days, days + 1)
     ds = ip.simulate(regimen, model=toy, days=days, rtol=1e-10, atol=1e-12)
@@ -129,7 +129,7 @@ def test_toy_model_sbml_agrees_with_libroadrunner(toy):
 
 def test_the_toy_left_the_core_model_alone(toy):
     core = ip.core_model()
-    assert "memory" not in core.state_names and "toy_receptor" not in core.target_names
+    assert "resident_memory" not in core.state_names and "toy_receptor" not in core.target_names
     assert "toymab" not in core.drug_index
     with pytest.raises(RegimenError, match=r"regimen drug = 'toymab' is not allowed; allowed: a drug of model 'immunopd-core'"):
         ip.simulate("toymab 10 mg", days=5)

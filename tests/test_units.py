@@ -32,8 +32,8 @@ def test_typed_parameters_and_weight_in_simulate():
     assert a.tumor_volume.values[0] == pytest.approx(b.tumor_volume.values[0], rel=1e-9)
     with pytest.raises(InputError, match=r"params\['pembrolizumab_ec50'\]: cannot convert 'mg' \(mass\) to 'ug/mL' \(concentration\)"):
         ip.simulate(None, {"pembrolizumab_ec50": "0.5 mg"}, days=3)
-    with pytest.raises(ParameterError, match=r"a plain number in mm3/\(1e6 cells day\)"):
-        ip.simulate(None, {"kill_rate": "3 mg"}, days=3)
+    with pytest.raises(ParameterError, match=r"a plain number in ng/mL/\(1e6 cells day\)"):
+        ip.simulate(None, {"sclever1_release": "3 mg"}, days=3)
 
 
 def test_cli_weight_with_units(tmp_path, capsys):

@@ -6,7 +6,8 @@ counts (1e6 cells), because clinical data (SLD, volumes) and the published reduc
 each dosed drug brings its own PK (:mod:`immunopd.models.drugs`), and the equations read only
 the occupancy of each target (``pd1_occupancy``, ``clever1_occupancy``).
 
-The equations, as :meth:`immunopd.spec.Model.describe` prints them (V = Vs + Vr)::
+The equations, as :meth:`immunopd.spec.Model.describe` prints them (V = Vs + Vr viable volume,
+v_c one cell's volume)::
 
     P      = P0 + P_up E/(E + K_ifn)                     PD-L1, adaptive upregulation
     f_chk  = 1 / (1 + s_chk P (1 - RO_PD1))              PD-1/PD-L1 checkpoint
@@ -14,17 +15,32 @@ The equations, as :meth:`immunopd.spec.Model.describe` prints them (V = Vs + Vr)
     f_scl  = 1 / (1 + s_S S)                             sClever-1 on activated T cells
     f_met  = 1 / (1 + s_met V)                           nutrient competition
     f      = f_chk f_sup f_scl f_met
-    kill   = k_kill f E / (K_E + V)                      per unit tumor volume, 1/day
+    x      = f E 1e6 v_c / V                             effective effector:tumor cell ratio
+    kill   = d x^l / (h^l + x^l)                         per unit viable volume, 1/day (de Pillis 2005)
+    z_i    = 1 / (1 + (V_i / v_c)^4)                     ~1 once clone i is below one cell
 
-    dVs/dt = g(V) Vs - kill Vs - mu Vs
-    dVr/dt = g(V) Vr - eps kill Vr + mu Vs
+    dVs/dt = g(V) (1 - z_s) Vs - kill Vs - mu Vs - k_ext z_s Vs
+    dVr/dt = g(V) (1 - z_r) Vr - eps kill Vr + mu Vs - k_ext z_r Vr
+    dD/dt  = kill Vs + eps kill Vr + k_ext (z_s Vs + z_r Vr) - k_D D     dead cells, cleared slowly
     dE/dt  = sigma_E (1 - excl) + alpha_E f E Vs/(K_a + Vs) - delta_E E
              - xi P (1 - RO_PD1) E + rho_rev RO_PD1 X
+    a      = Vs/(K_a + Vs)                               antigen signal
+    dTm/dt = k_mem (1 - a) E - delta_mem Tm                memory formed as antigen wanes
+    (dE/dt gains + k_rec a Tm - k_mem (1 - a) E: recall re-expands effectors, memory self-renews)
     dX/dt  = xi P (1 - RO_PD1) E - rho_rev RO_PD1 X - delta_X X
     dR/dt  = sigma_R + alpha_R V/(K_V + V) - delta_R R
     dM/dt  = sigma_M + alpha_M V/(K_V + V) - delta_M M
     dMc/dt = sigma_Mc + alpha_Mc V/(K_V + V) - delta_Mc Mc - r_rep RO_CLEVER1 Mc
     dS/dt  = k_rel Mc (1 + gamma E/(E + K_ifn)) (1 - I_max RO_CLEVER1) - k_S (S - S0)
+
+    measured lesion volume Vs + Vr + D (0 below one cell); sld its spherical diameter
+
+Why this shape (issue #14): killing saturates in the effector:tumor ratio, so no lesion is killed
+faster than d per day however few cells are left; killed cells stay in the lesion until cleared
+at k_D, so a scan shrinks at most at k_D (in volume) and never collapses in days; a clone below
+one cell has no growth and is drained, so it is extinct and cannot regrow from a sub-cellular
+remnant. The earlier kill, saturating only in tumor volume (Kuznetsov et al. 1994), is kept as
+``core_model(kill="volume")`` because it has the small stable dormant state of that paper.
 
 g(V) is one of the laws of :mod:`immunopd.models.growth` (default Gompertz), chosen by
 :func:`core_model`.
@@ -37,17 +53,17 @@ loss (antigen_loss_rate), PD-L1 upregulation (pdl1_upregulation), the checkpoint
 (exhaustion_rate), sClever-1 impairing effectors (sclever1_suppression) and T-cell exclusion
 ("cold" tumors, tcell_exclusion: 0 = hot, 0.9 = influx cut 10x).
 
-With every switch at 0 and no drug the model reduces to the Kuznetsov-type two-state model
-(Kuznetsov et al. 1994, Bull Math Biol 56:295, doi:10.1007/BF02460644, with its mass-action kill
-replaced by a kill that saturates in tumor volume).
+With every switch at 0 and no drug the model reduces to viable tumor, dead cells and effectors
+(V, D, E) with the ratio-dependent kill of de Pillis et al. 2005 (Cancer Res 65:7950,
+doi:10.1158/0008-5472.CAN-05-0564), tested against scipy in tests/test_model_numerics.py.
 
 The antigen-presenting volume is integrated as ln Vs (``State(log=True)``), so it stays
 positive by construction even when the response drives it down by many orders of magnitude;
 results report Vs itself in mm3.
 
-Initial state: the tumor starts at ``baseline_tumor_volume`` (a fraction
-``resistant_fraction0`` of it antigen-loss); every immune state starts at the untreated steady
-state for that fixed volume, solved numerically from these equations
+Initial state: the lesion starts at ``baseline_tumor_volume`` (fractions ``resistant_fraction0``
+antigen-loss and ``dead_fraction0`` dead, 0 by default); every immune state starts at the
+untreated steady state for that fixed volume, solved numerically from these equations
 (:func:`immunopd.initial.initial_state`).
 """
 
@@ -60,7 +76,7 @@ from ..spec import Assignment, Flux, Mechanism, Model, Observable, State, Target
 from .growth import GROWTH_LAWS, growth_expression
 from .parameters import Parameter
 
-__all__ = ["PARAMETERS", "TARGETS", "core_model", "MECHANISMS"]
+__all__ = ["PARAMETERS", "TARGETS", "core_model", "MECHANISMS", "KILL_LAWS"]
 
 _KUZ = "Kuznetsov et al. 1994, Bull Math Biol 56:295, doi:10.1007/BF02460644"
 _QSPIO_TNBC = "QSP-IO TNBC, Wang et al. 2021, J Immunother Cancer 9:e002100, doi:10.1136/jitc-2020-002100 (DOI unverified; values read in HanwenWang95/QSPIO-TNBC)"
@@ -83,6 +99,9 @@ _ALL = {p.name: p for p in (
        "tumor volume at the start of the simulation (treatment start)"),
     _p("resistant_fraction0", 0.0, "-", 0.0, 0.99, "assumed: no antigen-loss cells at baseline",
        "fraction of the baseline volume that is antigen-loss", scale="linear"),
+    _p("dead_fraction0", 0.0, "-", 0.0, 0.9,
+       "assumed: the lesion is all viable at treatment start (an escaped tumor kills little of itself untreated)",
+       "fraction of the baseline volume that is dead cells not yet cleared", scale="linear"),
     _p("growth_rate", 0.003, "1/day", 1e-5, 1.0, _CAL + "; untreated doubling time at 10 cm3 within 40-200 days",
        "lambda of the growth law"),
     _p("carrying_capacity", 1e6, "mm3", 1e3, 1e8,
@@ -91,14 +110,36 @@ _ALL = {p.name: p for p in (
     _p("bertalanffy_exponent", 2.0 / 3.0, "-", 0.05, 0.95,
        "classical von Bertalanffy value 2/3 (Benzekry et al. 2014, doi:10.1371/journal.pcbi.1003800)",
        "gamma of the generalized von Bertalanffy law", scale="linear"),
-    _p("kill_rate", 45.5, "mm3/(1e6 cells day)", 0.0, 1e4,
+    _p("kill_rate", 5.80, "1/day", 0.0, 100.0,
+       "de Pillis, Radunskaya & Wiseman 2005, Cancer Res 65:7950, doi:10.1158/0008-5472.CAN-05-0564 (human patient 9: d = 5.80/day; "
+       "values read in two independent reimplementations of the paper, the paper's table not seen)",
+       "maximal fraction of viable tumor killed per day, reached at a high effector:tumor ratio (d)"),
+    _p("kill_exponent", 1.36, "-", 0.2, 4.0, "de Pillis et al. 2005, doi:10.1158/0008-5472.CAN-05-0564 (human patient 9: l = 1.36)",
+       "steepness of the kill in the effector:tumor cell ratio (l)", scale="linear"),
+    _p("kill_half_ratio", 0.05, "-", 1e-4, 100.0,
+       _CAL + "; de Pillis et al. 2005 (doi:10.1158/0008-5472.CAN-05-0564) fitted s = 0.25 = h^l (h = 0.36) to in-vitro lysis "
+       "assays, where effector:target ratios are far above those in tumors: with it no default patient responds",
+       "effective effector:tumor cell ratio at which kill is half its maximum (h)"),
+    _p("kill_rate_per_effector", 45.5, "mm3/(1e6 cells day)", 0.0, 1e4,
        "QSP-IO example 1 k_C,T = 18/day per T cell (Sove et al. 2020, doi:10.1002/psp4.12546; authors' estimate) "
        "converted with 1 mm3 = 3.96e5 cancer cells (QSP-IO cell volume 2527 um3): 18/0.396 = 45.5",
-       "maximal tumor volume killed per effector"),
-    _p("kill_half_volume", 100.0, "mm3", 1e-3, 1e6, _CAL,
-       "tumor volume at which kill per volume is halved from its small-tumor value"),
-    _p("resistant_kill_fraction", 0.02, "-", 0.0, 1.0,
-       "assumed: antigen-loss cells escape most but not all killing (epsilon << 1)",
+       "maximal tumor volume killed per effector (kill='volume' only)"),
+    _p("kill_half_volume", 100.0, "mm3", 1e-3, 1e6, "calibrated: with the earlier defaults, the five behaviours of model-core.md",
+       "tumor volume at which kill per volume is halved from its small-tumor value (kill='volume' only)"),
+    _p("tumor_cell_volume", 2.527e-6, "mm3", 1e-7, 1e-4,
+       "QSP-IO cancer cell volume 2527 um3 (Sove et al. 2020, doi:10.1002/psp4.12546)",
+       "volume of one tumor cell: converts volumes to cell counts, and below it a clone is extinct"),
+    _p("dead_clearance", 0.03, "1/day", 1e-3, 2.0,
+       "calibrated: the dead-cell clearance sets how fast a lesion can shrink on scans; chosen so the responders' median log-diameter "
+       "slope is near Laleh 2022's (bench/fidelity.py); Simeoni et al. 2004 (doi:10.1158/0008-5472.CAN-03-2524) estimated 0.97/day "
+       "for mouse xenografts, far faster than human lesions shrink",
+       "clearance of dead tumor cells from the lesion"),
+    _p("extinction_rate", 1.0, "1/day", 1e-2, 10.0,
+       "assumed: a clone under one cell is gone; its remaining volume is drained at this rate so it cannot regrow (a numerical "
+       "device, value immaterial once large against growth)",
+       "loss rate of a clone below one cell"),
+    _p("resistant_kill_fraction", 0.002, "-", 0.0, 1.0,
+       "assumed: antigen-loss cells escape nearly all killing (epsilon << 1; at the maximal kill of 5.8/day, 0.002 leaves them net growth)",
        "kill of antigen-loss cells relative to antigen-presenting ones", scale="linear"),
     _p("antigen_loss_rate", 0.0, "1/day", 0.0, 0.1,
        "assumed: off by default (no per-patient estimate); 1e-3/day shows acquired resistance",
@@ -109,8 +150,9 @@ _ALL = {p.name: p for p in (
     _p("tcell_exclusion", 0.0, "-", 0.0, 0.999,
        "assumed: 0 = hot; 0.9 reproduces the model-core 'cold' patient (influx cut 10x)",
        "fraction of effector influx blocked ('cold' tumor)", switch="cold tumor (low infiltration)", scale="linear"),
-    _p("effector_expansion", 0.2, "1/day", 0.0, 2.0,
-       _CAL + "; Kuznetsov's p = 0.1245/day gave no response in this structure, as in the prototype of model-reference 4.9 (0.5/day there)",
+    _p("effector_expansion", 0.13, "1/day", 0.0, 2.0,
+       _CAL + " (with the ratio-dependent kill: 0.13/day gives the hot patient a PR at day 58 and the cold one none in a year; 0.2 "
+       "let the cold one respond at day 112); Kuznetsov's p = 0.1245/day (doi:10.1007/BF02460644)",
        "maximal antigen-driven expansion of effectors (alpha_E)"),
     _p("expansion_half_volume", 20.19, "mm3", 1e-3, 1e6, _KUZ + " (g = 2.019e7 cells at 1e6 cells/mm3)",
        "antigen-presenting volume for half-maximal expansion (K_a)"),
@@ -120,6 +162,19 @@ _ALL = {p.name: p for p in (
        "PD-1-driven exhaustion per unit PD-L1 (xi)", switch="T-cell exhaustion"),
     _p("exhausted_death", 0.03, "1/day", 1e-3, 1.0, "QSP-IO example 1 k_clear = 0.03/day (Sove et al. 2020, doi:10.1002/psp4.12546; authors' estimate)",
        "loss of exhausted T cells (delta_X)"),
+    _p("memory_formation", 0.004, "1/day", 0.0, 1.0,
+       "Kaech & Wherry 2007, Immunity 27:393, doi:10.1016/j.immuni.2007.08.007 (5-10 % of effectors survive contraction as "
+       "memory): at effector_death 0.0412/day, 0.004/(0.004 + 0.0412) = 9 % of effectors leaving the pool become memory; "
+       "formation only once antigen wanes",
+       "rate at which effectors become memory T cells when antigen is low", switch="memory T cells"),
+    _p("memory_death", 0.002, "1/day", 1e-5, 1.0,
+       "assumed: memory half-life of about a year; quiescent human CD8 memory divides less than once a year (Akondy et al. 2017, "
+       "Nature 552:362, doi:10.1038/nature24633) and persists for years",
+       "loss of memory T cells"),
+    _p("memory_recall", 0.1, "1/day", 0.0, 5.0,
+       "assumed: memory cells re-expand into effectors within days of antigen re-encounter (recall is faster than priming; "
+       "Kaech & Wherry 2007, doi:10.1016/j.immuni.2007.08.007); rate not published for tumors",
+       "rate at which memory T cells become effectors at full antigen (the pool self-renews: memory is not consumed)"),
     _p("reinvigoration_rate", 0.02, "1/day", 0.0, 1.0,
        "assumed: exhausted-cell reinvigoration by anti-PD-1 (concept: Hawi et al. 2026, doi:10.1007/s11538-026-01594-7; no value published)",
        "rate at which PD-1 blockade returns exhausted cells to function (rho_rev)"),
@@ -254,32 +309,77 @@ _TARGET = {t.name: t for t in TARGETS}
 
 
 def _recruited(influx: str, recruitment: str) -> str:
-    return f"{influx} + {recruitment} * tumor_volume / (recruitment_half_volume + tumor_volume)"
+    return f"{influx} + {recruitment} * viable_volume / (recruitment_half_volume + viable_volume)"
+
+
+def _extinct(volume: str) -> str:
+    """Smooth indicator (0-1) that a clone is below about one cell; 1/2 at exactly one cell."""
+    return f"1 / (1 + ({volume} / tumor_cell_volume) ** 4)"
 
 
 _TUMOR = Mechanism(
     "tumor",
-    "antigen-presenting and antigen-loss tumor volumes, growing by one law and killed by effectors",
+    "antigen-presenting and antigen-loss viable volumes growing by one law, killed by effectors into dead cells that are "
+    "cleared slowly; a clone below one cell is extinct",
     states=(
-        State("tumor_sensitive", "mm3", "antigen-presenting tumor volume Vs (integrated as ln Vs)", log=True,
-              initial="baseline_tumor_volume * (1 - resistant_fraction0)"),
-        State("tumor_resistant", "mm3", "antigen-loss (immune-escaped) subclone volume Vr",
+        State("tumor_sensitive", "mm3", "viable antigen-presenting tumor volume Vs (integrated as ln Vs)", log=True,
+              initial="baseline_tumor_volume * (1 - resistant_fraction0 - dead_fraction0)"),
+        State("tumor_resistant", "mm3", "viable antigen-loss (immune-escaped) subclone volume Vr",
               initial="baseline_tumor_volume * resistant_fraction0"),
+        State("tumor_dead", "mm3", "dead tumor cells not yet cleared from the lesion (D)", initial="baseline_tumor_volume * dead_fraction0"),
     ),
-    parameters=_params("baseline_tumor_volume", "resistant_fraction0", "growth_rate", "carrying_capacity",
-                       "bertalanffy_exponent", "kill_rate", "kill_half_volume", "resistant_kill_fraction"),
+    parameters=_params("baseline_tumor_volume", "resistant_fraction0", "dead_fraction0", "growth_rate", "carrying_capacity",
+                       "bertalanffy_exponent", "resistant_kill_fraction", "tumor_cell_volume", "dead_clearance", "extinction_rate"),
     assignments=(
-        Assignment("tumor_volume", "tumor_sensitive + tumor_resistant", "mm3", "total tumor volume Vs + Vr"),
-        Assignment("kill_per_volume", "kill_rate * killing_factor * effector / (kill_half_volume + tumor_volume)", "1/day",
-                   "fraction of antigen-presenting volume killed per day"),
+        Assignment("viable_volume", "tumor_sensitive + tumor_resistant", "mm3", "viable tumor volume Vs + Vr"),
+        Assignment("lesion_volume", "viable_volume + tumor_dead", "mm3", "viable and dead tumor volume Vs + Vr + D"),
+        Assignment("tumor_volume", "where(lesion_volume >= tumor_cell_volume, lesion_volume, 0)", "mm3",
+                   "measured lesion volume Vs + Vr + D (0 below one cell)"),
+        Assignment("sensitive_extinct", _extinct("tumor_sensitive"), "1", "0-1: the antigen-presenting clone is below one cell"),
+        Assignment("resistant_extinct", _extinct("tumor_resistant"), "1", "0-1: the antigen-loss clone is below one cell"),
     ),
     fluxes=(
-        Flux("growth_sensitive", "specific_growth", sink="tumor_sensitive", per="tumor_sensitive"),
-        Flux("growth_resistant", "specific_growth", sink="tumor_resistant", per="tumor_resistant"),
-        Flux("killing_sensitive", "kill_per_volume", source="tumor_sensitive", per="tumor_sensitive"),
-        Flux("killing_resistant", "resistant_kill_fraction * kill_per_volume", source="tumor_resistant", per="tumor_resistant"),
+        Flux("growth_sensitive", "specific_growth * (1 - sensitive_extinct)", sink="tumor_sensitive", per="tumor_sensitive"),
+        Flux("growth_resistant", "specific_growth * (1 - resistant_extinct)", sink="tumor_resistant", per="tumor_resistant"),
+        Flux("killing_sensitive", "kill_per_volume", source="tumor_sensitive", sink="tumor_dead", per="tumor_sensitive"),
+        Flux("killing_resistant", "resistant_kill_fraction * kill_per_volume", source="tumor_resistant", sink="tumor_dead",
+             per="tumor_resistant"),
+        Flux("extinction_sensitive", "extinction_rate * sensitive_extinct", source="tumor_sensitive", sink="tumor_dead",
+             per="tumor_sensitive"),
+        Flux("extinction_resistant", "extinction_rate * resistant_extinct", source="tumor_resistant", sink="tumor_dead",
+             per="tumor_resistant"),
+        Flux("dead_clearance", "dead_clearance", source="tumor_dead", per="tumor_dead"),
     ),
 )
+
+#: how effectors kill: the default saturates in the effector:tumor cell ratio (de Pillis et al. 2005),
+#: so no lesion is killed faster than kill_rate; "volume" is the earlier Kuznetsov-type kill that
+#: saturates in tumor volume only, kept for the dormancy regime (Kuznetsov et al. 1994)
+KILL_LAWS: tuple[str, ...] = ("ratio", "volume")
+
+_KILL = {
+    "ratio": Mechanism(
+        "ratio-dependent killing",
+        "effector kill saturating in the effector:tumor cell ratio (de Pillis et al. 2005, doi:10.1158/0008-5472.CAN-05-0564)",
+        parameters=_params("kill_rate", "kill_exponent", "kill_half_ratio"),
+        assignments=(
+            Assignment("effector_tumor_ratio", "killing_factor * effector * 1e6 * tumor_cell_volume / max(viable_volume, tumor_cell_volume)",
+                       "1", "effective effector:tumor cell ratio (effectors weighted by the killing factor)"),
+            Assignment("kill_per_volume",
+                       "kill_rate * effector_tumor_ratio ** kill_exponent / (kill_half_ratio ** kill_exponent + effector_tumor_ratio ** kill_exponent)",
+                       "1/day", "fraction of antigen-presenting volume killed per day (ratio-dependent, at most kill_rate)"),
+        ),
+    ),
+    "volume": Mechanism(
+        "volume-saturating killing",
+        "effector kill per unit volume falling with tumor volume only (Kuznetsov et al. 1994 with a saturating kill): unbounded as "
+        "the tumor shrinks, but it has the small stable dormant equilibrium of that paper",
+        parameters=_params("kill_rate_per_effector", "kill_half_volume"),
+        assignments=(Assignment("kill_per_volume", "kill_rate_per_effector * killing_factor * effector / (kill_half_volume + viable_volume)",
+                                "1/day", "fraction of antigen-presenting volume killed per day"),),
+    ),
+}
+
 
 _ANTIGEN_LOSS = Mechanism(
     "antigen loss",
@@ -301,6 +401,22 @@ _EFFECTORS = Mechanism(
         Flux("effector_expansion", "effector_expansion * killing_factor * tumor_sensitive / (expansion_half_volume + tumor_sensitive)",
              sink="effector", per="effector"),
         Flux("effector_death", "effector_death", source="effector", per="effector"),
+    ),
+)
+
+_MEMORY = Mechanism(
+    "memory T cells",
+    "effectors become memory cells once antigen wanes; memory cells recall effectors when antigen returns and renew themselves, "
+    "so a responder stays controlled after therapy stops",
+    states=(State("memory", "1e6 cells", "tumor-specific CD8 memory T cells (Tm)", guess="0.01"),),
+    parameters=_params("memory_formation", "memory_death", "memory_recall"),
+    assignments=(Assignment("antigen_signal", "tumor_sensitive / (expansion_half_volume + tumor_sensitive)", "1",
+                            "antigen stimulation by the antigen-presenting volume, 0-1"),),
+    fluxes=(
+        Flux("memory_formation", "memory_formation * (1 - antigen_signal)", source="effector", sink="memory", per="effector"),
+        Flux("memory_death", "memory_death", source="memory", per="memory"),
+        # recall adds effectors without consuming memory: self-renewing divisions (assumed)
+        Flux("memory_recall", "memory_recall * antigen_signal * memory", sink="effector"),
     ),
 )
 
@@ -393,8 +509,8 @@ _CHEMOTHERAPY = Mechanism(
     assignments=(Assignment("chemo_kill_per_volume", "chemo_kill_ratio * tubulin_occupancy * max(specific_growth, 0)", "1/day",
                             "fraction of tumor volume killed by chemotherapy per day"),),
     fluxes=(
-        Flux("chemo_kill_sensitive", "chemo_kill_per_volume", source="tumor_sensitive", per="tumor_sensitive"),
-        Flux("chemo_kill_resistant", "chemo_kill_per_volume", source="tumor_resistant", per="tumor_resistant"),
+        Flux("chemo_kill_sensitive", "chemo_kill_per_volume", source="tumor_sensitive", sink="tumor_dead", per="tumor_sensitive"),
+        Flux("chemo_kill_resistant", "chemo_kill_per_volume", source="tumor_resistant", sink="tumor_dead", per="tumor_resistant"),
         Flux("chemo_lymphodepletion", "chemo_lymphodepletion * tubulin_occupancy", source="effector", per="effector"),
         Flux("immunogenic_priming", "icd_priming_boost * tubulin_occupancy * effector_influx * (1 - tcell_exclusion)", sink="effector"),
     ),
@@ -431,7 +547,7 @@ _METABOLISM = Mechanism(
     "nutrient competition with the tumor impairs effectors, and the product of all suppressive factors",
     parameters=_params("metabolic_suppression"),
     assignments=(
-        Assignment("metabolic_factor", "1 / (1 + metabolic_suppression * tumor_volume)", "1", "effector function left by nutrient competition"),
+        Assignment("metabolic_factor", "1 / (1 + metabolic_suppression * viable_volume)", "1", "effector function left by nutrient competition"),
         Assignment("killing_factor", "checkpoint_factor * suppression_factor * sclever1_factor * metabolic_factor", "1",
                    "product of the checkpoint, suppression, sClever-1 and metabolic factors, 0-1"),
     ),
@@ -451,12 +567,13 @@ _READOUTS = Mechanism(
            "ECOG performance status >= 1 as a 0/1 indicator, a PK covariate", scale="linear"),
     ),
     assignments=(
-        Assignment("sld", "(6 * max(tumor_volume, 0) / pi) ** (1 / 3)", "mm",
+        Assignment("sld", "where(tumor_volume > 0, (6 * max(tumor_volume, tumor_cell_volume) / pi) ** (1 / 3), 0)", "mm",
                    "longest diameter of one spherical lesion of the tumor volume, (6 V / pi)^(1/3)"),
         Assignment("cd8_density", "1e6 * effector / max(tumor_volume, 1e-9)", "cells/mm3", "functional CD8 effectors per mm3 of tumor"),
     ),
     observables=(
-        Observable("tumor_volume", "mm3", "total tumor volume Vs + Vr"),
+        Observable("tumor_volume", "mm3", "measured lesion volume: viable and dead tumor Vs + Vr + D (0 below one cell)"),
+        Observable("viable_volume", "mm3", "viable tumor volume Vs + Vr"),
         Observable("sld", "mm", "longest diameter of one spherical lesion of the tumor volume, (6 V / pi)^(1/3)"),
         Observable("pct_change", "%", "change of sld from its value at time 0 (treatment start)", "100 * (sld / sld_at_start - 1)"),
         Observable("pdl1_level", "1", "PD-L1 expression relative to the constitutive level scale"),
@@ -472,24 +589,32 @@ def _growth_mechanism(law: str) -> Mechanism:
     return Mechanism(
         f"{law} growth",
         f"tumor growth law: {law} (immunopd.models.growth)",
-        assignments=(Assignment("specific_growth", growth_expression(law), "1/day", f"specific growth rate g(V) of the {law} law"),),
+        assignments=(Assignment("specific_growth", growth_expression(law, "viable_volume"), "1/day", f"specific growth rate g(V) of the {law} law"),),
     )
 
 
-#: the mechanisms of the core model, growth law excepted (it is chosen by core_model)
-MECHANISMS: tuple[Mechanism, ...] = (_TUMOR, _ANTIGEN_LOSS, _EFFECTORS, _CHECKPOINT, _SUPPRESSORS, _CLEVER1, _CTLA4,
+#: the mechanisms of the core model, growth and kill laws excepted (core_model chooses them)
+MECHANISMS: tuple[Mechanism, ...] = (_TUMOR, _ANTIGEN_LOSS, _EFFECTORS, _MEMORY, _CHECKPOINT, _SUPPRESSORS, _CLEVER1, _CTLA4,
                                      _CHEMOTHERAPY, _MIR25, _ADVERSE_EVENTS, _METABOLISM, _READOUTS)
 
 
 @functools.lru_cache(maxsize=None)
-def core_model(growth_law: str = "gompertz") -> Model:
-    """The shared core model for ``growth_law`` (one compiled solver per model object)."""
+def core_model(growth_law: str = "gompertz", kill: str = "ratio") -> Model:
+    """The shared core model for ``growth_law`` and ``kill`` law (one compiled solver per model object).
+
+    ``kill``: "ratio" (default; de Pillis et al. 2005) or "volume" (Kuznetsov-type, for the
+    dormancy regime). The model's ``variant`` names both when ``kill`` is not the default.
+    """
     if growth_law not in GROWTH_LAWS:
         raise InputError(describe("growth_law", growth_law, f"one of {list(GROWTH_LAWS)}"))
+    if kill not in KILL_LAWS:
+        raise InputError(describe("kill", kill, f"one of {list(KILL_LAWS)}"))
     from .drugs import DRUGS
 
-    return Model("immunopd-core", MECHANISMS + (_growth_mechanism(growth_law),), drugs=tuple(DRUGS.values()),
-                 description="tumor, CD8 effectors, suppressors, sClever-1; PD-1 and Clever-1 targets", variant=growth_law)
+    mechanisms = MECHANISMS[:1] + (_KILL[kill],) + MECHANISMS[1:] + (_growth_mechanism(growth_law),)
+    variant = growth_law if kill == "ratio" else f"{growth_law}, {kill} kill"
+    return Model("immunopd-core", mechanisms, drugs=tuple(DRUGS.values()),
+                 description="tumor, CD8 effectors, suppressors, sClever-1; PD-1 and Clever-1 targets", variant=variant)
 
 
 #: the parameter table of the default (Gompertz) core model: its own and every drug's

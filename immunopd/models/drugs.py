@@ -48,7 +48,8 @@ __all__ = ["DRUGS", "PRESETS", "COMBINATIONS", "STANDARD_REGIMENS", "ARM_REGIMEN
 _AHAMADI = "Ahamadi et al. 2017, CPT Pharmacometrics Syst Pharmacol 6:49, doi:10.1002/psp4.12139 (Table 3, as transcribed in nlmixr2lib Ahamadi_2017_pembrolizumab)"
 _BAJAJ = "Bajaj et al. 2017, CPT Pharmacometrics Syst Pharmacol 6:58, doi:10.1002/psp4.12143 (Table 1, as transcribed in nlmixr2lib Bajaj_2017_nivolumab)"
 _IGG_ASSUMED = "assumed: no public population PK for bexmarilimab; typical IgG4 two-compartment values (cf. pembrolizumab/nivolumab)"
-_PARTITION = PKValue(0.2, "assumed: tumor interstitial/serum IgG ratio 0.1-0.3 (QSP-IO implies 0.86; model-reference 3.3)")
+_PARTITION = PKValue(0.3, "tumor interstitial/plasma ratio of an anti-PD-L1 IgG in tumor-bearing mice, about 0.3 at its lowest "
+                          "(Deng et al. 2016, mAbs 8:593, doi:10.1080/19420862.2015.1136043); a mouse value, applied to human lesions")
 
 
 def _weight(role: str, exponent: float, reference: float, source: str) -> CovariateEffect:
@@ -67,7 +68,10 @@ PEMBROLIZUMAB = Drug(
         "intercompartmental_clearance": PKValue(0.795, _AHAMADI),
         "peripheral_volume": PKValue(4.06, _AHAMADI),
     },
-    potency=Potency(0.535, "ug/mL", "functional IC50", "IL-2 stimulation IC50 0.535 ug/mL, Elassaiss-Schaap et al. 2017, doi:10.1002/psp4.12132"),
+    potency=Potency(0.029, "nM", "binding KD",
+                    "KD 29 pM to human PD-1 (Keytruda BLA 125514 pharmacology review, FDA 2014, as cited in modelling abstracts; primary "
+                    "document not read); the functional IL-2 IC50 of 0.535 ug/mL (Elassaiss-Schaap et al. 2017, doi:10.1002/psp4.12132) "
+                    "is another kind of number and is not used, so both anti-PD-1 potencies are binding KDs"),
     tumor_partition=_PARTITION,
     covariates=(
         _weight("clearance", 0.595, 76.8, _AHAMADI),
@@ -81,8 +85,11 @@ PEMBROLIZUMAB = Drug(
         CovariateEffect("clearance", "egfr", "power", 0.135, 88.47, _AHAMADI),
         CovariateEffect("clearance", "ecog_1_or_more", "categorical", -0.0739, 0.0, _AHAMADI, lower=-0.99, upper=5.0),
     ),
-    presets={"200mg-q3w": "200 mg q3w over 30 min", "400mg-q6w": "400 mg q6w over 30 min", "2mgkg-q3w": "2 mg/kg q3w over 30 min"},
-    description="anti-PD-1 (Keytruda); label doses 200 mg Q3W or 400 mg Q6W, 30-min infusion",
+    # the trials' stopping rule: at most 35 cycles (about 2 years), then off therapy (KEYNOTE-010,
+    # Herbst et al. 2016 Lancet 387:1540, doi:10.1016/S0140-6736(15)01281-7)
+    presets={"200mg-q3w": "200 mg q3w over 30 min", "400mg-q6w": "400 mg q6w over 30 min", "2mgkg-q3w": "2 mg/kg q3w over 30 min",
+             "200mg-q3w-35-cycles": "200 mg q3w x35 over 30 min"},
+    description="anti-PD-1 (Keytruda); label doses 200 mg Q3W or 400 mg Q6W, 30-min infusion; at most 35 cycles in the trials",
 )
 
 NIVOLUMAB = Drug(
@@ -128,7 +135,7 @@ BEXMARILIMAB = Drug(
         "peripheral_volume": PKValue(3.5, _IGG_ASSUMED),
     },
     potency=Potency(1.0, "nM", "assumed", "assumed: KD 1 nM; no public affinity value found"),
-    tumor_partition=PKValue(0.2, "assumed: as for anti-PD-1"),
+    tumor_partition=_PARTITION,
     covariates=tuple(_weight(role, 0.5, 70.0, _IGG_ASSUMED) for role in
                      ("clearance", "intercompartmental_clearance", "central_volume", "peripheral_volume")),
     presets={"1mgkg-q3w": "1 mg/kg q3w over 60 min"},
@@ -146,7 +153,7 @@ _OZAWA = "Ozawa et al. 2007, Cancer Sci 98:1985, doi:10.1111/j.1349-7006.2007.00
 _TAXOTERE = "Taxotere (docetaxel) label, section 5.2: mean total clearance 21 L/h/m2; CL proportional to BSA as in Bruno et al. 1996, doi:10.1007/BF02353487"
 _QSPIO_KD = ("as used in the QSP-IO model code (Sove et al. 2020, doi:10.1002/psp4.12546), attributed there to Wang et al. 2014; "
              "primary source not verified")
-_MAB_PARTITION = PKValue(0.2, "assumed: as for the anti-PD-1 antibodies (normal-tissue antibody biodistribution 4-16 %, Shah & Betts 2013, doi:10.4161/mabs.23684; no tumor value)")
+_MAB_PARTITION = _PARTITION
 
 
 def _categorical(role: str, covariate: str, effect: float, source: str) -> CovariateEffect:
