@@ -41,7 +41,8 @@ from .models.drugs import ARM_REGIMENS
 from .population import Covariates, Population, sample
 from .trial import DEFAULT_SCAN_INTERVAL_DAYS, run_trial
 
-__all__ = ["observed_responses", "plausible_population", "calibrate", "Calibration", "ARM_REGIMENS", "BIN_EDGES"]
+__all__ = ["observed_responses", "observed_courses", "plausible_population", "calibrate", "calibrate_time_courses",
+           "time_course_figures", "Calibration", "TimeCourseCalibration", "ARM_REGIMENS", "BIN_EDGES"]
 
 #: best % change bins; the first holds complete responses (0 mm measured)
 BIN_EDGES = np.array([-100.0, -97.0, -90.0, -80.0, -70.0, -60.0, -50.0, -40.0, -30.0, -22.0, -15.0, -8.0, -3.0,
@@ -58,6 +59,7 @@ PLAUSIBLE_CV = {
     "exhaustion_rate": 0.5,
     "pdl1_upregulation": 0.7,
     "sclever1_release": 0.7,
+    "dead_clearance": 1.0,
 }
 PLAUSIBLE_UNIFORM = {"resistant_fraction0": (0.0, 0.95)}
 
@@ -93,6 +95,94 @@ def observed_responses(dataset: str = "laleh2022", arm: str = "immunotherapy") -
             "followup_days": float(t[-1]), "progressed": bool(res["progressed"][0]), "pfs_days": float(res["pfs_days"][0]),
         })
     return pd.DataFrame(rows)
+
+
+def observed_courses(dataset: str = "laleh2022", arm: str = "immunotherapy") -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Each lesion's ``(lesion, days since its baseline scan, longest diameter mm)`` from the
+    baseline on (baseline chosen as in :func:`observed_responses`; 0 mm baselines and lesions
+    without a later scan dropped)."""
+    from .datasets import load
+
+    if arm not in ("immunotherapy", "chemotherapy", "all"):
+        raise InputError(describe("arm", arm, "'immunotherapy', 'chemotherapy' or 'all'"))
+    df = load(dataset, clean=True)
+    if arm != "all":
+        df = df[df.arm == arm]
+    out = []
+    for lesion, g in df.groupby("lesion", sort=False):
+        g = g.sort_values("time_days")
+        pre = g[g.time_days <= 0]
+        base = pre.iloc[-1] if len(pre) else g.iloc[0]
+        g = g[g.time_days >= base.time_days]
+        if base.diameter_mm <= 0 or len(g) < 2:
+            continue
+        out.append((str(lesion), g.time_days.to_numpy(float) - base.time_days, g.diameter_mm.to_numpy(float)))
+    return out
+
+
+#: the weeks and days at which :func:`time_course_figures` reads the courses
+FIGURE_WEEKS = (6, 12, 24)
+FIGURE_DAYS = (56, 105, 196)
+
+
+def time_course_figures(courses) -> dict[str, float]:
+    """Time-course figures of lesions ``[(t, d), ...]`` or ``[(lesion, t, d), ...]`` (t in days
+    from the baseline scan at t = 0, d longest diameter in mm), as issue #14 names them.
+
+    - % change at weeks 6, 12, 24: each lesion's scan nearest the week, within 3 weeks of it
+      (median, share <= -30 %, share >= +20 %);
+    - responders (a scan <= -30 %): median day of the first such scan, share at the first scan;
+    - cumulative response by days 56, 105, 196: 1 - Kaplan-Meier of the time to the first
+      <= -30 % scan, censored at each lesion's last scan (its own follow-up);
+    - pseudo-progression: first scan >= +20 % and a later one <= -30 % (% of lesions);
+    - the fastest log-diameter slope between consecutive scans, and the responders' median
+      slope from baseline to nadir (1/day).
+    """
+    pct_at = {w: [] for w in FIGURE_WEEKS}
+    first_resp, resp_event, resp_time, pseudo, slopes, nadir_slopes = [], [], [], 0, [], []
+    courses = [c[-2:] for c in courses]
+    for t, d in courses:
+        pct = 100 * (d / d[0] - 1)
+        for w in FIGURE_WEEKS:
+            if t.size > 1:
+                k = int(np.argmin(np.abs(t[1:] - 7 * w))) + 1
+                if abs(t[k] - 7 * w) <= 21:
+                    pct_at[w].append(pct[k])
+        hit = np.flatnonzero(pct[1:] <= -30) + 1
+        if hit.size:
+            first_resp.append((t[hit[0]], hit[0] == 1))
+        resp_event.append(bool(hit.size))
+        resp_time.append(t[hit[0]] if hit.size else t[-1])
+        if t.size > 2 and pct[1] >= 20 and np.any(pct[2:] <= -30):
+            pseudo += 1
+        pos = d > 0
+        for i in range(1, t.size):
+            if pos[i] and pos[i - 1] and t[i] > t[i - 1]:
+                slopes.append((np.log(d[i]) - np.log(d[i - 1])) / (t[i] - t[i - 1]))
+        if hit.size:
+            j = int(np.argmin(np.where(pos, d, np.inf)))
+            if j > 0 and pos[j]:
+                nadir_slopes.append((np.log(d[j]) - np.log(d[0])) / t[j])
+    out = {}
+    for w in FIGURE_WEEKS:
+        x = np.array(pct_at[w])
+        out[f"week {w}: median % change"] = float(np.median(x)) if x.size else np.nan
+        out[f"week {w}: share <= -30 %"] = 100 * float(np.mean(x <= -30)) if x.size else np.nan
+        out[f"week {w}: share >= +20 %"] = 100 * float(np.mean(x >= 20)) if x.size else np.nan
+    times = np.array([f[0] for f in first_resp])
+    out["median day of first <= -30 % scan (responders)"] = float(np.median(times)) if times.size else np.nan
+    out["responders responding at the first scan %"] = 100 * float(np.mean([f[1] for f in first_resp])) if first_resp else np.nan
+    km = ep.kaplan_meier(np.array(resp_time), np.array(resp_event)) if courses else None
+    for day in FIGURE_DAYS:
+        if km is None:
+            out[f"cumulative response by day {day} % (KM)"] = np.nan
+            continue
+        idx = np.searchsorted(km["time"], day, side="right") - 1  # the KM step function at the day
+        out[f"cumulative response by day {day} % (KM)"] = 100 * (1 - (1.0 if idx < 0 else float(km["survival"][idx])))
+    out["pseudo-progression % (first scan >= +20 %, later <= -30 %)"] = 100 * pseudo / max(len(courses), 1)
+    out["fastest log-diameter slope between scans (1/day)"] = float(np.min(slopes)) if slopes else np.nan
+    out["median responder slope, baseline to nadir (1/day)"] = float(np.median(nadir_slopes)) if nadir_slopes else np.nan
+    return out
 
 
 def plausible_population(n: int, seed: int, *, model=None) -> Population:
@@ -227,6 +317,124 @@ def calibrate(
     pop = plausible.isel(np.flatnonzero(accepted))
     pop.data.attrs.update({"calibration": summary.attrs["method"], "calibration_seed": int(seed), "calibration_regimen": regimen})
     return Calibration(population=pop, plausible=plaus, observed=observed, summary=summary)
+
+
+@dataclass(frozen=True)
+class TimeCourseCalibration:
+    """Result of :func:`calibrate_time_courses`.
+
+    ``population``: one virtual patient per observed lesion (its "twin"), in the order of
+    ``lesions``; ``courses``: each twin's measured scans on its lesion's own schedule,
+    ``[(lesion, t, d)]``; ``observed``: the lesions' courses; ``figures``: observed and
+    calibrated :func:`time_course_figures`; ``distance``: each twin's match distance.
+    """
+
+    population: Population
+    courses: list
+    observed: list
+    figures: dict
+    distance: np.ndarray
+    attrs: dict
+
+    def report(self) -> str:
+        a = self.attrs
+        lines = [f"time-course calibration to {a['observed']} (therapy: {a['regimen']}; seed {a['seed']})",
+                 f"{a['n_lesions']} lesions matched among {a['n_plausible']} plausible patients; RMS distance median "
+                 f"{np.median(self.distance):.1f}, 90th pct {np.percentile(self.distance, 90):.1f} (% change points)",
+                 f"{'':<62}{'observed':>10}{'calibrated':>12}"]
+        for name, obs in self.figures["observed"].items():
+            lines.append(f"{name:<62}{obs:>10.3g}{self.figures['calibrated'][name]:>12.3g}")
+        return "\n".join(lines)
+
+
+def measured_pct(sld_at_scans: np.ndarray, resolution_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Diameters measured to ``resolution_mm`` (the baseline at least one step) and their %
+    change from the first column; both ``sld_at_scans``' shape (patients, scans)."""
+    d = np.round(sld_at_scans / resolution_mm) * resolution_mm if resolution_mm > 0 else np.array(sld_at_scans, float)
+    d[:, 0] = np.maximum(d[:, 0], resolution_mm if resolution_mm > 0 else 1e-9)
+    return d, 100 * (d / d[:, :1] - 1)
+
+
+#: weight of the baseline-size term of the match distance: a twin whose baseline diameter is
+#: twice (or half) its lesion's costs as much as 20 ln 2 = 13.9 points of RMS % change
+BASELINE_WEIGHT = 20.0
+
+
+def calibrate_time_courses(
+    plausible: Population,
+    courses: list | None = None,
+    *,
+    arm: str = "immunotherapy",
+    regimen: str | None = None,
+    days: float = 400.0,
+    seed: int = 0,
+    resolution_mm: float = 1.0,
+    progress: bool = False,
+    model=None,
+) -> TimeCourseCalibration:
+    """One virtual twin per observed lesion, matched on its whole measured time course.
+
+    Each plausible patient is simulated under the arm's therapy (daily, ``days`` long); a
+    lesion's candidates are scanned on that lesion's own schedule (its scans up to ``days``,
+    so its own follow-up and dropout), measured to ``resolution_mm``; the twin is the
+    candidate with the smallest distance: root mean square difference of % change from
+    baseline over the lesion's scans, plus :data:`BASELINE_WEIGHT` x |ln(baseline diameter
+    ratio)| (so twins also have the lesion's size). Lesions take their twins in a seeded random
+    order, each plausible patient at most once (the population has distinct patients; the
+    pool must be larger than the number of lesions). This is nearest-neighbour selection of a
+    virtual population on the full observed trajectories, the time-course analogue of the
+    marginal acceptance-rejection of :func:`calibrate` (Allen et al. 2016,
+    doi:10.1002/psp4.12063): it reproduces the distribution of time courses as far as the
+    plausible patients contain them, and ``distance`` shows how far that is.
+    """
+    if arm not in ARM_REGIMENS:
+        raise InputError(describe("arm", arm, f"one of {list(ARM_REGIMENS)}"))
+    courses = observed_courses(arm=arm) if courses is None else courses
+    regimen = ARM_REGIMENS[arm] if regimen is None else regimen
+    if len(courses) == 0:
+        raise InputError(describe("courses", "no lesions", "at least one observed lesion"))
+    if len(plausible) < len(courses):
+        raise InputError(describe("plausible patients", len(plausible), f"more than the {len(courses)} lesions to match"))
+    trial = run_trial({"calibration": regimen}, plausible, days=days, model=model, outputs=("sld",), on_failure="flag",
+                      progress=progress).isel(regimen=0)
+    ts = trial.time.values
+    sld = trial.sld.values
+    ok = (trial.solver_status.values == 0) & np.all(np.isfinite(sld), axis=1)
+    available = ok.copy()
+    rng = np.random.default_rng(seed)
+    twin = np.full(len(courses), -1)
+    distance = np.full(len(courses), np.nan)
+    measured = [None] * len(courses)
+    for j in rng.permutation(len(courses)):
+        lesion, t, d = courses[j]
+        keep = t <= ts[-1]
+        t, d = t[keep], d[keep]
+        idx = np.clip(np.searchsorted(ts, t), 0, ts.size - 1)
+        cand = np.flatnonzero(available)
+        if cand.size == 0:
+            raise InputError(describe("plausible patients", len(plausible), "enough patients that solved to match every lesion"))
+        dm, pct = measured_pct(sld[cand][:, idx], resolution_mm)
+        obs_pct = 100 * (d / d[0] - 1)
+        dist = np.sqrt(np.mean((pct[:, 1:] - obs_pct[1:]) ** 2, axis=1)) if t.size > 1 else np.zeros(cand.size)
+        dist = dist + BASELINE_WEIGHT * np.abs(np.log(dm[:, 0] / d[0]))
+        best = int(np.argmin(dist))
+        twin[j], distance[j] = cand[best], dist[best]
+        available[cand[best]] = False
+        measured[j] = (lesion, t, dm[best])
+    pop = plausible.isel(twin)
+    pop.data["matched_lesion"] = xr.Variable(("patient",), np.array([c[0] for c in courses]),
+                                             {"long_name": "observed lesion this virtual patient was matched to", "kind": "covariate"})
+    pop.data["match_distance"] = xr.Variable(("patient",), distance, {
+        "units": "%", "kind": "covariate",
+        "long_name": "RMS difference of measured % change from the lesion's, plus the baseline-size term"})
+    observed_name = f"Ghaffari Laleh et al. 2022 {arm} arms (doi:10.1371/journal.pcbi.1009822), data/laleh2022"
+    attrs = {"observed": observed_name, "arm": arm, "regimen": regimen, "seed": int(seed), "n_plausible": len(plausible),
+             "n_lesions": len(courses), "days": float(days), "resolution_mm": float(resolution_mm),
+             "method": "nearest-neighbour time-course matching, each plausible patient at most once (immunopd.calibration)"}
+    pop.data.attrs.update({"calibration": attrs["method"], "calibration_seed": int(seed), "calibration_regimen": regimen})
+    figs = {"observed": time_course_figures([(t[t <= ts[-1]], d[t <= ts[-1]]) for _, t, d in courses]),
+            "calibrated": time_course_figures(measured)}
+    return TimeCourseCalibration(population=pop, courses=measured, observed=courses, figures=figs, distance=distance, attrs=attrs)
 
 
 def plot(cal: Calibration, path=None):

@@ -18,6 +18,15 @@ Sampling (:func:`sample`), in the style of NONMEM/mrgsolve between-subject varia
 
 A draw outside a parameter's bounds is redrawn (the distributions are truncated at the
 bounds listed in ``immunopd params``), so every virtual patient is a valid parameter set.
+
+Eligibility (``eligibility="progressing"``, the default): patients enter immunotherapy trials
+with progressing disease (e.g. OAK enrolled NSCLC progressing after platinum chemotherapy,
+Rittmeyer et al. 2017, Lancet 389:255, doi:10.1016/S0140-6736(16)32517-X), so a drawn patient
+whose untreated lesion would shrink (untreated net growth of the viable tumor at baseline
+<= 0: the immune response already controls it) is not eligible and is replaced by the next
+eligible draw, as a trial screens patients. ``eligibility=None`` keeps every draw (the
+sampling distributions exactly as specified). Each patient's untreated net growth rate at
+baseline is kept as the covariate ``baseline_net_growth`` (1/day).
 The same ``seed`` and recipe give the same population on every machine (NumPy's PCG64).
 """
 
@@ -34,7 +43,10 @@ import xarray as xr
 
 from .errors import InputError, InputTypeError, describe
 
-__all__ = ["Population", "Covariates", "sample", "DEFAULT_CV"]
+__all__ = ["Population", "Covariates", "sample", "DEFAULT_CV", "ELIGIBILITY", "untreated_net_growth"]
+
+#: who may enter a virtual trial (see the module doc)
+ELIGIBILITY = ("progressing", None)
 
 #: between-patient coefficients of variation used by default (all "assumed": no published
 #: population analysis of this model exists; values give several-fold spread, as seen in
@@ -181,6 +193,7 @@ def sample(
     correlation: Mapping[tuple[str, str], float] | None = None,
     typical: Mapping[str, float] | None = None,
     covariates: Covariates | None = None,
+    eligibility: str | None = "progressing",
     model=None,
 ) -> Population:
     """Sample ``n`` virtual patients of ``model`` (default the core model).
@@ -202,6 +215,9 @@ def sample(
         Typical values (medians) overriding the model defaults, in the parameter's unit.
     covariates
         :class:`Covariates` (default ``Covariates()``).
+    eligibility
+        ``"progressing"`` (default): only patients whose untreated lesion grows at baseline
+        (see the module doc); ``None``: every draw.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(describe("n", n, "an integer number of patients >= 1"))
@@ -215,6 +231,8 @@ def sample(
     covariates = Covariates() if covariates is None else covariates
     if not isinstance(covariates, Covariates):
         raise InputTypeError(describe("covariates", covariates, "a Covariates instance"))
+    if eligibility not in ELIGIBILITY:
+        raise InputError(describe("eligibility", eligibility, f"one of {list(ELIGIBILITY)}"))
     for label, names in (("cv", cv), ("uniform", uniform), ("typical", typical)):
         for name in names:
             table[name]  # unknown names raise with a suggestion
@@ -250,49 +268,73 @@ def sample(
         raise InputError(describe("correlation", dict(correlation or {}), "a positive-definite correlation matrix")) from None
     omega = np.sqrt(np.log1p(np.array([cv[k] for k in names]) ** 2))
 
-    values: dict[str, np.ndarray] = {}
-    etas = (rng.standard_normal((n, len(names))) @ chol.T) * omega if names else np.zeros((n, 0))
-    for k, name in enumerate(names):
-        spec = table[name]
-        median = float(typical_values[name])
-        x = median * np.exp(etas[:, k])
-        values[name] = _truncated(
-            rng, lambda m, k=k, median=median, x=x: x.copy() if m is None else median * np.exp(omega[k] * rng.standard_normal(m)),
-            spec.lower, spec.upper, name,
-        )
-    for name, (lo, hi) in uniform.items():
-        values[name] = rng.uniform(lo, hi, n)
-
     cov = covariates
-    if cov.weight_median_kg is not None:
-        s = np.sqrt(np.log1p(cov.weight_cv**2))
-        spec = table["body_weight"]
-        values["body_weight"] = _truncated(
-            rng, lambda m: cov.weight_median_kg * np.exp(s * rng.standard_normal(n if m is None else m)), spec.lower, spec.upper, "body_weight"
-        )
-    if cov.baseline_volume_median_mm3 is not None:
-        spec = table["baseline_tumor_volume"]
-        values["baseline_tumor_volume"] = _truncated(
-            rng,
-            lambda m: cov.baseline_volume_median_mm3 * np.exp(cov.baseline_volume_log_sd * rng.standard_normal(n if m is None else m)),
-            spec.lower, spec.upper, "baseline_tumor_volume",
-        )
-    cold = None
-    if cov.cold_fraction is not None:
-        cold = rng.random(n) < cov.cold_fraction
-        values["tcell_exclusion"] = np.where(cold, cov.cold_exclusion, 0.0)
-    height = None
-    # drawn last, so that adding it left every earlier draw of a seed unchanged
-    if cov.height_median_cm is not None and cov.weight_median_kg is not None and "body_surface_area" in table.names:
-        from .units import mosteller_bsa
 
-        s = np.sqrt(np.log1p(cov.height_cv**2))
-        height = np.clip(cov.height_median_cm * np.exp(s * rng.standard_normal(n)), 120.0, 220.0)
-        spec = table["body_surface_area"]
-        values["body_surface_area"] = np.clip(mosteller_bsa(height, values["body_weight"]), spec.lower, spec.upper)
-    for name, v in typical.items():
-        values.setdefault(name, np.full(n, float(typical_values[name])))
+    def draw(m: int):
+        """``m`` patients from ``rng``: (parameter values, cold flags or None, heights or None)."""
+        values: dict[str, np.ndarray] = {}
+        etas = (rng.standard_normal((m, len(names))) @ chol.T) * omega if names else np.zeros((m, 0))
+        for k, name in enumerate(names):
+            spec = table[name]
+            median = float(typical_values[name])
+            x = median * np.exp(etas[:, k])
+            values[name] = _truncated(
+                rng, lambda q, k=k, median=median, x=x: x.copy() if q is None else median * np.exp(omega[k] * rng.standard_normal(q)),
+                spec.lower, spec.upper, name,
+            )
+        for name, (lo, hi) in uniform.items():
+            values[name] = rng.uniform(lo, hi, m)
 
+        if cov.weight_median_kg is not None:
+            s = np.sqrt(np.log1p(cov.weight_cv**2))
+            spec = table["body_weight"]
+            values["body_weight"] = _truncated(
+                rng, lambda q: cov.weight_median_kg * np.exp(s * rng.standard_normal(m if q is None else q)), spec.lower, spec.upper, "body_weight"
+            )
+        if cov.baseline_volume_median_mm3 is not None:
+            spec = table["baseline_tumor_volume"]
+            values["baseline_tumor_volume"] = _truncated(
+                rng,
+                lambda q: cov.baseline_volume_median_mm3 * np.exp(cov.baseline_volume_log_sd * rng.standard_normal(m if q is None else q)),
+                spec.lower, spec.upper, "baseline_tumor_volume",
+            )
+        cold = None
+        if cov.cold_fraction is not None:
+            cold = rng.random(m) < cov.cold_fraction
+            values["tcell_exclusion"] = np.where(cold, cov.cold_exclusion, 0.0)
+        height = None
+        # drawn last, so that adding it left every earlier draw of a seed unchanged
+        if cov.height_median_cm is not None and cov.weight_median_kg is not None and "body_surface_area" in table.names:
+            from .units import mosteller_bsa
+
+            s = np.sqrt(np.log1p(cov.height_cv**2))
+            height = np.clip(cov.height_median_cm * np.exp(s * rng.standard_normal(m)), 120.0, 220.0)
+            spec = table["body_surface_area"]
+            values["body_surface_area"] = np.clip(mosteller_bsa(height, values["body_weight"]), spec.lower, spec.upper)
+        for name, v in typical.items():
+            values.setdefault(name, np.full(m, float(typical_values[name])))
+
+        return values, cold, height
+
+    values, cold, height = draw(n)
+    if eligibility == "progressing" and values:
+        keep = untreated_net_growth(values, model) > 0
+        for _ in range(50):  # replace ineligible draws by further draws of the same generator
+            if keep.sum() >= n:
+                break
+            more, more_cold, more_height = draw(n)
+            more_keep = untreated_net_growth(more, model) > 0
+            values = {k: np.concatenate([values[k][keep], more[k][more_keep]]) for k in values}
+            cold = None if cold is None else np.concatenate([cold[keep], more_cold[more_keep]])
+            height = None if height is None else np.concatenate([height[keep], more_height[more_keep]])
+            keep = np.ones(next(iter(values.values())).size, bool)
+        else:
+            raise InputError(describe("eligibility", eligibility, "a population in which some patients' untreated tumors grow "
+                                      "(almost none of these draws do: use eligibility=None or other typical values)"))
+        index = np.flatnonzero(keep)[:n]
+        values = {k: v[index] for k, v in values.items()}
+        cold = None if cold is None else cold[index]
+        height = None if height is None else height[index]
     pop = Population.from_params(
         values,
         model=model,
@@ -302,6 +344,7 @@ def sample(
         correlation={f"{a},{b}": r for (a, b), r in (correlation or {}).items()},
         typical=typical,
         covariates={k: getattr(cov, k) for k in cov.__dataclass_fields__},
+        eligibility=str(eligibility),
     )
     if cold is not None:
         pop.data["cold"] = xr.Variable(
@@ -322,15 +365,36 @@ BASELINE_COVARIATES = {
 }
 
 
+def untreated_net_growth(params: Mapping[str, np.ndarray], model=None) -> np.ndarray:
+    """Untreated net specific growth rate (1/day) of each patient's viable tumor at baseline.
+
+    ``d ln(viable volume)/dt`` of the untreated model at the initial state (growth minus
+    killing and every other loss, at the untreated immune steady state); ``(patients,)``.
+    NaN where the patient has no untreated steady state. Needs a model with a
+    ``viable_volume`` assignment (the core model); other models get NaN.
+    """
+    model = _model(model)
+    import jax.numpy as jnp
+
+    values, n = model.parameters.resolve(dict(params))
+    p = {k: jnp.broadcast_to(jnp.asarray(v), (n or 1,)) for k, v in values.items()}
+    _, ok, rate = _initial_states(model)(p)
+    return np.where(np.asarray(ok), np.asarray(rate), np.nan)
+
+
 def _add_baseline_sclever1(ds: xr.Dataset, model) -> None:
     """Baseline covariates (:data:`BASELINE_COVARIATES`) of each patient from its initial state
-    (for the states the model has)."""
+    (for the states the model has), and the untreated net growth rate at baseline."""
     import jax.numpy as jnp
 
     values, n = model.parameters.resolve({k: ds[k].values for k in ds.data_vars if ds[k].attrs.get("kind") == "parameter"})
     n = n or 1
     p = {k: jnp.broadcast_to(jnp.asarray(v), (n,)) for k, v in values.items()}
-    y0, ok = _initial_states(model)(p)
+    y0, ok, rate = _initial_states(model)(p)
+    if _has_viable_volume(model):
+        ds["baseline_net_growth"] = xr.Variable(("patient",), np.where(np.asarray(ok), np.asarray(rate), np.nan), {
+            "units": "1/day", "kind": "covariate",
+            "long_name": "untreated net specific growth rate of the viable tumor at baseline, d ln(viable volume)/dt"})
     for name, (state, long_name) in BASELINE_COVARIATES.items():
         if state not in y0:
             continue
@@ -339,11 +403,30 @@ def _add_baseline_sclever1(ds: xr.Dataset, model) -> None:
         ds[name] = xr.Variable(("patient",), value, {"units": model.unit_of(state)[0], "long_name": long_name, "kind": "covariate"})
 
 
+def _has_viable_volume(model) -> bool:
+    return any(a.name == "viable_volume" for a in model.assignments)
+
+
 @functools.lru_cache(maxsize=None)
 def _initial_states(model):
-    """The model's initial state ``({state: (patients,)}, ok)``, jitted and vmapped over patients (compiled once)."""
+    """The model's initial state ``({state: (patients,)}, ok, untreated net growth 1/day)``,
+    jitted and vmapped over patients (compiled once); the growth is NaN for a model without
+    a ``viable_volume`` assignment."""
     import jax
+    import jax.numpy as jnp
 
     from .initial import initial_state
 
-    return jax.jit(jax.vmap(lambda p: initial_state(model, p)))
+    def one(p):
+        y0, ok = initial_state(model, p)
+        if not _has_viable_volume(model):
+            return y0, ok, jnp.nan
+        env = model.environment(y0, p, {}, jnp)
+        rates = model.derivatives(env, jnp)
+        # d ln V/dt of the viable volume, from the states that make it (log states' rates are already d ln x/dt)
+        parts = [s for s in model.states if s.name in ("tumor_sensitive", "tumor_resistant")]
+        volume = env["viable_volume"]
+        dv = sum(rates[s.name] * (env[s.name] if s.log else 1.0) for s in parts)
+        return y0, ok, dv / volume
+
+    return jax.jit(jax.vmap(one))

@@ -129,7 +129,7 @@ _ALL = {p.name: p for p in (
     _p("tumor_cell_volume", 2.527e-6, "mm3", 1e-7, 1e-4,
        "QSP-IO cancer cell volume 2527 um3 (Sove et al. 2020, doi:10.1002/psp4.12546)",
        "volume of one tumor cell: converts volumes to cell counts, and below it a clone is extinct"),
-    _p("dead_clearance", 0.03, "1/day", 1e-3, 2.0,
+    _p("dead_clearance", 0.03, "1/day", 1e-3, 0.3,
        "calibrated: the dead-cell clearance sets how fast a lesion can shrink on scans; chosen so the responders' median log-diameter "
        "slope is near Laleh 2022's (bench/fidelity.py); Simeoni et al. 2004 (doi:10.1158/0008-5472.CAN-03-2524) estimated 0.97/day "
        "for mouse xenografts, far faster than human lesions shrink",
