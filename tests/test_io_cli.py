@@ -89,8 +89,8 @@ def test_cli_simulate_writes_file(tmp_path, capsys):
         (["simulate", "--regimen", "pembrolizumab 2 mg/kg q3w", "--out", "x.nc"], "body weight = None is not allowed"),
         (["simulate", "--set", "nope=1", "--out", "x.nc"], "parameter name = 'nope' is not allowed"),
         (["simulate", "--set", "growth_rate", "--out", "x.nc"], "--set = 'growth_rate' is not allowed; allowed: name=value"),
-        (["simulate", "--days", "abc", "--out", "x.nc"], "argument --days: invalid float value: 'abc'"),
-        (["simulate", "--out", "/nonexistent-dir/x.nc", "--days", "5"], "output path folder = '/nonexistent-dir' is not allowed"),
+        (["simulate", "--days", "abc", "--out", "x.nc"], "argument --days: --days = 'abc' is not allowed; allowed: a finite number of days > 0"),
+        (["simulate", "--out", "/nonexistent-dir/x.nc", "--days", "5"], "--out folder = '/nonexistent-dir' is not allowed; allowed: an existing folder"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
@@ -120,3 +120,52 @@ def test_plain_xarray_round_trip(result, tmp_path):
     result.to_netcdf(path)
     with xr.open_dataset(path) as back:
         xr.testing.assert_identical(back.load(), result)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["simulate", "--regimen", "", "--days", "5", "--out", "x.nc"],
+         "immunopd: error: regimen = '' is not allowed; allowed: non-empty regimen text (no treatment: 'none'): "),
+        (["simulate", "--set", "tcell_exclusion=0.9", "--set", "tcell_exclusion=0.1", "--out", "x.nc"],
+         "immunopd: error: --set tcell_exclusion = 'tcell_exclusion=0.1' is not allowed; allowed: one --set per parameter (already --set tcell_exclusion=0.9)"),
+        (["simulate", "--regimen", "pembrolizumab 1e9 mg", "--days", "5", "--out", "x.nc"],
+         "immunopd: error: regimen clause 1 ('pembrolizumab 1e9 mg').amount = 1000000000.0 is not allowed; allowed: at most 100000 mg per dose"),
+        (["simulate", "--regimen", "pembrolizumab 200 mg q3w from day 400", "--days", "30", "--out", "x.nc"],
+         "immunopd: error: regimen clause 1 ('pembrolizumab 200 mg q3w from day 400').start = 400.0 is not allowed; allowed: a first dose before the end of the simulation (day 30)"),
+        (["simulate", "--days", "5", "--out", "x.zarr"], "immunopd: error: --out = 'x.zarr' is not allowed; allowed: a path ending in .nc\n"),
+        (["trial", "--regimen", "NAME=", "--out", "x.nc"],
+         "immunopd: error: --regimen = 'NAME=' is not allowed; allowed: regimen text, or NAME=TEXT with a regimen text after '=' (no treatment: NAME=none)"),
+        (["trial", "--regimen", "=none", "--out", "x.nc"],
+         "immunopd: error: --regimen = '=none' is not allowed; allowed: NAME=TEXT with a name before '=' (or the regimen text alone)"),
+        (["trial", "--regimen", "a=pembrolizumab-200mg-q3w", "--regimen", "a=none", "--out", "x.nc"],
+         "immunopd: error: --regimen name = 'a' is not allowed; allowed: distinct names: each regimen at most once"),
+        (["trial", "--regimen", "late=pembrolizumab 200 mg q3w from day 400", "--days", "30", "--out", "x.nc"],
+         "immunopd: error: regimen 'late': regimen clause 1 ('pembrolizumab 200 mg q3w from day 400').start = 400.0 is not allowed"),
+        (["trial", "--regimen", "none", "--patients", "0", "--out", "x.nc"],
+         "immunopd trial: argument --patients: --patients = '0' is not allowed; allowed: an integer >= 1."),
+        (["trial", "--regimen", "none", "--out", "x.csv"], "immunopd: error: --out = 'x.csv' is not allowed; allowed: a path ending in .nc or .zarr"),
+        (["trial", "--regimen", "none", "--population", "missing.nc", "--out", "x.nc"],
+         "immunopd: error: --population = 'missing.nc' is not allowed; allowed: an existing file"),
+        (["sensitivity", "--range-factor", "0", "--out", "x.nc"],
+         "immunopd sensitivity: argument --range-factor: --range-factor = '0' is not allowed; allowed: a finite factor > 1."),
+        (["sensitivity", "--method", "local", "--range-factor", "2", "--out", "x.nc"],
+         "immunopd: error: --range-factor = 2.0 is not allowed; allowed: nothing with --method local"),
+        (["sensitivity", "--out", "x.csv"], "immunopd: error: --out = 'x.csv' is not allowed; allowed: a path ending in .nc or .zarr"),
+        (["export-sbml", "--days", "-1", "--out", "x.xml"],
+         "immunopd export-sbml: argument --days: --days = '-1' is not allowed; allowed: a finite number of days > 0."),
+        (["export-sbml", "--out", "x.nc"], "immunopd: error: --out = 'x.nc' is not allowed; allowed: a path ending in .xml or .sbml"),
+        (["calibrate", "--out", "x.csv"], "immunopd: error: --out = 'x.csv' is not allowed; allowed: a path ending in .nc"),
+        (["calibrate", "--out", "x.nc", "--plot", "x.jpg"], "immunopd: error: --plot = 'x.jpg' is not allowed; allowed: a path ending in .png"),
+        (["fit", "--out", "x.zarr"], "immunopd: error: --out = 'x.zarr' is not allowed; allowed: a path ending in .nc"),
+        (["biomarker", "--out", "x.txt"], "immunopd: error: --out = 'x.txt' is not allowed; allowed: a path ending in .nc"),
+    ],
+)
+def test_cli_contradictory_or_impossible_input_is_an_error(argv, message, capsys, tmp_path, monkeypatch):
+    """Nothing is silently resolved (last one wins, 0 means the default, the wrong format under the
+    asked-for name): each is an error naming the option and its value, before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) or message in err, err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
