@@ -169,3 +169,35 @@ def test_cli_contradictory_or_impossible_input_is_an_error(argv, message, capsys
     err = capsys.readouterr().err
     assert err.startswith(message) or message in err, err
     assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_cli_failing_command_leaves_the_existing_output_untouched(tmp_path, capsys, monkeypatch):
+    """Every argument and output path (--plot too) is checked before anything runs or is written."""
+    monkeypatch.chdir(tmp_path)
+    good = tmp_path / "good.nc"
+    good.write_bytes(b"a good result")
+    assert main(["trial", "--regimen", "pembrolizumab 200 mg q3w", "--patients", "5", "--days", "42",
+                 "--stratify", "no_such_var", "--out", str(good)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("immunopd: error: --stratify = 'no_such_var' is not allowed; allowed: a patient variable of the trial: [")
+    assert "'cold'" in err and "'growth_rate'" in err
+    c = tmp_path / "c.nc"
+    c.write_bytes(b"a good population")
+    assert main(["calibrate", "--patients", "10", "--out", str(c), "--plot", "missing_dir/c.png"]) == 2
+    assert capsys.readouterr().err == "immunopd: error: --plot folder = 'missing_dir' is not allowed; allowed: an existing folder\n"
+    assert good.read_bytes() == b"a good result" and c.read_bytes() == b"a good population"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.nc", "good.nc"]
+
+
+def test_cli_output_folder_must_be_writable(tmp_path, capsys, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ro").mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == "ro" else real(p, mode, **kw))  # root may write anywhere
+    assert main(["simulate", "--days", "5", "--out", "ro/x.nc"]) == 2
+    assert capsys.readouterr().err == "immunopd: error: --out folder = 'ro' is not allowed; allowed: a folder this user may write in\n"
+    (tmp_path / "dir.nc").mkdir()
+    assert main(["simulate", "--days", "5", "--out", "dir.nc"]) == 2
+    assert capsys.readouterr().err == "immunopd: error: --out = 'dir.nc' is not allowed; allowed: a file path (this is a folder)\n"
