@@ -201,3 +201,18 @@ def test_cli_output_folder_must_be_writable(tmp_path, capsys, monkeypatch):
     (tmp_path / "dir.nc").mkdir()
     assert main(["simulate", "--days", "5", "--out", "dir.nc"]) == 2
     assert capsys.readouterr().err == "immunopd: error: --out = 'dir.nc' is not allowed; allowed: a file path (this is a folder)\n"
+
+
+def test_cli_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch):
+    import immunopd.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_simulate", interrupted)
+    assert main(["simulate", "--days", "5", "--out", "x.nc"]) == 130
+    err = capsys.readouterr().err
+    assert err == ("immunopd: interrupted; no output was replaced by a partial one "
+                   "(a .zarr trial resumes when the same command is run again)\n")
