@@ -473,6 +473,7 @@ def _sensitivity(args) -> int:
     names = [n.strip() for n in args.parameters.split(",")] if args.parameters else list(sa.DEFAULT_PARAMETERS)
     if args.method == "local":
         ds = sa.local_sensitivity(args.regimen, parameters=names, days=args.days)
+        _refuse_non_finite(ds)
         sa.write(ds, args.out)
         s = ds.S.isel(patient=0).sel(output="tumor_volume").isel(time=-1)
         order = np.argsort(-np.abs(np.nan_to_num(s.values)))
@@ -498,6 +499,23 @@ def _sensitivity(args) -> int:
         print(sa.summary_table(ds))
     print(f"wrote {args.out}")
     return 0
+
+
+def _refuse_non_finite(ds) -> None:
+    """A NaN or infinite local coefficient is a failed solve or derivative, never a result: refuse
+    it by output and parameter before anything is written or printed. (``S`` is NaN by definition
+    where the output itself is 0, e.g. a concentration before the first dose; there the
+    unnormalized ``dy_dlnp`` must still be finite.)"""
+    from .errors import SolverError, describe
+
+    dy = np.isfinite(ds.dy_dlnp.values).all(axis=(0, 2))  # (output, parameter)
+    last = np.isfinite(ds.S.isel(time=-1).values).all(axis=0)  # the reported coefficients
+    bad = ~(dy & last)
+    if bad.any():
+        where = {str(o): [str(p) for p, b in zip(ds.parameter.values, row) if b] for o, row in zip(ds.output.values, bad) if row.any()}
+        raise SolverError(describe("local sensitivity coefficients (d ln output / d ln parameter)", where,
+                                   "finite values: a NaN or infinite coefficient is a failed solve or derivative, not a result "
+                                   "(nothing was written)"))
 
 
 def _export_sbml(args) -> int:

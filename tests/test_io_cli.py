@@ -282,3 +282,26 @@ def test_importing_immunopd_still_gives_float64_jax():
     script = "import immunopd, jax.numpy as jnp; print(jnp.ones(1).dtype, immunopd.simulate.__module__, immunopd.io.__name__)"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert proc.stdout == "float64 immunopd.solve immunopd.io\n"
+
+
+def test_cli_local_sensitivity_refuses_non_finite_coefficients(tmp_path, capsys, monkeypatch):
+    import immunopd.sensitivity as sa
+
+    def fake(regimen, parameters, days):
+        shape = (1, 2, 3, len(parameters))
+        s, dy = np.ones(shape), np.ones(shape)
+        s[0, 0, -1, 1] = np.nan  # tumor_volume / kill_rate at the reported day
+        dy[0, 1, 1, 0] = np.inf  # effector / growth_rate on the way
+        s[0, 1, 0, :] = np.nan  # NaN by definition where the output is 0, with a finite dy: allowed
+        dims = ("patient", "output", "time", "parameter")
+        return xr.Dataset({"S": (dims, s), "dy_dlnp": (dims, dy)},
+                          coords={"patient": [0], "output": ["tumor_volume", "effector"], "time": [0.0, 1.0, 2.0], "parameter": parameters})
+
+    monkeypatch.setattr(sa, "local_sensitivity", fake)
+    out = tmp_path / "local.nc"
+    assert main(["sensitivity", "--method", "local", "--parameters", "growth_rate,kill_rate,effector_influx", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("immunopd: error: local sensitivity coefficients (d ln output / d ln parameter) = "
+                            "{'tumor_volume': ['kill_rate'], 'effector': ['growth_rate']} is not allowed; allowed: finite values: "
+                            "a NaN or infinite coefficient is a failed solve or derivative, not a result (nothing was written)\n")
+    assert captured.out == "" and not out.exists()
