@@ -508,9 +508,11 @@ def _refuse_non_finite(ds) -> None:
     unnormalized ``dy_dlnp`` must still be finite.)"""
     from .errors import SolverError, describe
 
-    dy = np.isfinite(ds.dy_dlnp.values).all(axis=(0, 2))  # (output, parameter)
-    last = np.isfinite(ds.S.isel(time=-1).values).all(axis=0)  # the reported coefficients
-    bad = ~(dy & last)
+    import xarray as xr
+
+    dy = xr.apply_ufunc(np.isfinite, ds.dy_dlnp).all([d for d in ds.dy_dlnp.dims if d not in ("output", "parameter")])
+    last = xr.apply_ufunc(np.isfinite, ds.S.isel(time=-1)).all([d for d in ds.S.dims if d not in ("output", "parameter", "time")])
+    bad = (~(dy & last)).transpose("output", "parameter").values  # the reported coefficients and every derivative
     if bad.any():
         where = {str(o): [str(p) for p, b in zip(ds.parameter.values, row) if b] for o, row in zip(ds.output.values, bad) if row.any()}
         raise SolverError(describe("local sensitivity coefficients (d ln output / d ln parameter)", where,

@@ -294,7 +294,8 @@ def test_cli_local_sensitivity_refuses_non_finite_coefficients(tmp_path, capsys,
         dy[0, 1, 1, 0] = np.inf  # effector / growth_rate on the way
         s[0, 1, 0, :] = np.nan  # NaN by definition where the output is 0, with a finite dy: allowed
         dims = ("patient", "output", "time", "parameter")
-        return xr.Dataset({"S": (dims, s), "dy_dlnp": (dims, dy)},
+        other = ("patient", "output", "parameter", "time")  # the real result's dy_dlnp is laid out differently
+        return xr.Dataset({"S": (dims, s), "dy_dlnp": (other, dy.transpose(0, 1, 3, 2))},
                           coords={"patient": [0], "output": ["tumor_volume", "effector"], "time": [0.0, 1.0, 2.0], "parameter": parameters})
 
     monkeypatch.setattr(sa, "local_sensitivity", fake)
