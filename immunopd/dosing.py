@@ -284,9 +284,14 @@ class Regimen:
         return tuple(dict.fromkeys(s.drug for s in self.series))
 
     def check_horizon(self, horizon: float) -> None:
-        """Refuse a series that gives no dose before ``horizon`` (day); see :meth:`DoseSeries.check_horizon`."""
-        for s in self.series:
-            s.check_horizon(horizon)
+        """Refuse a regimen in which a drug gets no dose before ``horizon`` (day): it names a
+        treatment the simulation would never give (``from day 400`` with 30 days). A later phase
+        of a drug that is given (a preset's maintenance from week 12 in an 8-week run) is only
+        cut short by the end, and allowed. See :meth:`DoseSeries.check_horizon` for the message."""
+        for drug in self.drugs:
+            series = [s for s in self.series if s.drug == drug]
+            if not any(s.times(horizon).size for s in series):
+                series[0].check_horizon(horizon)
 
     def max_doses_per_drug(self, horizon: float) -> int:
         """The largest number of doses of one drug before ``horizon`` (for padding)."""

@@ -181,6 +181,9 @@ def test_a_series_that_never_doses_before_the_end_is_an_error():
             "allowed: a series that gives at least one dose before the end of the simulation (day 30)")):
         Regimen.parse("pembrolizumab 200 mg q3w x2 skip 1,2").check_horizon(30.0)
     Regimen.parse("pembrolizumab 200 mg q3w from day 29").check_horizon(30.0)
+    with pytest.raises(RegimenError, match=re.escape("regimen clause 2 ('bexmarilimab 1 mg/kg q3w from day 400').start = 400.0 is not allowed")):
+        Regimen.parse("pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w from day 400").check_horizon(30.0)
+    Regimen.preset("nivolumab-ipilimumab-melanoma-q2w").check_horizon(30.0)  # its maintenance (week 12) is only cut short
 
 
 def test_preset_names_are_case_insensitive_like_drug_names():
