@@ -22,6 +22,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -77,19 +78,81 @@ def _bsa(text: str) -> float:
         raise argparse.ArgumentTypeError(f"--bsa = {text!r} is not allowed; allowed: a body surface area in m2, e.g. 1.8") from None
 
 
+def _number(option: str, kind: type, allowed: str, ok):
+    """An argparse type: ``kind(text)`` that ``ok`` accepts, else the project's one-line message."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"{option} = {text!r} is not allowed; allowed: {allowed}")
+        return value
+
+    return convert
+
+
+def _count(option: str):
+    return _number(option, int, "an integer >= 1", lambda v: v >= 1)
+
+
+def _seed(option: str):
+    return _number(option, int, "an integer >= 0", lambda v: v >= 0)
+
+
+def _days(option: str):
+    return _number(option, float, "a finite number of days > 0", lambda v: math.isfinite(v) and v > 0)
+
+
 def _parse_set(items: list[str]) -> dict[str, float]:
     from .errors import InputError, describe
 
     out: dict[str, float] = {}
+    given: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not name.strip():
+        name = name.strip()
+        if not sep or not name or not value.strip():
             raise InputError(describe("--set", item, "name=value, e.g. --set tcell_exclusion=0.9"))
+        if name in given:
+            raise InputError(describe(f"--set {name}", item, f"one --set per parameter (already --set {given[name]})"))
+        given[name] = item
         try:
-            out[name.strip()] = float(value)
+            out[name] = float(value)
         except ValueError:
-            out[name.strip()] = value.strip()  # a number with a unit ("500 ng/mL"), converted by the parameter table
+            out[name] = value.strip()  # a number with a unit ("500 ng/mL"), converted by the parameter table
     return out
+
+
+def _check_output(path: str, option: str, suffixes: tuple[str, ...]) -> str:
+    """Refuse, before anything runs, an output path the writer would not produce or could not write:
+    a suffix not in ``suffixes``, a folder that does not exist or is not writable, a folder where a
+    file is to go."""
+    import os
+
+    from .errors import InputError, describe
+
+    p = Path(path)
+    if p.suffix not in suffixes:
+        raise InputError(describe(option, str(path), f"a path ending in {' or '.join(suffixes)}"))
+    folder = p.parent
+    if not folder.is_dir():
+        raise InputError(describe(f"{option} folder", str(folder), "an existing folder"))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(describe(f"{option} folder", str(folder), "a folder this user may write in"))
+    if p.suffix != ".zarr" and p.is_dir():
+        raise InputError(describe(option, str(path), "a file path (this is a folder)"))
+    if p.suffix == ".zarr" and p.exists() and not p.is_dir():
+        raise InputError(describe(option, str(path), "a zarr store path (this is a file)"))
+    return path
+
+
+def _check_input(path: str | None, option: str) -> None:
+    from .errors import InputError, describe
+
+    if path is not None and not Path(path).is_file():
+        raise InputError(describe(option, str(path), "an existing file"))
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -101,7 +164,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--weight", type=_weight, default=None, help="body weight: kg, or with a unit ('154 lb'); needed for mg/kg doses")
     sim.add_argument("--height", type=_height, default=None, help="height: cm, or with a unit ('180 cm'); with --weight gives the Mosteller BSA for mg/m2 doses")
     sim.add_argument("--bsa", type=_bsa, default=None, help="body surface area in m2 (for mg/m2 doses), instead of --height")
-    sim.add_argument("--days", type=float, default=365.0, help="simulation length in days (daily output; default 365)")
+    sim.add_argument("--days", type=_days("--days"), default=365.0, help="simulation length in days (daily output; default 365)")
     sim.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (repeatable)")
     sim.add_argument("--growth-law", default="gompertz", help="exponential, logistic, gompertz or bertalanffy")
     sim.add_argument("--solver", default="tsit5", help="tsit5 (default), dopri5, dopri8 or kvaerno5 (stiff)")
@@ -127,46 +190,46 @@ def _build_parser() -> argparse.ArgumentParser:
     tri = sub.add_parser("trial", help="virtual trial: regimens x virtual population, RECIST endpoints")
     tri.add_argument("experiment", nargs="?", default=None, help="experiment TOML file (see examples/); or use --regimen")
     tri.add_argument("--regimen", action="append", default=[], help="regimen text (repeatable), or NAME=TEXT")
-    tri.add_argument("--patients", type=int, default=None, help="number of virtual patients (default 1000)")
-    tri.add_argument("--seed", type=int, default=None, help="population seed (default 1)")
+    tri.add_argument("--patients", type=_count("--patients"), default=None, help="number of virtual patients (default 1000)")
+    tri.add_argument("--seed", type=_seed("--seed"), default=None, help="population seed (default 1)")
     tri.add_argument("--population", default=None, help="a population netCDF file (e.g. from `immunopd calibrate`)")
-    tri.add_argument("--days", type=float, default=None, help="trial length in days (default 365)")
-    tri.add_argument("--missed-dose-probability", type=float, default=None, help="chance each infusion is missed (default 0)")
+    tri.add_argument("--days", type=_days("--days"), default=None, help="trial length in days (default 365)")
+    tri.add_argument("--missed-dose-probability", type=_number("--missed-dose-probability", float, "a probability in [0, 1)", lambda v: 0 <= v < 1), default=None, help="chance each infusion is missed (default 0)")
     tri.add_argument("--adverse-events", default=None, choices=["continue", "hold", "stop"],
                      help="after a grade >= 3 treatment-related adverse event: continue dosing (default), hold doses for --hold-days, or stop")
-    tri.add_argument("--hold-days", type=float, default=None, help="length of a hold after an adverse event in days (default 42)")
+    tri.add_argument("--hold-days", type=_days("--hold-days"), default=None, help="length of a hold after an adverse event in days (default 42)")
     tri.add_argument("--stratify", default=None, help="also print endpoints by a patient variable (e.g. baseline_sclever1, cold)")
     tri.add_argument("--out", required=True, help="output path: .nc (in one go) or .zarr (in chunks, resumable: rerun the same command after an interruption)")
-    tri.add_argument("--workers", type=int, default=None, help="run the chunks on a local Dask cluster of N worker processes (.zarr output)")
+    tri.add_argument("--workers", type=_count("--workers"), default=None, help="run the chunks on a local Dask cluster of N worker processes (.zarr output)")
     tri.add_argument("--scheduler", default=None, help="run the chunks on an existing Dask cluster, e.g. tcp://host:8786 (.zarr output)")
-    tri.add_argument("--chunk-patients", type=int, default=8192, help="patients per chunk for .zarr output (default 8192)")
+    tri.add_argument("--chunk-patients", type=_count("--chunk-patients"), default=8192, help="patients per chunk for .zarr output (default 8192)")
 
     cal = sub.add_parser("calibrate", help="virtual population matched to the published response of one arm (its own drug)")
     cal.add_argument("--arm", default="immunotherapy", choices=["immunotherapy", "chemotherapy"],
                      help="arm of the shipped data, simulated with its own drug (default immunotherapy; see immunopd.models.drugs.ARM_REGIMENS)")
-    cal.add_argument("--patients", type=int, default=10_000, help="plausible patients to sample (default 10000)")
-    cal.add_argument("--seed", type=int, default=1, help="seed of sampling and acceptance (default 1)")
+    cal.add_argument("--patients", type=_count("--patients"), default=10_000, help="plausible patients to sample (default 10000)")
+    cal.add_argument("--seed", type=_seed("--seed"), default=1, help="seed of sampling and acceptance (default 1)")
     cal.add_argument("--out", required=True, help="calibrated population netCDF path")
     cal.add_argument("--plot", default=None, help="PNG of observed vs simulated best %% change")
 
     bio = sub.add_parser("biomarker", help="anti-PD-1 vs anti-PD-1 + anti-Clever-1 by baseline sClever-1 and hot/cold")
     bio.add_argument("--population", default=None, help="calibrated population file (default: calibrate now)")
-    bio.add_argument("--patients", type=int, default=10_000, help="plausible patients when calibrating (default 10000)")
-    bio.add_argument("--seed", type=int, default=1, help="seed (default 1)")
+    bio.add_argument("--patients", type=_count("--patients"), default=10_000, help="plausible patients when calibrating (default 10000)")
+    bio.add_argument("--seed", type=_seed("--seed"), default=1, help="seed (default 1)")
     bio.add_argument("--out", required=True, help="trial netCDF path; strata go to groups in the same file")
 
     sen = sub.add_parser("sensitivity", help="local (AD) or global (Sobol, Morris, eFAST via SALib) sensitivity to netCDF/zarr")
     sen.add_argument("--method", default="sobol", choices=["local", "sobol", "morris", "efast"], help="analysis (default sobol)")
-    sen.add_argument("--n", type=int, default=1024, help="SALib N: Sobol base samples (power of 2), Morris trajectories, eFAST samples per parameter")
+    sen.add_argument("--n", type=_count("--n"), default=1024, help="SALib N: Sobol base samples (power of 2), Morris trajectories, eFAST samples per parameter")
     sen.add_argument("--regimen", default=_example(), help=f"regimen text (default {_example()})")
     sen.add_argument("--parameters", default=None, help="comma-separated parameter names (default: 12 core parameters)")
-    sen.add_argument("--range-factor", type=float, default=None,
+    sen.add_argument("--range-factor", type=_number("--range-factor", float, "a finite factor > 1", lambda v: math.isfinite(v) and v > 1), default=None,
                      help="ranges default/F..default*F instead of the parameter bounds (e.g. 2)")
-    sen.add_argument("--days", type=float, default=365.0, help="simulation length in days (default 365)")
-    sen.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default 0)")
+    sen.add_argument("--days", type=_days("--days"), default=365.0, help="simulation length in days (default 365)")
+    sen.add_argument("--seed", type=_seed("--seed"), default=0, help="sampling and bootstrap seed (default 0)")
     sen.add_argument("--no-second-order", action="store_true", help="Sobol without S2 (N (D + 2) evaluations)")
     sen.add_argument("--out", required=True, help="output path: .nc (netCDF) or .zarr")
-    sen.add_argument("--workers", type=int, default=None, help="evaluate on a local Dask cluster of N worker processes (resumable)")
+    sen.add_argument("--workers", type=_count("--workers"), default=None, help="evaluate on a local Dask cluster of N worker processes (resumable)")
     sen.add_argument("--scheduler", default=None, help="evaluate on an existing Dask cluster, e.g. tcp://host:8786 (resumable)")
 
     sb = sub.add_parser("export-sbml", help="write one patient's model and regimen as SBML Level 3 (libRoadRunner-checked)")
@@ -174,7 +237,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--weight", type=_weight, default=None, help="body weight: kg, or with a unit ('154 lb'); needed for mg/kg doses")
     sb.add_argument("--height", type=_height, default=None, help="height: cm, or with a unit ('180 cm'); with --weight gives the Mosteller BSA for mg/m2 doses")
     sb.add_argument("--bsa", type=_bsa, default=None, help="body surface area in m2 (for mg/m2 doses), instead of --height")
-    sb.add_argument("--days", type=float, default=365.0, help="doses given before this day are written as events (default 365)")
+    sb.add_argument("--days", type=_days("--days"), default=365.0, help="doses given before this day are written as events (default 365)")
     sb.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a parameter (repeatable)")
     sb.add_argument("--growth-law", default="gompertz", help="exponential, logistic, gompertz or bertalanffy")
     sb.add_argument("--out", required=True, help="output .xml path (written atomically)")
@@ -188,6 +251,7 @@ def _simulate(args) -> int:
     from .io import write_netcdf
     from .solve import simulate
 
+    _check_output(args.out, "--out", (".nc",))
     params = _parse_set(args.set)
     outputs = None if args.outputs is None else [o.strip() for o in args.outputs.split(",")]
     ds = simulate(args.regimen, params, days=args.days, weight=args.weight, height=args.height, bsa=args.bsa, growth_law=args.growth_law, solver=args.solver,
@@ -213,6 +277,9 @@ def _fit(args) -> int:
     from .fitting.batched import fit_lesions
     from .io import write_netcdf
 
+    _check_output(args.out, "--out", (".nc",))
+    if args.size not in ("volume_mm3", "normalized_volume", "diameter_mm"):
+        raise InputError(describe("--size", args.size, "volume_mm3, normalized_volume or diameter_mm"))
     table = load(args.data, clean=True)
     if args.size not in ("volume_mm3", "normalized_volume", "diameter_mm"):
         raise InputError(describe("--size", args.size, "volume_mm3, normalized_volume or diameter_mm"))
@@ -260,11 +327,39 @@ def _close(client):
             cluster.close()
 
 
+def _command_line_regimens(items: list[str]) -> dict[str, str]:
+    """``--regimen TEXT`` or ``--regimen NAME=TEXT``: every name distinct, every text non-empty."""
+    from .errors import InputError, describe
+
+    regimens: dict[str, str] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name, text = (name.strip(), text.strip()) if sep else (item.strip(), item.strip())
+        if sep and not name:
+            raise InputError(describe("--regimen", item, "NAME=TEXT with a name before '=' (or the regimen text alone)"))
+        if not text:
+            raise InputError(describe("--regimen", item, "regimen text, or NAME=TEXT with a regimen text after '=' (no treatment: NAME=none)"))
+        if name in regimens:
+            raise InputError(describe("--regimen name", name, "distinct names: each regimen at most once"))
+        regimens[name] = text
+    return regimens
+
+
 def _trial(args) -> int:
+    from .dosing import Regimen
     from .errors import InputError, describe
     from .io import write_netcdf
-    from .trial import Experiment, endpoint_table, load_experiment, stratify, strata_table
+    from .trial import Experiment, endpoint_table, load_experiment, run_trial, stratify, strata_table
 
+    # every argument, input and output path is checked before anything runs
+    zarr = _check_output(args.out, "--out", (".nc", ".zarr")).endswith(".zarr")
+    if (args.workers or args.scheduler) and not zarr:
+        raise InputError(describe("--out", args.out, "a .zarr path when --workers or --scheduler is given"))
+    if args.workers and args.scheduler:
+        raise InputError(describe("--workers/--scheduler", (args.workers, args.scheduler), "one of them, not both"))
+    _check_input(args.population, "--population")
+    if args.population is not None and (args.patients is not None or args.seed is not None):
+        raise InputError(describe("--patients/--seed", (args.patients, args.seed), "none with --population (the file holds the patients)"))
     if args.experiment is not None:
         if args.regimen:
             raise InputError(describe("--regimen", args.regimen, "either an experiment file or --regimen options, not both"))
@@ -286,21 +381,30 @@ def _trial(args) -> int:
     else:
         if not args.regimen:
             raise InputError(describe("--regimen", None, "at least one --regimen (or an experiment TOML file)"))
-        regimens = {}
-        for item in args.regimen:
-            name, sep, text = item.partition("=")
-            regimens[name.strip() if sep else item.strip()] = text.strip() if sep else item.strip()
-        pop = {"file": args.population} if args.population else {"patients": args.patients or 1000, "seed": 1 if args.seed is None else args.seed}
+        regimens = _command_line_regimens(args.regimen)
+        pop = {"file": args.population} if args.population else {"patients": 1000 if args.patients is None else args.patients,
+                                                                 "seed": 1 if args.seed is None else args.seed}
         settings = {k: getattr(args, k) for k in ("days", "missed_dose_probability", "adverse_events", "hold_days") if getattr(args, k) is not None}
         exp = Experiment(regimens=regimens, population=pop, settings=settings, name="command line")
-    if str(args.out).endswith(".zarr"):
+    days = float(exp.settings.get("days", 365.0))
+    for name, text in exp.regimens.items():
+        try:
+            Regimen.parse(text).check_horizon(days)
+        except InputError as exc:
+            raise type(exc)(f"regimen {name!r}: {exc}") from None
+    population = exp.build_population()
+    if args.stratify is not None:
+        allowed = [k for k, v in population.data.data_vars.items() if v.dims == ("patient",)]
+        if args.stratify not in allowed:
+            raise InputError(describe("--stratify", args.stratify, f"a patient variable of the trial: {allowed}"))
+    if zarr:
         import xarray as xr
 
         from .scaleout import run_trial_to_zarr
 
         client = _client(args)
         try:
-            run = run_trial_to_zarr(exp.regimens, exp.build_population(), args.out, client=client,
+            run = run_trial_to_zarr(exp.regimens, population, args.out, client=client,
                                     chunk_patients=args.chunk_patients, progress=True, **exp.settings)
         finally:
             _close(client)
@@ -308,20 +412,24 @@ def _trial(args) -> int:
             print(f"resumed: {len(run.reused)} chunk(s) reused, {len(run.computed)} computed")
         with xr.open_zarr(args.out) as z:
             ds = z.load()
+        strata = stratify(ds, args.stratify) if args.stratify else None
     else:
-        if args.workers or args.scheduler:
-            raise InputError(describe("--out", args.out, "a .zarr path when --workers or --scheduler is given"))
-        ds = exp.run(progress=True)
+        ds = run_trial(exp.regimens, population, progress=True, **exp.settings)
+        ds.attrs["experiment"] = exp.name
+        strata = stratify(ds, args.stratify) if args.stratify else None  # before the write: a failure leaves the old file
         write_netcdf(ds, args.out)
     print(endpoint_table(ds))
-    if args.stratify:
+    if strata is not None:
         print()
-        print(strata_table(stratify(ds, args.stratify)))
+        print(strata_table(strata))
     print(f"wrote {args.out}")
     return 0
 
 
 def _calibrate(args) -> int:
+    _check_output(args.out, "--out", (".nc",))
+    if args.plot is not None:
+        _check_output(args.plot, "--plot", (".png",))
     from .calibration import calibrate, plausible_population, plot
 
     cal = calibrate(plausible_population(args.patients, seed=args.seed), arm=args.arm, seed=args.seed, progress=True)
@@ -339,6 +447,8 @@ def _biomarker(args) -> int:
     from .io import write_netcdf
     from .population import Population
 
+    _check_output(args.out, "--out", (".nc",))
+    _check_input(args.population, "--population")
     pop = Population.open(args.population) if args.population else None
     trial, strata = run_biomarker_experiment(pop, plausible_patients=args.patients, seed=args.seed, progress=True)
     for key, st in strata.items():
@@ -351,11 +461,19 @@ def _biomarker(args) -> int:
 
 
 def _sensitivity(args) -> int:
+    from .errors import InputError, describe
+
+    _check_output(args.out, "--out", (".nc", ".zarr"))
+    if args.method == "local":
+        for option, value in (("--range-factor", args.range_factor), ("--workers", args.workers), ("--scheduler", args.scheduler)):
+            if value is not None:
+                raise InputError(describe(option, value, "nothing with --method local (it is one forward-mode AD solve)"))
     from . import sensitivity as sa
 
     names = [n.strip() for n in args.parameters.split(",")] if args.parameters else list(sa.DEFAULT_PARAMETERS)
     if args.method == "local":
         ds = sa.local_sensitivity(args.regimen, parameters=names, days=args.days)
+        _refuse_non_finite(ds)
         sa.write(ds, args.out)
         s = ds.S.isel(patient=0).sel(output="tumor_volume").isel(time=-1)
         order = np.argsort(-np.abs(np.nan_to_num(s.values)))
@@ -363,7 +481,7 @@ def _sensitivity(args) -> int:
         for i in order:
             print(f"  {str(s.parameter.values[i]):<32} {float(s.values[i]):+.3g}")
     else:
-        ranges = sa.ranges_around_defaults(names, args.range_factor) if args.range_factor else None
+        ranges = sa.ranges_around_defaults(names, args.range_factor) if args.range_factor is not None else None
         client = _client(args)
         evaluator = None
         if args.workers or args.scheduler:
@@ -383,11 +501,35 @@ def _sensitivity(args) -> int:
     return 0
 
 
+def _refuse_non_finite(ds) -> None:
+    """A NaN or infinite local coefficient is a failed solve or derivative, never a result: refuse
+    it by output and parameter before anything is written or printed. (``S`` is NaN by definition
+    where the output itself is 0, e.g. a concentration before the first dose; there the
+    unnormalized ``dy_dlnp`` must still be finite.)"""
+    from .errors import SolverError, describe
+
+    import xarray as xr
+
+    dy = xr.apply_ufunc(np.isfinite, ds.dy_dlnp).all([d for d in ds.dy_dlnp.dims if d not in ("output", "parameter")])
+    last = xr.apply_ufunc(np.isfinite, ds.S.isel(time=-1)).all([d for d in ds.S.dims if d not in ("output", "parameter", "time")])
+    bad = (~(dy & last)).transpose("output", "parameter").values  # the reported coefficients and every derivative
+    if bad.any():
+        where = {str(o): [str(p) for p, b in zip(ds.parameter.values, row) if b] for o, row in zip(ds.output.values, bad) if row.any()}
+        raise SolverError(describe("local sensitivity coefficients (d ln output / d ln parameter)", where,
+                                   "finite values: a NaN or infinite coefficient is a failed solve or derivative, not a result "
+                                   "(nothing was written)"))
+
+
 def _export_sbml(args) -> int:
+    from .dosing import Regimen
+
+    _check_output(args.out, "--out", (".xml", ".sbml"))
+    params = _parse_set(args.set)
+    Regimen.parse(args.regimen).check_horizon(args.days)
     from .io import write_text
     from .sbml import to_sbml
 
-    text = to_sbml(args.regimen, _parse_set(args.set), weight=args.weight, height=args.height, bsa=args.bsa, growth_law=args.growth_law,
+    text = to_sbml(args.regimen, params, weight=args.weight, height=args.height, bsa=args.bsa, growth_law=args.growth_law,
                    horizon=args.days)
     out = write_text(text, args.out)
     print(f"wrote {out} (SBML Level 3 Version 2; simulate it with libRoadRunner, COPASI, tellurium...)")
@@ -425,50 +567,79 @@ def _params(args) -> int:
     return 0
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports `yes | head`
+
+
+def _dispatch(args) -> int:
+    if args.command == "simulate":
+        return _simulate(args)
+    if args.command == "params":
+        return _params(args)
+    if args.command == "drugs":
+        return _drugs(args)
+    if args.command == "fit":
+        return _fit(args)
+    if args.command == "sensitivity":
+        return _sensitivity(args)
+    if args.command == "export-sbml":
+        return _export_sbml(args)
+    if args.command == "trial":
+        return _trial(args)
+    if args.command == "calibrate":
+        return _calibrate(args)
+    if args.command == "biomarker":
+        return _biomarker(args)
+    if args.command == "datasets":
+        from .datasets import summary
+
+        print(summary())
+        return 0
+    if args.command == "demo":
+        from .errors import InputError, describe
+
+        out_dir = Path(args.out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(describe("--out-dir", args.out_dir, "a folder (this is a file)"))
+        from .demo import run_demo
+
+        run_demo(out_dir)
+        return 0
+    return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import ImmunopdError
 
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command == "simulate":
-            return _simulate(args)
-        if args.command == "params":
-            return _params(args)
-        if args.command == "drugs":
-            return _drugs(args)
-        if args.command == "fit":
-            return _fit(args)
-        if args.command == "sensitivity":
-            return _sensitivity(args)
-        if args.command == "export-sbml":
-            return _export_sbml(args)
-        if args.command == "trial":
-            return _trial(args)
-        if args.command == "calibrate":
-            return _calibrate(args)
-        if args.command == "biomarker":
-            return _biomarker(args)
-        if args.command == "datasets":
-            from .datasets import summary
-
-            print(summary())
-            return 0
-        if args.command == "demo":
-            from .demo import run_demo
-
-            run_demo(Path(args.out_dir))
-            return 0
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     except ImmunopdError as exc:
         print(f"immunopd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("immunopd: interrupted; no output was replaced by a partial one (a .zarr trial resumes when the same command is run again)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`immunopd params | head`): stop quietly, like a Unix tool; point
+        # stdout at /dev/null so the interpreter's own flush at exit does not complain again
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout replaced by an object without a file descriptor
+            pass
+        return EXIT_BROKEN_PIPE
     except OSError as exc:
         print(f"immunopd: error: cannot write or read a file: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,6 +51,17 @@ __all__ = ["DoseSeries", "Regimen", "PRESETS", "InfusionSchedule"]
 
 DEFAULT_DURATION_DAYS = 30.0 / 1440.0
 
+#: Plausibility ceiling of one dose, per amount unit. The largest single doses given in oncology
+#: are of the order of 10-25 g (high-dose methotrexate, 12 g/m2; for antibodies, the 20 mg/kg of
+#: phase-1 escalations, ~2 g), so about 100 g per dose (100,000 mg; 1,000 mg/kg at 100 kg;
+#: 50,000 mg/m2 at 2 m2) is beyond any clinical or dose-escalation regimen. The ceilings catch
+#: exponent and unit slips (``1e9 mg``, grams typed as mg), not dosing choices.
+MAX_DOSE: dict[str, float] = {"mg": 1e5, "mg/kg": 1e3, "mg/m2": 5e4}
+
+#: Two infusions of one drug may touch (back to back) but not overlap by more than this (day),
+#: so that doses written to the nearest digit of a decimal day still count as back to back.
+OVERLAP_TOLERANCE_DAYS = 1e-6
+
 
 def known_presets() -> dict[str, str]:
     """Every preset of every known drug (the package's and those models registered) and the
@@ -102,6 +113,10 @@ class DoseSeries:
         _finite_positive(f"{f}.amount", self.amount)
         if self.unit not in AMOUNT_UNITS:
             raise RegimenError(describe(f"{f}.unit", self.unit, f"one of {list(AMOUNT_UNITS)}"))
+        if self.amount > MAX_DOSE[self.unit]:
+            raise RegimenError(describe(f"{f}.amount", self.amount,
+                                        f"at most {MAX_DOSE[self.unit]:g} {self.unit} per dose (a plausibility limit: "
+                                        "no clinical regimen comes near it; check the exponent and the unit)"))
         if isinstance(self.start, bool) or not isinstance(self.start, (int, float)) or not math.isfinite(self.start) or self.start < 0:
             raise RegimenError(describe(f"{f}.start", self.start, "a finite time >= 0 day"))
         if self.duration is None:
@@ -118,10 +133,16 @@ class DoseSeries:
             object.__setattr__(self, "count", 1)
         else:
             _finite_positive(f"{f}.interval", self.interval, "a finite interval > 0 day")
+            if self.duration > self.interval + OVERLAP_TOLERANCE_DAYS:
+                raise RegimenError(describe(f"{f}.duration", self.duration,
+                                            f"an infusion duration <= the interval ({self.interval:g} day): "
+                                            "the infusions of one series must not overlap"))
             if self.count is not None and (
                 isinstance(self.count, bool) or not isinstance(self.count, (int, np.integer)) or self.count < 1
             ):
                 raise RegimenError(describe(f"{f}.count", self.count, "an integer >= 1, or None to repeat until the end"))
+        if len(set(self.skip)) != len(self.skip):
+            raise RegimenError(describe(f"{f}.skip", list(self.skip), "each dose number at most once"))
         for k in self.skip:
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or (self.count is not None and k > self.count):
                 raise RegimenError(describe(f"{f}.skip", k, f"dose numbers from 1 to {self.count if self.count is not None else 'the last dose'}"))
@@ -151,6 +172,16 @@ class DoseSeries:
         given[[k - 1 for k in self.skip if k <= times.size]] = False
         times = times[given]
         return times[times < horizon]
+
+    def check_horizon(self, horizon: float) -> None:
+        """Refuse a series that gives no dose before ``horizon`` (day): it was written for
+        a longer simulation (or every dose is skipped), and running it would silently dose nothing."""
+        if self.times(horizon).size:
+            return
+        if self.start >= horizon:
+            raise RegimenError(describe(f"{self.field}.start", self.start,
+                                        f"a first dose before the end of the simulation (day {horizon:g})"))
+        raise RegimenError(describe(self.field, self.describe(), f"a series that gives at least one dose before the end of the simulation (day {horizon:g})"))
 
     def describe(self) -> str:
         text = f"{self.drug} {self.amount:g} {self.unit}"
@@ -207,6 +238,8 @@ class Regimen:
         """Parse regimen text (see the module docstring for the grammar)."""
         if not isinstance(text, str):
             raise RegimenError(describe("regimen", text, f"a string such as {EXAMPLE_REGIMEN!r}"))
+        if not text.strip():
+            raise RegimenError(describe("regimen", text, "non-empty regimen text (no treatment: 'none'): " + _GRAMMAR))
         clauses = [c.strip() for c in text.split(";")]
         series: list[DoseSeries] = []
         for k, clause in enumerate(clauses):
@@ -249,6 +282,16 @@ class Regimen:
     def drugs(self) -> tuple[str, ...]:
         """The drugs this regimen doses, in order of first appearance."""
         return tuple(dict.fromkeys(s.drug for s in self.series))
+
+    def check_horizon(self, horizon: float) -> None:
+        """Refuse a regimen in which a drug gets no dose before ``horizon`` (day): it names a
+        treatment the simulation would never give (``from day 400`` with 30 days). A later phase
+        of a drug that is given (a preset's maintenance from week 12 in an 8-week run) is only
+        cut short by the end, and allowed. See :meth:`DoseSeries.check_horizon` for the message."""
+        for drug in self.drugs:
+            series = [s for s in self.series if s.drug == drug]
+            if not any(s.times(horizon).size for s in series):
+                series[0].check_horizon(horizon)
 
     def max_doses_per_drug(self, horizon: float) -> int:
         """The largest number of doses of one drug before ``horizon`` (for padding)."""
@@ -295,7 +338,12 @@ class Regimen:
         dosed = np.zeros((n_patients, rows))
         edges: list[float] = []
         for k, drug in enumerate(drugs):
-            for j, (t0, t1, amount, bolus) in enumerate(sorted(per_drug[drug], key=lambda d: d[0])):
+            doses = sorted(per_drug[drug], key=lambda d: d[0])
+            for (a0, a1, _, _), (b0, _, _, _) in zip(doses, doses[1:]):
+                if b0 < a1 - OVERLAP_TOLERANCE_DAYS:
+                    raise RegimenError(describe(f"regimen {drug} dose at day {b0:g}", self.describe(),
+                                                f"doses of one drug that do not overlap (the infusion from day {a0:g} runs to day {a1:g})"))
+            for j, (t0, t1, amount, bolus) in enumerate(doses):
                 starts[k, j], ends[k, j] = t0, t1
                 if bolus:
                     boluses[:, k, j] = amount
@@ -356,6 +404,15 @@ def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
     start = 0.0
     skip: list[int] = []
     delays: list[tuple[int, float]] = []
+    seen: dict[str, str] = {}  # term kind -> the text that set it: each at most once per clause
+
+    def once(kind: str, j: int) -> None:
+        """Refuse a second term of one kind (``x8 x9``, ``q3w q2w``, two ``over``): never keep the last."""
+        text = " ".join(tokens[i:j])
+        if kind in seen:
+            raise RegimenError(describe(f"{field} {kind}", text, f"one {kind} per clause (already {seen[kind]!r})"))
+        seen[kind] = text
+
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -363,9 +420,11 @@ def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
             im = _INTERVAL.match(tok)
             if im is None or im.group("unit") is None or im.group("unit") not in TIME_UNITS or im.group("unit") in ("min", "minute", "minutes"):
                 raise RegimenError(describe(f"{field} interval", tok, "q<N><h|d|w>, e.g. q3w, q21d, qw (a time unit is required)"))
+            once("interval", i + 1)
             interval = to_days(float(im.group("n") or 1), im.group("unit"), f"{field} interval")
             i += 1
         elif _COUNT.match(tok):
+            once("count", i + 1)
             count = int(_COUNT.match(tok).group("n"))
             i += 1
         elif tok == "skip":
@@ -380,9 +439,12 @@ def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
             days, i = _number_with_unit(tokens, i + 3, f"{field} delay of dose {dose_number}")
             delays.append((dose_number, days))
         elif tok == "bolus":
+            once("infusion duration", i + 1)
             duration, i = 0.0, i + 1
         elif tok == "over":
-            duration, i = _number_with_unit(tokens, i + 1, f"{field} infusion duration")
+            value, j = _number_with_unit(tokens, i + 1, f"{field} infusion duration")
+            once("infusion duration", j)
+            duration, i = value, j
         elif tok in ("from", "starting", "start"):
             j = i + 1
             if j < len(tokens) and tokens[j] in ("day", "week", "d", "w"):
@@ -390,12 +452,14 @@ def _parse_clause(clause: str, field: str) -> list[DoseSeries]:
                 if j + 1 >= len(tokens):
                     raise RegimenError(describe(f"{field} start", " ".join(tokens[i:]), "'from day <N>' or 'from week <N>'"))
                 try:
-                    start = to_days(float(tokens[j + 1]), unit_tok, f"{field} start")
+                    value = to_days(float(tokens[j + 1]), unit_tok, f"{field} start")
                 except ValueError:
                     raise RegimenError(describe(f"{field} start", " ".join(tokens[i:j + 2]), "'from day <N>' or 'from week <N>'")) from None
-                i = j + 2
+                j += 2
             else:
-                start, i = _number_with_unit(tokens, j, f"{field} start")
+                value, j = _number_with_unit(tokens, j, f"{field} start")
+            once("start", j)
+            start, i = value, j
         else:
             raise RegimenError(describe(f"{field} term", tok, _GRAMMAR))
     if count is not None and interval is None:

@@ -19,6 +19,11 @@ Conventions (stated, not guessed):
 - Antibodies are infused: a dose needs ``RATE > 0`` or ``DUR > 0`` (``RATE = -2``, "duration
   modelled", and boluses are errors naming the row).
 - ``MDV = 1`` on an observation row (or a missing ``DV``) means no observation.
+- ``DV`` of an observation is a size or level in its own unit: >= 0 (log-transformed DVs are not
+  read).
+- Items this reader cannot honour are refused by name where they mean anything: ``SS`` (steady
+  state), ``CENS`` and ``BLQ`` (censored observations) must be 0 or missing; ``LIMIT``/``LLOQ``
+  are never covariates. Every other extra column is a covariate. An empty file is an error.
 
 Every malformed record is an error naming its row number (1-based, as a spreadsheet shows the
 data rows below the header) and the column.
@@ -60,6 +65,17 @@ def default_observables(model=None) -> dict[int, str]:
 
     return {len(resolve_model(model).target_names) + 1: "sld"}
 REQUIRED = ("ID", "TIME", "AMT", "EVID", "CMT")
+#: optional NONMEM data items this reader honours
+ITEMS = ("DV", "RATE", "DUR", "II", "ADDL", "MDV")
+#: NONMEM data items it cannot honour, with why: a non-zero value is an error naming the row, never
+#: a covariate or a dose read another way (all-zero columns carry no meaning and are dropped)
+UNSUPPORTED = {
+    "SS": "steady-state dosing (SS = 1, 2 or 3) is not modelled; write the doses that reach the steady state as II/ADDL records",
+    "CENS": "censored (below the quantification limit) observations are not modelled; drop them or set MDV = 1",
+    "BLQ": "below-quantification flags are not modelled; drop those observations or set MDV = 1",
+}
+#: the limit that goes with CENS/BLQ: meaningful only with them, so never a covariate
+CENSORING_LIMITS = ("LIMIT", "LLOQ")
 
 
 @dataclass(frozen=True)
@@ -104,19 +120,35 @@ def read_nonmem(
     if time_unit not in TIME_UNITS:
         raise InputError(describe("time_unit", time_unit, f"one of {sorted(set(TIME_UNITS))}"))
     scale = TIME_UNITS[time_unit]
-    df = pd.read_csv(data, na_values=["."]) if not isinstance(data, pd.DataFrame) else data.copy()
+    if isinstance(data, pd.DataFrame):
+        df = data.copy()
+    else:
+        try:
+            df = pd.read_csv(data, na_values=["."])
+        except pd.errors.EmptyDataError:
+            raise InputError(describe("dataset", str(data), "a CSV file with a header row (ID, TIME, AMT, EVID, CMT, ...) and event records")) from None
+        except pd.errors.ParserError as exc:
+            raise InputError(describe("dataset", str(data), f"a well-formed CSV file ({str(exc).strip()})")) from None
     df.columns = [str(c).strip().upper() for c in df.columns]
     for col in REQUIRED:
         if col not in df.columns:
             raise InputError(describe("dataset column", col, f"present; columns are {list(df.columns)}"))
-    for col in ("TIME", "AMT", "EVID", "CMT", "DV", "RATE", "DUR", "II", "ADDL", "MDV"):
+    if df.empty:
+        raise InputError(describe("dataset records", 0, "at least one event record below the header"))
+    for col in ("TIME", "AMT", "EVID", "CMT", "DV", "RATE", "DUR", "II", "ADDL", "MDV", *UNSUPPORTED, *CENSORING_LIMITS):
         if col in df.columns:
             bad = pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
                 raise InputError(describe(f"{_row(i)} {col}", df[col].iloc[i], "a number (or '.' for missing)"))
             df[col] = pd.to_numeric(df[col], errors="coerce")
-    covariate_cols = [c for c in df.columns if c not in {*REQUIRED, "DV", "RATE", "DUR", "II", "ADDL", "MDV", "SS"}]
+    for col, meaning in UNSUPPORTED.items():  # NONMEM items this reader cannot honour: refused by name where they mean anything
+        if col in df.columns:
+            used = df[col].notna().to_numpy() & (df[col].fillna(0).to_numpy() != 0)
+            if used.any():
+                i = int(np.flatnonzero(used)[0])
+                raise InputError(describe(f"{_row(i)} {col}", float(df[col].iloc[i]), f"0 or missing: {meaning}"))
+    covariate_cols = [c for c in df.columns if c not in {*REQUIRED, *ITEMS, *UNSUPPORTED, *CENSORING_LIMITS}]
 
     series: dict[object, list[DoseSeries]] = {}
     obs_rows = []
@@ -136,6 +168,9 @@ def read_nonmem(
             mdv = r.get("MDV", 0)
             if (not pd.isna(mdv) and mdv == 1) or pd.isna(r.get("DV", np.nan)):
                 continue
+            if not math.isfinite(r["DV"]) or r["DV"] < 0:
+                raise InputError(describe(f"{_row(i)} DV", r["DV"], "a finite observation >= 0 (a size or a level in its own unit; "
+                                          "log-transformed DVs are not read), or MDV = 1 / '.' for none"))
             cmt = int(r["CMT"]) if not pd.isna(r["CMT"]) else None
             obs_rows.append({"ID": pid, "time_days": t * scale, "CMT": cmt, "observable": observables.get(cmt, f"cmt{cmt}"),
                              "DV": float(r["DV"])})

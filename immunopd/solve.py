@@ -208,6 +208,7 @@ def problem(regimen, params, *, ts, weight=None, height=None, bsa=None, growth_l
     """
     model, regimen, values, n, given = prepare(regimen, params, weight=weight, height=height, bsa=bsa, growth_law=growth_law,
                                                model=model)
+    regimen.check_horizon(float(ts[-1]))  # a series that never doses before the end is a mistake, not "untreated"
     names = tuple(regimen.drugs if drugs is None else dict.fromkeys(drugs))
     records = tuple(model.drug(d) for d in names)
     weights = values["body_weight"] if "body_weight" in given else None

@@ -446,6 +446,7 @@ class Experiment:
         pop = dict(self.population)
         if "file" in pop:
             return Population.open(pop["file"])
+        _check_population_tables("experiment", pop)
         cov = Covariates(**pop.get("covariates", {}))
         corr = {tuple(k.split(",")): v for k, v in pop.get("correlation", {}).items()}
         return sample(pop.get("patients", 1000), seed=pop.get("seed", 0), cv=pop.get("cv"), uniform=pop.get("uniform"),
@@ -461,6 +462,42 @@ _TOP = {"experiment", "population", "regimens"}
 _SETTINGS = {"name", "days", "scan_interval_days", "outputs", "missed_dose_probability", "seed", "growth_law", "solver", "rtol", "atol",
              "adverse_events", "hold_days"}
 _POPULATION = {"patients", "seed", "cv", "uniform", "correlation", "typical", "covariates", "file"}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_population_tables(fname: str, pop: dict) -> None:
+    """The [population] entries have the TOML types the sampler takes: a typo or a number where a
+    table goes is an error naming the key, not a TypeError deep in the sampler."""
+    from dataclasses import fields
+
+    for key, allowed in (("patients", "an integer number of patients >= 1"), ("seed", "an integer >= 0")):
+        if key in pop and (not isinstance(pop[key], int) or isinstance(pop[key], bool) or pop[key] < (1 if key == "patients" else 0)):
+            raise InputError(describe(f"{fname} [population] {key}", pop[key], allowed))
+    if "file" in pop and not isinstance(pop["file"], str):
+        raise InputError(describe(f"{fname} [population] file", pop["file"], "a path (string) to a population netCDF file"))
+    examples = {"cv": "[population.cv] with lines such as growth_rate = 0.5",
+                "uniform": "[population.uniform] with lines such as growth_rate = [0.001, 0.01]",
+                "typical": "[population.typical] with lines such as growth_rate = 0.004",
+                "correlation": '[population.correlation] with lines such as "growth_rate,kill_rate" = 0.3',
+                "covariates": "[population.covariates] with lines such as weight_median_kg = 75.0"}
+    for key, example in examples.items():
+        if key in pop and not isinstance(pop[key], dict):
+            raise InputError(describe(f"{fname} [population] {key}", pop[key], f"a table: {example}"))
+    for name, v in pop.get("cv", {}).items():
+        if not _is_number(v):
+            raise InputError(describe(f"{fname} [population.cv] {name}", v, "a coefficient of variation >= 0 (0.3 = 30%)"))
+    for name, v in pop.get("correlation", {}).items():
+        if not _is_number(v):
+            raise InputError(describe(f"{fname} [population.correlation] {name}", v, "a correlation in (-1, 1)"))
+    known = [f.name for f in fields(Covariates)]
+    for name, v in pop.get("covariates", {}).items():
+        if name not in known:
+            raise InputError(describe(f"{fname} [population.covariates] key", name, f"one of {known}"))
+        if not _is_number(v):
+            raise InputError(describe(f"{fname} [population.covariates] {name}", v, "a number (its unit is in its name)"))
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -484,6 +521,11 @@ def load_experiment(path: str | Path) -> Experiment:
     for key in pop:
         if key not in _POPULATION:
             raise InputError(describe(f"{path.name} [population] key", key, f"one of {sorted(_POPULATION)}"))
+    _check_population_tables(path.name, pop)
+    if "outputs" in settings and (not isinstance(settings["outputs"], list) or not settings["outputs"]
+                                  or not all(isinstance(o, str) for o in settings["outputs"])):
+        raise InputError(describe(f"{path.name} [experiment] outputs", settings["outputs"],
+                                  'a non-empty list of names, e.g. outputs = ["sld", "pct_change"]'))
     if "file" in pop and not Path(pop["file"]).is_absolute():
         pop["file"] = str(path.parent / pop["file"])
     regimens = doc.get("regimens")

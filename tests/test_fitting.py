@@ -286,3 +286,15 @@ def test_mechanistic_fit_errors_name_the_field():
         fit_model(MECH_SCANS, y, params={"kill_rate": 3.0})
     with pytest.raises(InputError, match=r"observable = 'volume' is not allowed"):
         fit_model(MECH_SCANS, y, observable="volume")
+
+
+def test_text_in_a_fit_table_column_names_the_column_and_row():
+    import pandas as pd
+
+    from immunopd.fitting.batched import fit_lesions
+
+    table = pd.DataFrame({"lesion": ["a"] * 4 + ["b"] * 4, "time_days": [0, 40, 80, 120] * 2,
+                          "diameter_mm": [20, 22, 25, 27, 30, "n/a", 33, 35]})
+    msg = "table column 'diameter_mm' row 6 (lesion 'b') = 'n/a' is not allowed; allowed: a number (NaN or empty for a missing value)"
+    with pytest.raises(InputError, match=re.escape(msg)):
+        fit_lesions(table, "exponential", size="diameter_mm")

@@ -136,3 +136,59 @@ def test_params_must_be_a_mapping():
 
     with pytest.raises(InputTypeError, match=re.escape("params = [('growth_rate', 0.1)] is not allowed; allowed: a mapping")):
         ip.simulate(None, [("growth_rate", 0.1)], days=5)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("pembrolizumab 200 mg q3w x8 x9", "regimen clause 1 ('pembrolizumab 200 mg q3w x8 x9') count = 'x9' is not allowed; allowed: one count per clause (already 'x8')"),
+        ("pembrolizumab 200 mg q3w q2w", "regimen clause 1 ('pembrolizumab 200 mg q3w q2w') interval = 'q2w' is not allowed; allowed: one interval per clause (already 'q3w')"),
+        ("pembrolizumab 200 mg over 30 min over 1 h", "regimen clause 1 ('pembrolizumab 200 mg over 30 min over 1 h') infusion duration = 'over 1 h' is not allowed; allowed: one infusion duration per clause (already 'over 30 min')"),
+        ("mir25_antagomir 5 mg/kg bolus over 1 h", "regimen clause 1 ('mir25_antagomir 5 mg/kg bolus over 1 h') infusion duration = 'over 1 h' is not allowed; allowed: one infusion duration per clause (already 'bolus')"),
+        ("nivolumab 240 mg from day 3 from week 2", "regimen clause 1 ('nivolumab 240 mg from day 3 from week 2') start = 'from week 2' is not allowed; allowed: one start per clause (already 'from day 3')"),
+        ("pembrolizumab 200 mg q1d over 2 d", "regimen clause 1 ('pembrolizumab 200 mg q1d over 2 d').duration = 2.0 is not allowed; allowed: an infusion duration <= the interval (1 day): the infusions of one series must not overlap"),
+        ("pembrolizumab 200 mg q3w x4 skip 2,2", "regimen clause 1 ('pembrolizumab 200 mg q3w x4 skip 2,2').skip = [2, 2] is not allowed; allowed: each dose number at most once"),
+        ("pembrolizumab 1e9 mg", "regimen clause 1 ('pembrolizumab 1e9 mg').amount = 1000000000.0 is not allowed; allowed: at most 100000 mg per dose (a plausibility limit: no clinical regimen comes near it; check the exponent and the unit)"),
+        ("bexmarilimab 2000 mg/kg", "regimen clause 1 ('bexmarilimab 2000 mg/kg').amount = 2000.0 is not allowed; allowed: at most 1000 mg/kg per dose"),
+        ("docetaxel 75000 mg/m2", "regimen clause 1 ('docetaxel 75000 mg/m2').amount = 75000.0 is not allowed; allowed: at most 50000 mg/m2 per dose"),
+        ("", "regimen = '' is not allowed; allowed: non-empty regimen text (no treatment: 'none'): '<drug> <amount>"),
+        ("   ", "regimen = '   ' is not allowed; allowed: non-empty regimen text (no treatment: 'none')"),
+    ],
+)
+def test_contradictory_or_impossible_regimen_text(text, message):
+    """A repeated term is never resolved by keeping the last one; impossible doses are refused."""
+    with pytest.raises(RegimenError, match=re.escape(message)):
+        Regimen.parse(text)
+
+
+def test_infusions_of_one_drug_must_not_overlap_but_may_touch():
+    reg = Regimen.parse("pembrolizumab 200 mg over 1 d; pembrolizumab 100 mg from day 0.5")
+    msg = ("regimen pembrolizumab dose at day 0.5 = 'pembrolizumab 200 mg over 1 d; pembrolizumab 100 mg from day 0.5' is not allowed; "
+           "allowed: doses of one drug that do not overlap (the infusion from day 0 runs to day 1)")
+    with pytest.raises(RegimenError, match=re.escape(msg)):
+        reg.schedule(30.0, None, 1)
+    back_to_back = Regimen.parse("pembrolizumab 200 mg q1d x3 over 1 d")  # duration == interval: continuous, allowed
+    assert back_to_back.schedule(30.0, None, 1).rates[0, 0, :3] == pytest.approx([200.0] * 3)
+
+
+def test_a_series_that_never_doses_before_the_end_is_an_error():
+    with pytest.raises(RegimenError, match=re.escape(
+            "regimen clause 1 ('pembrolizumab 200 mg q3w from day 400').start = 400.0 is not allowed; "
+            "allowed: a first dose before the end of the simulation (day 30)")):
+        ip.simulate("pembrolizumab 200 mg q3w from day 400", days=30)
+    with pytest.raises(RegimenError, match=re.escape(
+            "regimen clause 1 ('pembrolizumab 200 mg q3w x2 skip 1,2') = 'pembrolizumab 200 mg q21d x2 over 30 min skip 1,2' is not allowed; "
+            "allowed: a series that gives at least one dose before the end of the simulation (day 30)")):
+        Regimen.parse("pembrolizumab 200 mg q3w x2 skip 1,2").check_horizon(30.0)
+    Regimen.parse("pembrolizumab 200 mg q3w from day 29").check_horizon(30.0)
+    with pytest.raises(RegimenError, match=re.escape("regimen clause 2 ('bexmarilimab 1 mg/kg q3w from day 400').start = 400.0 is not allowed")):
+        Regimen.parse("pembrolizumab 200 mg q3w; bexmarilimab 1 mg/kg q3w from day 400").check_horizon(30.0)
+    Regimen.preset("nivolumab-ipilimumab-melanoma-q2w").check_horizon(30.0)  # its maintenance (week 12) is only cut short
+
+
+def test_preset_names_are_case_insensitive_like_drug_names():
+    want = Regimen.preset("nivolumab-480mg-q4w").series
+    assert Regimen.parse("Nivolumab-480MG-Q4W").series == want
+    assert Regimen.preset("NIVOLUMAB-480mg-q4w").series == want
+    upper = Regimen.parse("NIVOLUMAB 480 MG Q4W").series[0]
+    assert (upper.drug, upper.amount, upper.unit, upper.interval, upper.count) == ("nivolumab", 480.0, "mg", 28.0, None)

@@ -1,6 +1,7 @@
 """NONMEM-style event records: round trips and malformed records named by row."""
 
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -83,3 +84,47 @@ def test_observations_become_fitting_data():
     table = d.fitting_table()
     fits = fit_lesions(table, "exponential", size="diameter_mm", error_model="proportional")
     np.testing.assert_allclose(fits.estimate.sel(parameter="growth_rate").values, [0.004, 0.002], rtol=1e-6)
+
+
+HEADER = "ID,TIME,AMT,EVID,CMT,DV,RATE,II,ADDL,MDV"
+
+
+@pytest.mark.parametrize("extra, rows, message", [
+    ("SS", ["1,0,200,1,1,.,400,504,0,1,1"],
+     "row 1 SS = 1.0 is not allowed; allowed: 0 or missing: steady-state dosing (SS = 1, 2 or 3) is not modelled; "
+     "write the doses that reach the steady state as II/ADDL records"),
+    ("CENS", ["1,0,200,1,1,.,400,.,.,1,0", "1,21,0,0,3,1,.,.,.,0,1"],
+     "row 2 CENS = 1.0 is not allowed; allowed: 0 or missing: censored (below the quantification limit) observations are not modelled"),
+    ("BLQ", ["1,0,200,1,1,.,400,.,.,1,.", "1,21,0,0,3,1,.,.,.,0,1"],
+     "row 2 BLQ = 1.0 is not allowed; allowed: 0 or missing: below-quantification flags are not modelled"),
+    ("WT", ["1,0,200,1,1,.,400,.,.,1,70", "1,21,0,0,3,-3,.,.,.,0,70"],
+     "row 2 DV = -3.0 is not allowed; allowed: a finite observation >= 0 (a size or a level in its own unit; log-transformed DVs are not read)"),
+])
+def test_nonmem_items_are_honoured_or_refused_by_name(extra, rows, message):
+    """SS is never read as a single dose, CENS/BLQ never as covariates, a negative DV never as a size."""
+    text = f"{HEADER},{extra}\n" + "\n".join(rows) + "\n"
+    with pytest.raises(InputError, match=re.escape(message)):
+        read_nonmem(io.StringIO(text), time_unit="h")
+
+
+def test_all_zero_censoring_and_steady_state_columns_are_not_covariates():
+    text = f"{HEADER},SS,CENS,LLOQ,WT\n1,0,200,1,1,.,400,.,.,1,0,.,1,70\n1,21,0,0,3,40,.,.,.,0,.,0,1,70\n"
+    d = read_nonmem(io.StringIO(text), time_unit="h")
+    assert list(d.covariates.columns) == ["WT"] and d.observations.DV.tolist() == [40.0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "dataset = '<_io.StringIO"),
+    (HEADER + "\n", "dataset records = 0 is not allowed; allowed: at least one event record below the header"),
+])
+def test_empty_dataset_is_an_input_error(text, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        read_nonmem(io.StringIO(text))
+
+
+def test_empty_csv_file_names_the_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(InputError, match=re.escape(
+            f"dataset = '{path}' is not allowed; allowed: a CSV file with a header row (ID, TIME, AMT, EVID, CMT, ...) and event records")):
+        read_nonmem(path)

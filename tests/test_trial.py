@@ -1,6 +1,8 @@
 """Virtual trials: agreement with simulate, one compilation, dose deviations, TOML, CLI, strata,
 and the calibration to the shipped immunotherapy response."""
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -214,3 +216,29 @@ def test_biomarker_experiment_direction():
     assert float(sc.orr_difference_lower.sel(stratum=high, regimen="anti-PD-1 + anti-Clever-1")) > 0
     cold = strata["infiltration"].orr.sel(regimen="anti-PD-1")
     assert float(cold.sel(stratum="cold")) < float(cold.sel(stratum="hot"))
+
+
+@pytest.mark.parametrize(
+    "population,message",
+    [
+        ("[population.covariates]\nweight_median = 70.0\n",
+         "bad.toml [population.covariates] key = 'weight_median' is not allowed; allowed: one of ['weight_median_kg', 'weight_cv', "),
+        ("[population.covariates]\ncold_fraction = \"40%\"\n",
+         "bad.toml [population.covariates] cold_fraction = '40%' is not allowed; allowed: a number (its unit is in its name)"),
+        ("[population]\ncv = 0.5\n",
+         "bad.toml [population] cv = 0.5 is not allowed; allowed: a table: [population.cv] with lines such as growth_rate = 0.5"),
+        ("[population.cv]\ngrowth_rate = \"high\"\n",
+         "bad.toml [population.cv] growth_rate = 'high' is not allowed; allowed: a coefficient of variation >= 0 (0.3 = 30%)"),
+        ("[population]\npatients = 0\n", "bad.toml [population] patients = 0 is not allowed; allowed: an integer number of patients >= 1"),
+        ("[population]\nseed = 1.5\n", "bad.toml [population] seed = 1.5 is not allowed; allowed: an integer >= 0"),
+        ("[experiment]\noutputs = \"sld\"\n",
+         "bad.toml [experiment] outputs = 'sld' is not allowed; allowed: a non-empty list of names, e.g. outputs = [\"sld\", \"pct_change\"]"),
+    ],
+)
+def test_experiment_file_type_mistakes_are_named(tmp_path, population, message):
+    """A typo or a value where a table or list goes is an error naming the key, never a TypeError
+    from the sampler or a string read letter by letter."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(population + '[regimens]\na = "none"\n')
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_experiment(bad)

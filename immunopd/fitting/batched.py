@@ -89,6 +89,23 @@ def _compiled(model: str, error_model: str, proportional_sd: float, max_steps: i
     return jax.jit(jax.vmap(one))
 
 
+def _numeric_columns(table: pd.DataFrame, columns) -> pd.DataFrame:
+    """``table`` with ``columns`` as float; text in them is an error naming the column, the row
+    (1-based, as a spreadsheet shows the data rows) and the lesion."""
+    out = None
+    for column in columns:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna().to_numpy() & table[column].notna().to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(describe(f"table column {column!r} row {i + 1} (lesion {table['lesion'].iloc[i]!r})",
+                                      table[column].iloc[i], "a number (NaN or empty for a missing value)"))
+        if values.dtype != table[column].dtype:
+            out = table.copy() if out is None else out
+            out[column] = values.astype(float)
+    return table if out is None else out
+
+
 def fit_lesions(
     table: pd.DataFrame,
     model: str = "gompertz",
@@ -118,6 +135,7 @@ def fit_lesions(
     for column in ("lesion", "time_days", size):
         if column not in table.columns:
             raise InputError(describe("table column", column, f"present; columns are {list(table.columns)}"))
+    table = _numeric_columns(table, ("time_days", size))
     spec = CURVE_MODELS[model]
     groups = [(lesion, g.sort_values("time_days", kind="stable")) for lesion, g in table.groupby("lesion", sort=False)]
     longest = max(len(g) for _, g in groups)

@@ -18,7 +18,6 @@ classical law, and gamma -> 1 tends to Gompertz with the same lambda and K
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["GROWTH_LAWS", "specific_growth_rate", "closed_form", "growth_expression"]
@@ -46,6 +45,8 @@ def growth_expression(law: str, volume: str = "tumor_volume") -> str:
 
 def specific_growth_rate(law: str, volume, growth_rate, carrying_capacity, bertalanffy_exponent):
     """``g(V)`` in 1/day for ``law`` (a static string), elementwise over arrays."""
+    import jax.numpy as jnp  # here, so the declarations (and `immunopd params`) load without JAX
+
     v = jnp.maximum(volume, _TINY_VOLUME)
     if law == "exponential":
         return growth_rate * jnp.ones_like(v)
