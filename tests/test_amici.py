@@ -110,16 +110,20 @@ def test_amici_reproduces_immunopd(compiled, mid):
     Both solvers run at rtol 1e-10 / atol 1e-12, so the difference is set by what differs in the
     formulation: immunopd solves the PK exactly and integrates the rest in its own state space, AMICI
     integrates the PK as ODEs with root-found events at each infusion's start and end. Measured
-    (AMICI 1.0.1): at most 2e-9 relative untreated, 4e-7 for nivolumab, 2.2e-6 and 4.2e-6 for the
-    treated pembrolizumab cases, on the sensitive tumor volume (and what follows it) during the
+    (AMICI 1.0.1, before the model's issue-14 dynamics): at most 2e-9 relative untreated, 4e-7 for nivolumab, 2.2e-6 and
+    4.2e-6 for the treated pembrolizumab cases, on the sensitive tumor volume (and what follows it) during the
     response, which amplifies small differences: 0.1 % more kill_rate moves it by 33 %
     (test_amici_comparison_detects_a_changed_parameter). 1e-5 is the tolerance of the libRoadRunner
     check (tests/test_sbml.py): above that noise, far below the effect of a 0.1 % change of a
     parameter. As there, values ~0 (a drug before its first dose, an undosed
-    occupancy) are compared absolutely at 1e-5 of the output's largest magnitude.
+    occupancy) are compared absolutely at 1e-5 of the output's largest magnitude, and pct_change, which crosses 0,
+    absolutely at 1e-3 percentage points.
     """
     module, ds = compiled[mid]
     for name, (ours, theirs) in amici_outputs(module, ds).items():
+        if name == "pct_change":  # 100 (sld/sld0 - 1) crosses 0: 1e-5 relative in sld is 1e-3 points (as in tests/test_sbml.py)
+            np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-3, err_msg=name)
+            continue
         big, scale = split(ours)
         np.testing.assert_allclose(theirs[big], ours[big], rtol=1e-5, err_msg=name)
         np.testing.assert_allclose(theirs[~big], ours[~big], atol=1e-5 * scale, err_msg=name)

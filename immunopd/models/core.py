@@ -567,7 +567,9 @@ _READOUTS = Mechanism(
            "ECOG performance status >= 1 as a 0/1 indicator, a PK covariate", scale="linear"),
     ),
     assignments=(
-        Assignment("sld", "where(tumor_volume > 0, (6 * max(tumor_volume, tumor_cell_volume) / pi) ** (1 / 3), 0)", "mm",
+        # the condition reads lesion_volume, not tumor_volume (itself a where): AMICI 1.0.1 initialises
+        # nested piecewise conditions in one pass and keeps a wrong value (AMICI issue #3233)
+        Assignment("sld", "where(lesion_volume >= tumor_cell_volume, (6 * max(lesion_volume, tumor_cell_volume) / pi) ** (1 / 3), 0)", "mm",
                    "longest diameter of one spherical lesion of the tumor volume, (6 V / pi)^(1/3)"),
         Assignment("cd8_density", "1e6 * effector / max(tumor_volume, 1e-9)", "cells/mm3", "functional CD8 effectors per mm3 of tumor"),
     ),
