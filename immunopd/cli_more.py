@@ -22,10 +22,10 @@ def _positive(option: str, unit: str):
 
 def add_parsers(sub) -> None:
     """Add ``exposure`` and ``plot`` to the subparsers ``sub`` of the ``immunopd`` parser."""
-    from .cli import _bsa, _days, _height, _weight
+    from .cli import _bsa, _days, _example, _height, _weight
 
     exp = sub.add_parser("exposure", help="Cmax, Ctrough, AUC, time above a concentration and occupancy at trough per drug and dose")
-    exp.add_argument("--regimen", required=True, help="regimen text, e.g. 'pembrolizumab 200 mg q3w'")
+    exp.add_argument("--regimen", required=True, help=f"regimen text, e.g. '{_example()}'")
     exp.add_argument("--weight", type=_weight, default=None, help="body weight: kg, or with a unit ('154 lb'); needed for mg/kg doses")
     exp.add_argument("--height", type=_height, default=None, help="height: cm, or with a unit; with --weight gives the Mosteller BSA")
     exp.add_argument("--bsa", type=_bsa, default=None, help="body surface area in m2 (for mg/m2 doses), instead of --height")
@@ -62,7 +62,7 @@ def _above(items: list[str]):
     for item in items:
         drug, sep, value = item.partition("=")
         if not sep or not drug.strip() or not value.strip():
-            raise InputError(describe("--above", item, "one CONC for every drug, or DRUG=CONC per drug (e.g. pembrolizumab=20)"))
+            raise InputError(describe("--above", item, "one CONC for every drug, or DRUG=CONC per drug (e.g. --above DRUG=20)"))
         if drug.strip() in out:
             raise InputError(describe(f"--above {drug.strip()}", item, "one --above per drug"))
         out[drug.strip()] = _concentration(value)
