@@ -6,7 +6,7 @@ first imported, so child processes inherit it).
 
 JAX, diffrax and xarray load only when something needs them: the declarations (parameters,
 drugs, regimens) and the command line's ``--help``, ``params``, ``drugs`` and ``datasets``
-answer without them. ``simulate``, ``write_netcdf`` and ``open_result`` are imported on first
+answer without them. ``simulate``, ``exposure``, ``write_netcdf`` and ``open_result`` are imported on first
 use (PEP 562).
 """
 
@@ -34,7 +34,7 @@ from .spec import Model as Model  # noqa: E402
 from .spec import Mechanism as Mechanism  # noqa: E402
 
 #: public names imported on first use: name -> module
-_LAZY = {"simulate": "solve", "write_netcdf": "io", "open_result": "io"}
+_LAZY = {"simulate": "solve", "write_netcdf": "io", "open_result": "io", "exposure": "exposures"}
 
 
 def __getattr__(name: str):

@@ -14,6 +14,8 @@
     immunopd sensitivity --method local --regimen "..." --out local.nc
     immunopd export-sbml --regimen "..." [--weight 70] [--set name=value ...] --out model.xml
     immunopd demo [--out-dir out]
+    immunopd exposure --regimen "..." [--weight 70] [--days 365] [--above 20] [--out exposure.nc|.csv]
+    immunopd plot RESULT.nc --out figure.png
 
 A bad argument ends with a one-paragraph message on stderr and exit status 2, never a
 traceback.
@@ -186,6 +188,9 @@ def _build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("--size", default="volume_mm3", help="size column to fit (volume_mm3, normalized_volume or diameter_mm)")
     fitp.add_argument("--error-model", default="proportional", help="additive, proportional or combined")
     fitp.add_argument("--out", required=True, help="output netCDF path (written atomically)")
+    from .cli_more import extend_fit_parser  # --data my.csv, --time-unit, --size-unit
+
+    extend_fit_parser(fitp)
 
     tri = sub.add_parser("trial", help="virtual trial: regimens x virtual population, RECIST endpoints")
     tri.add_argument("experiment", nargs="?", default=None, help="experiment TOML file (see examples/); or use --regimen")
@@ -244,6 +249,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="no treatment vs anti-PD-1 vs anti-PD-1 + anti-Clever-1 on three patient types")
     demo.add_argument("--out-dir", default="out", help="folder for demo.nc and demo.png (default: out)")
+    from .cli_more import add_parsers  # exposure, plot
+
+    add_parsers(sub)
     return parser
 
 
@@ -276,7 +284,11 @@ def _fit(args) -> int:
     from .errors import InputError, describe
     from .fitting.batched import fit_lesions
     from .io import write_netcdf
+    from .cli_more import annotate_fit, check_shipped, fit_file, is_file
 
+    if is_file(args.data):
+        return fit_file(args)
+    check_shipped(args)
     _check_output(args.out, "--out", (".nc",))
     if args.size not in ("volume_mm3", "normalized_volume", "diameter_mm"):
         raise InputError(describe("--size", args.size, "volume_mm3, normalized_volume or diameter_mm"))
@@ -294,6 +306,7 @@ def _fit(args) -> int:
         parts.append(fit_lesions(part, args.model, size=args.size, error_model=args.error_model, width=width, on_invalid="flag"))
     ds = xr.concat(parts, dim="lesion", data_vars="all", coords="minimal", compat="override", combine_attrs="override")
     ds.attrs.update({"dataset": args.data, "arm": args.arm, "citation": table.attrs["citation"], "cleaning": table.attrs["cleaning"]})
+    ds = annotate_fit(ds, table, args.size, {"diameter_mm": "mm", "volume_mm3": "mm3"}.get(args.size, "1"), args.size.replace("_", " "))
     write_netcdf(ds, args.out)
     n_ok = int(ds.converged.sum())
     n_invalid = int((ds.status != "ok").sum())
@@ -572,6 +585,10 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports `yes | head`
 
 
 def _dispatch(args) -> int:
+    from .cli_more import COMMANDS, dispatch
+
+    if args.command in COMMANDS:
+        return dispatch(args)
     if args.command == "simulate":
         return _simulate(args)
     if args.command == "params":
