@@ -58,7 +58,7 @@ _PD = (
     "mdsc_influx", "mdsc_recruitment", "mdsc_death", "macrophage_influx", "macrophage_recruitment",
     "macrophage_death", "recruitment_half_volume", "treg_suppression", "mdsc_suppression", "reprogramming_rate",
     "sclever1_healthy", "sclever1_release", "sclever1_inflammation_boost", "sclever1_release_block",
-    "sclever1_clearance", "sclever1_suppression", "metabolic_suppression",
+    "sclever1_clearance", "sclever1_suppression", "metabolic_suppression", "memory_formation", "memory_death", "memory_recall",
 )
 _PK = ("clearance", "central_volume", "intercompartmental_clearance", "peripheral_volume", "tumor_partition", "ec50")
 _TARGETS = ("pd1", "clever1")  # the peer's two antibody slots (the core model's targets, in its order)
@@ -90,7 +90,7 @@ N_SLOTS = len(_SLOT_NAMES)
 
 #: the PD states, in immunopd's state order (tumor_sensitive integrated as its log, as immunopd does)
 PD_STATES = ("tumor_sensitive", "tumor_resistant", "tumor_dead", "effector", "exhausted", "treg", "mdsc",
-             "clever1_macrophage", "sclever1_plasma")
+             "clever1_macrophage", "sclever1_plasma", "memory")
 N_STATES = len(PD_STATES) + 2 * len(_TARGETS)  # + central and peripheral amount per antibody
 _TINY_VOLUME = 1e-6  # as immunopd.models.growth: volumes below this are this inside the log
 
@@ -107,12 +107,12 @@ def _compiled():
         d = carray(du, (N_STATES,))
         p = carray(data, (N_SLOTS,))
         vs = np.exp(y[0])
-        vr, dead, e, x, r, m, mc, s = y[1], y[2], y[3], y[4], y[5], y[6], y[7], y[8]
+        vr, dead, e, x, r, m, mc, s, mem = y[1], y[2], y[3], y[4], y[5], y[6], y[7], y[8], y[9]
         v = vs + vr
         # receptor occupancies in the tumor from the central concentrations (ug/mL)
-        exposed1 = p[S.pd1_tumor_partition] * max(y[9] / p[S.pd1_v1], 0.0)
+        exposed1 = p[S.pd1_tumor_partition] * max(y[10] / p[S.pd1_v1], 0.0)
         ro1 = exposed1 / (exposed1 + p[S.pd1_ec50])
-        exposed2 = p[S.clever1_tumor_partition] * max(y[11] / p[S.clever1_v1], 0.0)
+        exposed2 = p[S.clever1_tumor_partition] * max(y[12] / p[S.clever1_v1], 0.0)
         ro2 = exposed2 / (exposed2 + p[S.clever1_ec50])
         # the checkpoint, suppression, sClever-1 and metabolic factors of immunopd.models.core
         ifn = e / (e + p[S.ifn_half_effector])
@@ -137,8 +137,11 @@ def _compiled():
         d[0] = g * (1.0 - ext_s) - kill - p[S.antigen_loss_rate] - p[S.extinction_rate] * ext_s
         d[1] = g * (1.0 - ext_r) * vr - killed_r - p[S.extinction_rate] * ext_r * vr + p[S.antigen_loss_rate] * vs
         d[2] = kill * vs + killed_r + p[S.extinction_rate] * (ext_s * vs + ext_r * vr) - p[S.dead_clearance] * dead
+        antigen = vs / (p[S.expansion_half_volume] + vs)  # memory forms as antigen wanes, recalls effectors when it returns
+        formation = p[S.memory_formation] * (1.0 - antigen) * e
         d[3] = (p[S.effector_influx] * (1.0 - p[S.tcell_exclusion]) + expansion - p[S.effector_death] * e
-                - exhaustion + reinvigoration)
+                - exhaustion + reinvigoration - formation + p[S.memory_recall] * antigen * mem)
+        d[9] = formation - p[S.memory_death] * mem
         d[4] = exhaustion - reinvigoration - p[S.exhausted_death] * x
         d[5] = p[S.treg_influx] + p[S.treg_recruitment] * saturation - p[S.treg_death] * r
         d[6] = p[S.mdsc_influx] + p[S.mdsc_recruitment] * saturation - p[S.mdsc_death] * m
@@ -147,11 +150,11 @@ def _compiled():
         release = p[S.sclever1_release] * mc * (1.0 + p[S.sclever1_inflammation_boost] * ifn)
         d[8] = release * (1.0 - p[S.sclever1_release_block] * ro2) - p[S.sclever1_clearance] * (s - p[S.sclever1_healthy])
         # two-compartment PK with zero-order input (two-compartment PK as in immunopd.pkmodels.LinearPK.rhs)
-        a1c, a1p, a2c, a2p = y[9], y[10], y[11], y[12]
-        d[9] = p[S.pd1_rate] - (p[S.pd1_k10] + p[S.pd1_k12]) * a1c + p[S.pd1_k21] * a1p
-        d[10] = p[S.pd1_k12] * a1c - p[S.pd1_k21] * a1p
-        d[11] = p[S.clever1_rate] - (p[S.clever1_k10] + p[S.clever1_k12]) * a2c + p[S.clever1_k21] * a2p
-        d[12] = p[S.clever1_k12] * a2c - p[S.clever1_k21] * a2p
+        a1c, a1p, a2c, a2p = y[10], y[11], y[12], y[13]
+        d[10] = p[S.pd1_rate] - (p[S.pd1_k10] + p[S.pd1_k12]) * a1c + p[S.pd1_k21] * a1p
+        d[11] = p[S.pd1_k12] * a1c - p[S.pd1_k21] * a1p
+        d[12] = p[S.clever1_rate] - (p[S.clever1_k10] + p[S.clever1_k12]) * a2c + p[S.clever1_k21] * a2p
+        d[13] = p[S.clever1_k12] * a2c - p[S.clever1_k21] * a2p
 
     @njit(inline="always")
     def measured(ln_vs, vr, dead, vc):
@@ -189,7 +192,7 @@ def _compiled():
 
 # ----------------------------------------------------------------------------- problem
 class PeerProblem(namedtuple("PeerProblem", "y0s data seg_rates t_eval seg_offsets out_index times")):
-    """Arrays for :func:`solve`: initial states (n, 13), per-patient parameter arrays (n, N_SLOTS),
+    """Arrays for :func:`solve`: initial states (n, 14), per-patient parameter arrays (n, N_SLOTS),
     infusion rates per segment (n, segments, 2) in mg/day, the flattened per-segment LSODA
     times with their offsets, the output index of each of those times (-1: an edge that is
     not an output time), and the output times."""
