@@ -608,6 +608,31 @@ def _dispatch(args) -> int:
     return EXIT_USAGE
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars an interrupt left open, so the message starts its own line."""
+    if "tqdm" in sys.modules:
+        for bar in list(getattr(sys.modules["tqdm"].tqdm, "_instances", ())):
+            try:
+                bar.close()
+            except Exception:  # a bar is cosmetic: never hide the interrupt behind its error
+                pass
+
+
+def _end_interrupted() -> None:
+    """End the process with 130 at once, without the interpreter's shutdown: after Ctrl-C during
+    a solve, XLA's threads may still be running, and finalizing Python under them crashed the
+    process (exit -11, SIGSEGV) after the message. Temporary files are already removed (the
+    writers clean up as the interrupt passes through them)."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(EXIT_INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import ImmunopdError
 
@@ -624,8 +649,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"immunopd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("immunopd: interrupted; no output was replaced by a partial one (a .zarr trial resumes when the same command is run again)",
               file=sys.stderr)
+        if argv is None:  # the command itself: end now (see _end_interrupted)
+            _end_interrupted()
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (`immunopd params | head`): stop quietly, like a Unix tool; point
