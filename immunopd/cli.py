@@ -216,7 +216,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bio.add_argument("--population", default=None, help="calibrated population file (default: calibrate now)")
     bio.add_argument("--patients", type=_count("--patients"), default=10_000, help="plausible patients when calibrating (default 10000)")
     bio.add_argument("--seed", type=_seed("--seed"), default=1, help="seed (default 1)")
-    bio.add_argument("--out", required=True, help="trial netCDF path; strata go to groups in the same file")
+    bio.add_argument("--out", required=True, help="trial netCDF path; the strata tables are variables of the same file: "
+                     "sclever1_<endpoint> over dimension sclever1_stratum (median split) and infiltration_<endpoint> over infiltration_stratum (hot/cold)")
 
     sen = sub.add_parser("sensitivity", help="local (AD) or global (Sobol, Morris, eFAST via SALib) sensitivity to netCDF/zarr")
     sen.add_argument("--method", default="sobol", choices=["local", "sobol", "morris", "efast"], help="analysis (default sobol)")
