@@ -28,7 +28,7 @@ from .errors import InputError, describe
 from .initial import NO_STEADY_STATE, initial_state
 from .pkmodels import COMPARTMENTS
 
-__all__ = ["SOLVERS", "one_patient_solver", "compiled", "full_rhs", "full_layout", "run_batches", "run_chunked", "threads", "chunk_size", "bucket", "padded_chunks",
+__all__ = ["SOLVERS", "one_patient_solver", "compiled", "full_rhs", "full_layout", "run_batches", "run_chunked", "threads", "chunk_size", "bucket", "padded_chunks", "note_compiling",
            "status_message", "DRUG_OUTPUTS"]
 
 SOLVERS: dict[str, type] = {
@@ -283,6 +283,22 @@ def chunk_size(n: int, workers: int) -> int:
     share (rounded up to a :func:`bucket`, so a few sizes cover all batches)."""
     share = -(-n // workers)
     return min(CHUNK, bucket(share))
+
+
+#: shown on a progress bar while its first chunk waits for the solver to compile
+COMPILING = "compiling the solver (first use of this model, drugs and output grid; seconds)"
+
+
+def note_compiling(bar, fn) -> bool:
+    """Say on ``bar`` (a tqdm bar, or None) that the next call compiles ``fn``, when it has no
+    compiled program yet; True if it said so (clear it with ``bar.set_postfix_str("")``)."""
+    try:
+        fresh = bar is not None and fn._cache_size() == 0
+    except AttributeError:  # not a jitted function
+        fresh = False
+    if fresh:
+        bar.set_postfix_str(COMPILING, refresh=True)
+    return fresh
 
 
 def padded_chunks(order: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:

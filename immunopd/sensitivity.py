@@ -50,7 +50,7 @@ import xarray as xr
 
 from . import endpoints as ep
 from .errors import InputError, describe
-from .integrate import CHUNK, one_patient_solver, padded_chunks, run_batches
+from .integrate import CHUNK, note_compiling, one_patient_solver, padded_chunks, run_batches
 from .results import package_versions
 from .solve import check_outputs, check_times, failures, problem, resolve_model
 
@@ -340,6 +340,7 @@ def evaluate(
 
         bar = tqdm(total=n, unit="sample", desc="evaluating")
     chunks = padded_chunks(np.arange(n), chunk)
+    compiling = note_compiling(bar, prob.fn)
     for (rows, _), out in zip(chunks, run_batches(prob.fn, prob.p, prob.per_patient, prob.shared, (idx for _, idx in chunks))):
         lo, m = rows[0], rows.size
         picked, status, _ = jax.tree_util.tree_map(lambda a: a[:m], out)
@@ -361,6 +362,9 @@ def evaluate(
         if grid is not None:
             res["log10_tumor_volume"][sl] = np.log10(v[:, grid])
         if bar is not None:
+            if compiling:
+                bar.set_postfix_str("", refresh=False)
+                compiling = False
             bar.update(m)
     if bar is not None:
         bar.close()

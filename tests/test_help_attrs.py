@@ -1,5 +1,7 @@
-"""Help text and attrs agree with the files written (issue #18): the biomarker help names the
-variables and dimensions its file has (it spoke of netCDF groups, which the file does not have)."""
+"""Help text and attrs agree with the files written, and long runs say what they are doing (issue
+#18): the biomarker help names the variables and dimensions its file has (it spoke of netCDF
+groups, which the file does not have); a trial's progress bar says when its first chunk waits
+for the solver to compile."""
 
 from __future__ import annotations
 
@@ -59,3 +61,19 @@ def test_biomarker_strata_keys_are_the_ones_the_help_names():
 
     source = inspect.getsource(bio.run_biomarker_experiment)
     assert '"sclever1": stratify(' in source and '"infiltration": stratify(' in source
+
+
+def test_trial_progress_says_when_the_first_chunk_compiles(capsys):
+    from immunopd.integrate import COMPILING
+    from immunopd.population import sample
+    from immunopd.trial import run_trial
+
+    pop = sample(20, seed=3)
+    run_trial({"a": "pembrolizumab 200 mg q3w"}, pop, days=17, progress=True)  # days=17: compiled nowhere else
+    first = capsys.readouterr().err
+    assert COMPILING in first
+    assert COMPILING not in first.replace("\r", "\n").strip().split("\n")[-1]  # cleared once the chunk is back
+    assert "20/20" in first
+    run_trial({"a": "pembrolizumab 200 mg q3w"}, pop, days=17, progress=True)
+    second = capsys.readouterr().err
+    assert "20/20" in second and COMPILING not in second  # compiled already: nothing to say
