@@ -221,7 +221,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bio.add_argument("--population", default=None, help="calibrated population file (default: calibrate now)")
     bio.add_argument("--patients", type=_count("--patients"), default=10_000, help="plausible patients when calibrating (default 10000)")
     bio.add_argument("--seed", type=_seed("--seed"), default=1, help="seed (default 1)")
-    bio.add_argument("--out", required=True, help="trial netCDF path; strata go to groups in the same file")
+    bio.add_argument("--out", required=True, help="trial netCDF path; the strata tables are variables of the same file: "
+                     "sclever1_<endpoint> over dimension sclever1_stratum (median split) and infiltration_<endpoint> over infiltration_stratum (hot/cold)")
 
     sen = sub.add_parser("sensitivity", help="local (AD) or global (Sobol, Morris, eFAST via SALib) sensitivity to netCDF/zarr")
     sen.add_argument("--method", default="sobol", choices=["local", "sobol", "morris", "efast"], help="analysis (default sobol)")
@@ -625,6 +626,31 @@ def _dispatch(args) -> int:
     return EXIT_USAGE
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars an interrupt left open, so the message starts its own line."""
+    if "tqdm" in sys.modules:
+        for bar in list(getattr(sys.modules["tqdm"].tqdm, "_instances", ())):
+            try:
+                bar.close()
+            except Exception:  # a bar is cosmetic: never hide the interrupt behind its error
+                pass
+
+
+def _end_interrupted() -> None:
+    """End the process with 130 at once, without the interpreter's shutdown: after Ctrl-C during
+    a solve, XLA's threads may still be running, and finalizing Python under them crashed the
+    process (exit -11, SIGSEGV) after the message. Temporary files are already removed (the
+    writers clean up as the interrupt passes through them)."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(EXIT_INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import ImmunopdError
 
@@ -641,8 +667,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"immunopd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("immunopd: interrupted; no output was replaced by a partial one (a .zarr trial resumes when the same command is run again)",
               file=sys.stderr)
+        if argv is None:  # the command itself: end now (see _end_interrupted)
+            _end_interrupted()
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (`immunopd params | head`): stop quietly, like a Unix tool; point

@@ -82,9 +82,9 @@ def run_small_trial(out_dir: Path, plausible_patients: int = 3000, seed: int = 1
     from .calibration import calibrate, plausible_population
     from .trial import endpoint_table, run_trial, strata_table, stratify
 
-    cal = calibrate(plausible_population(plausible_patients, seed=seed), seed=seed)
+    cal = calibrate(plausible_population(plausible_patients, seed=seed), seed=seed, progress=True)
     print(cal.report())
-    trial = run_trial(BIO, cal.population, days=365, outputs=("sld", "pct_change"))
+    trial = run_trial(BIO, cal.population, days=365, outputs=("sld", "pct_change"), progress=True)
     print()
     print(endpoint_table(trial))
     for by in ("baseline_sclever1", "cold"):

@@ -14,6 +14,7 @@ __all__ = [
     "ParameterError",
     "SolverError",
     "ModelSpecError",
+    "OutputError",
     "describe",
 ]
 
@@ -44,6 +45,12 @@ class SolverError(ImmunopdError, ArithmeticError):
 
 class ModelSpecError(ImmunopdError, ValueError):
     """A model, drug or mechanism declaration is inconsistent (unknown name, duplicate, cycle)."""
+
+
+class OutputError(ImmunopdError, OSError):
+    """A result could not be written (disk full, no permission, read-only file system...). The
+    message names the path and the system's reason; ``errno`` is the system's code. Nothing was
+    replaced: a file already at the path is unchanged and no temporary file is left."""
 
 
 def describe(field: str, value: object, allowed: str) -> str:

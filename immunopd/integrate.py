@@ -28,7 +28,7 @@ from .errors import InputError, describe
 from .initial import NO_STEADY_STATE, initial_state
 from .pkmodels import COMPARTMENTS
 
-__all__ = ["SOLVERS", "one_patient_solver", "compiled", "full_rhs", "full_layout", "run_batches", "run_chunked", "threads", "chunk_size", "padded_chunks",
+__all__ = ["SOLVERS", "one_patient_solver", "compiled", "full_rhs", "full_layout", "run_batches", "run_chunked", "threads", "chunk_size", "bucket", "padded_chunks", "note_compiling",
            "status_message", "DRUG_OUTPUTS"]
 
 SOLVERS: dict[str, type] = {
@@ -226,7 +226,7 @@ def compiled(model, drugs: tuple, solver_name: str, rtol: float, atol: float, ma
 #: noise of each other, 2,048 was ~10 % slower (cache), and smaller batches also wait less
 #: for their slowest patient (a vmapped while loop runs until its last patient is done).
 CHUNK = 512
-#: batches at most this large run as one call of their exact size (no padding, no threads)
+#: batches at most this large run as one call (padded to its :func:`bucket`, no threads)
 SINGLE_CALL = 128
 
 
@@ -271,11 +271,34 @@ def _read(path: str) -> str | None:
         return None
 
 
+def bucket(n: int) -> int:
+    """The batch size a call of ``n`` patients is compiled for: the next power of 2, so that a new
+    batch size reuses a compiled solve (in memory or from the persistent cache) instead of
+    compiling for 6-15 s; the padding patients cost a few milliseconds."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
 def chunk_size(n: int, workers: int) -> int:
     """Patients per call for a batch of ``n``: CHUNK, or less so that every worker gets a
-    share (rounded up to a multiple of 64, so a few sizes cover all batches)."""
+    share (rounded up to a :func:`bucket`, so a few sizes cover all batches)."""
     share = -(-n // workers)
-    return min(CHUNK, -(-share // 64) * 64)
+    return min(CHUNK, bucket(share))
+
+
+#: shown on a progress bar while its first chunk waits for the solver to compile
+COMPILING = "compiling the solver (first use of this model, drugs and output grid; seconds)"
+
+
+def note_compiling(bar, fn) -> bool:
+    """Say on ``bar`` (a tqdm bar, or None) that the next call compiles ``fn``, when it has no
+    compiled program yet; True if it said so (clear it with ``bar.set_postfix_str("")``)."""
+    try:
+        fresh = bar is not None and fn._cache_size() == 0
+    except AttributeError:  # not a jitted function
+        fresh = False
+    if fresh:
+        bar.set_postfix_str(COMPILING, refresh=True)
+    return fresh
 
 
 def padded_chunks(order: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -369,9 +392,12 @@ def run_chunked(fn, p, per_patient, shared, n):
     for all patients."""
     release_compiled_if_needed()
     starts, ends, jumps, ts = shared
-    if n <= SINGLE_CALL:
-        rates, boluses = (jnp.asarray(a) for a in per_patient)
-        return jax.tree_util.tree_map(np.array, fn(p, starts, ends, rates, boluses, jumps, ts))
+    if n <= SINGLE_CALL:  # one call, padded to its bucket with copies of the first patient (results dropped)
+        idx = np.concatenate([np.arange(n), np.zeros(bucket(n) - n, dtype=int)])
+        padded = {k: np.asarray(v)[idx] for k, v in p.items()}
+        rates, boluses = (np.asarray(a)[idx] for a in per_patient)
+        out = fn(padded, starts, ends, rates, boluses, jumps, ts)
+        return jax.tree_util.tree_map(lambda a: np.asarray(a)[:n].copy(), out)
     workers = threads()
     chunks = padded_chunks(np.arange(n), chunk_size(n, workers))
     buffers = treedef = None

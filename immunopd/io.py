@@ -4,22 +4,33 @@ Files are written to a temporary file in the target's folder and renamed into pl
 when complete, so a failed or interrupted write never leaves a half-written file where a
 good one was. A new file gets the permissions the umask allows (``0o666 & ~umask``, as ``open``
 gives), a replaced one keeps its own; netCDF variables are zlib-compressed (lossless).
+
+A write the system refuses (disk full, a read-only file system, no permission) raises
+:class:`~immunopd.errors.OutputError` naming the path and the system's reason, after removing
+the temporary file: the path keeps what it held. HDF5 is never shown the error itself: when
+it meets a failed write it fails again on every object it then releases (dozens of
+tracebacks) and can crash the interpreter (exit 139 seen with a full disk), so netCDF goes
+through a file object that records the first failed write and lets HDF5 finish (see
+:class:`_RecordingFile`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import xarray as xr
 
-from .errors import InputError, describe
+from .errors import ImmunopdError, InputError, OutputError, describe
 
-__all__ = ["write_netcdf", "write_zarr", "replace_folder", "save_figure", "write_text", "atomic_file", "open_result"]
+__all__ = ["write_netcdf", "write_zarr", "replace_folder", "remove_tree", "save_figure", "write_text", "atomic_file", "open_result",
+           "output_error"]
 
 
 def _folder(path: Path) -> Path:
@@ -51,20 +62,113 @@ def _final_mode(path: Path) -> int:
         return 0o666 & ~umask()
 
 
+def output_error(path, exc: OSError) -> OutputError:
+    """``exc`` (a refused write) as one line naming ``path`` and the system's reason."""
+    reason = os.strerror(exc.errno) if exc.errno else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    code = f" [errno {exc.errno}]" if exc.errno else ""
+    err = OutputError(f"cannot write {str(path)!r}: {reason[:1].lower()}{reason[1:]}{code}; nothing was replaced "
+                      "(a file already at that path is unchanged and no partial file is left)")
+    err.errno = exc.errno
+    return err
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and not isinstance(exc, ImmunopdError)
+
+
+def _fsync(path) -> None:
+    """Flush ``path`` to its device, so a write the device refuses late (NFS, quotas) shows here."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+    An OSError (disk full, read-only, no permission) becomes :class:`OutputError` naming ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=_folder(path))
+    folder = _folder(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise output_error(path, exc) from exc
     os.close(fd)
     try:
         yield Path(tmp)
+        _fsync(tmp)
         os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if _refused(exc):
+            raise output_error(path, exc) from exc
         raise
+
+
+class _RecordingFile(io.RawIOBase):
+    """A binary file for HDF5 (h5py's file-object driver) that never reports a failed write to it.
+
+    The first OSError of a write, truncate or flush is kept in :attr:`error` and later writes
+    are dropped (the position still advances), so HDF5 completes and closes normally; the
+    caller raises :attr:`error` afterwards and discards the file. Told of the failure directly,
+    HDF5 errors on every object it releases and may crash the process (exit 139 on a full
+    tmpfs). Reads past what was written return zeros (h5py fills a short read)."""
+
+    def __init__(self, raw):
+        super().__init__()
+        self._raw = raw
+        self.error: OSError | None = None
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return self._raw.seek(offset, whence)
+
+    def tell(self):
+        return self._raw.tell()
+
+    def readinto(self, buffer):
+        return self._raw.readinto(buffer)
+
+    def write(self, data):
+        view = memoryview(data).cast("B")
+        n = len(view)
+        if self.error is None:
+            try:
+                done = 0
+                while done < n:  # a raw write may write less than asked
+                    done += self._raw.write(view[done:])
+                return n
+            except OSError as exc:
+                self.error = exc
+        self._raw.seek(n, io.SEEK_CUR)  # dropped, as if written
+        return n
+
+    def truncate(self, size=None):
+        if self.error is None:
+            try:
+                return self._raw.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return self.tell() if size is None else size
+
+    def flush(self):
+        if self.error is None and not self._raw.closed:
+            try:
+                self._raw.flush()
+            except OSError as exc:
+                self.error = exc
 
 
 #: zlib level of netCDF variables: 4 gives nearly all of level 9's reduction at a fraction of its time
@@ -91,8 +195,17 @@ def compressed_encoding(ds: xr.Dataset) -> dict[str, dict]:
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = True) -> Path:
     """Write ``ds`` to netCDF-4 (h5netcdf engine) at ``path`` atomically, zlib-compressed
     (lossless: values read back identical) unless ``compress=False``; return the path."""
-    with atomic_file(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf", encoding=compressed_encoding(ds) if compress else None)
+    encoding = compressed_encoding(ds) if compress else None
+    with atomic_file(path) as tmp, open(tmp, "r+b", buffering=0) as raw:
+        out = _RecordingFile(raw)
+        try:
+            ds.to_netcdf(out, engine="h5netcdf", encoding=encoding)
+        except Exception as exc:
+            if out.error is not None:  # HDF5 failed because a write did: the write's reason
+                raise out.error from exc
+            raise
+        if out.error is not None:
+            raise out.error
     return Path(path)
 
 
@@ -102,13 +215,31 @@ def write_zarr(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     Zarr format 2, whose fixed-width string dtypes for labels are stable."""
     path = Path(path)
     folder = _folder(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=folder))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=folder))
+    except OSError as exc:
+        raise output_error(path, exc) from exc
     try:
         ds.to_zarr(tmp / "store.zarr", mode="w", zarr_format=2)
         replace_folder(tmp / "store.zarr", path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        remove_tree(tmp)
+        if _refused(exc):
+            raise output_error(path, exc) from exc
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def remove_tree(folder: Path, settle_s: float = 0.1, limit_s: float = 5.0) -> None:
+    """Remove ``folder``, and again until it stays away for ``settle_s``: after one chunk write
+    fails, zarr's other writes go on in its event loop and recreate folders under it."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        shutil.rmtree(folder, ignore_errors=True)
+        time.sleep(settle_s)
+        if not os.path.lexists(folder) or time.monotonic() > deadline:
+            return
 
 
 def replace_folder(complete: Path, path: Path) -> None:

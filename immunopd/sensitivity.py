@@ -50,7 +50,7 @@ import xarray as xr
 
 from . import endpoints as ep
 from .errors import InputError, describe
-from .integrate import CHUNK, one_patient_solver, padded_chunks, run_batches
+from .integrate import CHUNK, note_compiling, one_patient_solver, padded_chunks, run_batches
 from .results import package_versions
 from .solve import check_outputs, check_times, failures, problem, resolve_model
 
@@ -340,6 +340,7 @@ def evaluate(
 
         bar = tqdm(total=n, unit="sample", desc="evaluating")
     chunks = padded_chunks(np.arange(n), chunk)
+    compiling = note_compiling(bar, prob.fn)
     for (rows, _), out in zip(chunks, run_batches(prob.fn, prob.p, prob.per_patient, prob.shared, (idx for _, idx in chunks))):
         lo, m = rows[0], rows.size
         picked, status, _ = jax.tree_util.tree_map(lambda a: a[:m], out)
@@ -361,6 +362,9 @@ def evaluate(
         if grid is not None:
             res["log10_tumor_volume"][sl] = np.log10(v[:, grid])
         if bar is not None:
+            if compiling:
+                bar.set_postfix_str("", refresh=False)
+                compiling = False
             bar.update(m)
     if bar is not None:
         bar.close()
@@ -375,6 +379,12 @@ def _unit(name):
     return next((u for k, u in _UNITS.items() if name.startswith(k)), "1")
 
 
+#: what the ``N`` attr counts, per method (``evaluations`` holds the number of model runs)
+N_MEANING = {"sobol": "base sample size (Saltelli; N (2D + 2) evaluations with second order, N (D + 2) without)",
+             "morris": "trajectories (N (D + 1) evaluations)",
+             "efast": "samples per parameter (N D evaluations)"}
+
+
 def analyze(problem_: SensitivityProblem, method: str, X: np.ndarray, Y: Mapping[str, np.ndarray], *,
             time: np.ndarray | None = None, seed: int = 0, second_order: bool = True, num_resamples: int = 100,
             conf_level: float = 0.95, num_levels: int = 4, M: int = 4, attrs: Mapping | None = None) -> xr.Dataset:
@@ -383,6 +393,10 @@ def analyze(problem_: SensitivityProblem, method: str, X: np.ndarray, Y: Mapping
         raise InputError(describe("method", method, f"one of {list(METHODS)}"))
     sp = problem_.salib()
     names = list(problem_.names)
+    d = len(names)
+    # model evaluations per unit of SALib's N: Saltelli's N (2D + 2) or N (D + 2) rows, (D + 1) per
+    # Morris trajectory, D blocks of N for eFAST
+    per_base = {"sobol": 2 * d + 2 if second_order else d + 2, "morris": d + 1, "efast": d}[method]
 
     def one(y):
         y = np.asarray(y, dtype=float)
@@ -443,7 +457,8 @@ def analyze(problem_: SensitivityProblem, method: str, X: np.ndarray, Y: Mapping
                    "efast": "eFAST (Saril et al. 1999, SALib.analyze.fast)"}[method],
         **({"conf_note": "eFAST S1_conf/ST_conf are bootstrap estimates that SALib marks as unreliable for this method "
                           "(SALib issue 649): treat them as indicative"} if method == "efast" else {}),
-        "method_key": method, "N": int(X.shape[0]), "seed": int(seed), "conf_level": conf_level, "num_resamples": num_resamples,
+        "method_key": method, "N": int(X.shape[0]) // per_base, "N_meaning": N_MEANING[method], "evaluations": int(X.shape[0]),
+        "seed": int(seed), "conf_level": conf_level, "num_resamples": num_resamples,
         "ranges": json.dumps({n: [lo, hi, "log10-uniform" if lg else "uniform"] for n, lo, hi, lg in zip(names, problem_.lower, problem_.upper, problem_.log)}),
         **package_versions(), **(attrs or {}),
     })
@@ -470,8 +485,7 @@ def run_global(method: str, parameters: Sequence[str], n: int, *, ranges=None, r
 
     reg = regimen if isinstance(regimen, Regimen) else Regimen.parse(regimen or "none")
     ds = analyze(prob, method, X, Y, time=time, seed=seed, second_order=second_order,
-                 attrs={"model": model.name, "growth_law": model.variant, "regimen": reg.describe(), "days": float(days),
-                        "base_samples": int(n), "evaluations": int(X.shape[0])})
+                 attrs={"model": model.name, "growth_law": model.variant, "regimen": reg.describe(), "days": float(days)})
     return ds
 
 

@@ -38,7 +38,7 @@ import xarray as xr
 from . import endpoints as ep
 from .dosing import Regimen
 from .errors import InputError, InputTypeError, describe
-from .integrate import DRUG_OUTPUTS
+from .integrate import DRUG_OUTPUTS, note_compiling
 from .models.drugs import EXAMPLE_REGIMEN
 from .pkmodels import COMPARTMENTS
 from .population import Covariates, Population, sample
@@ -180,6 +180,7 @@ def run_trial(
             rates, boluses = np.where(missed, 0.0, rates), np.where(missed, 0.0, boluses)
         given_rates, given_boluses = rates.copy(), boluses.copy()
         chunks = padded_chunks(order, chunk)
+        compiling = note_compiling(bar, prob.fn)
         for (sel, _), out in zip(chunks, run_batches(prob.fn, prob.p, (rates, boluses), prob.shared, (idx for _, idx in chunks))):
             m = sel.size
             picked, status, steps = jax.tree_util.tree_map(lambda a: a[:m], out)
@@ -222,6 +223,9 @@ def run_trial(
                 for k in ("best_pct_change", "pfs_days", "response_onset_days", "dor_days"):
                     ends[k][r_idx, sel[bad]] = np.nan
             if bar is not None:
+                if compiling:
+                    bar.set_postfix_str("", refresh=False)
+                    compiling = False
                 bar.update(m)
         dosed[r_idx] = _dosed(prob.schedule, given_rates, given_boluses)
         # a vmapped chunk runs as many steps as its slowest patient: group patients of similar

@@ -1,9 +1,15 @@
-"""Test configuration: float64 JAX (set by importing immunopd) and strict rank promotion."""
+"""Test configuration: float64 JAX (set by importing immunopd), strict rank promotion, and no
+persistent compilation cache (the suite must not write into the user's ~/.cache/immunopd; the
+cache's own tests use folders of their own)."""
 
-import jax
-import pytest
+import os
 
-import immunopd  # noqa: F401  (enables float64)
+os.environ.setdefault("IMMUNOPD_NO_CACHE", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+import immunopd  # noqa: F401, E402  (enables float64)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -53,13 +53,15 @@ def test_failed_write_keeps_the_good_file(result, tmp_path, monkeypatch):
     ip.write_netcdf(result, path)
     before = path.read_bytes()
 
-    def broken(self, target, **kw):
-        open(target, "wb").write(b"half a file")
+    def broken(self, target, **kw):  # the writer hands HDF5 an open file object
+        target.write(b"half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ip.errors.OutputError) as info:
         ip.write_netcdf(result.isel(time=slice(0, 3)), path)
+    assert str(info.value) == (f"cannot write {str(path)!r}: disk full; nothing was replaced "
+                               "(a file already at that path is unchanged and no partial file is left)")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]
 

@@ -79,11 +79,18 @@ def test_morris_on_a_linear_function_is_exact_and_efast_on_an_additive_one():
     np.testing.assert_allclose(ds.mu.values, [2.0, -0.5], rtol=1e-12)
     np.testing.assert_allclose(ds.mu_star.values, [2.0, 0.5], rtol=1e-12)
     np.testing.assert_allclose(ds.sigma.values, [0.0, 0.0], atol=1e-12)
+    assert (ds.attrs["N"], ds.attrs["evaluations"], ds.attrs["N_meaning"]) == (50, 150, "trajectories (N (D + 1) evaluations)")
     # y = a + 2b with a, b ~ U(0, 1): S1 = ST = (1/5, 4/5)
     X = sa.sample(prob, "efast", 2000, seed=3)
     Y, _ = sa.evaluate(prob, X, function=lambda v: {"y": v["a"] + 2 * v["b"]})
     ds = sa.analyze(prob, "efast", X, Y, seed=3).sel(output="y")
     np.testing.assert_allclose(ds.S1.values, [0.2, 0.8], atol=0.01)
+    assert (ds.attrs["N"], ds.attrs["evaluations"]) == (2000, 4000)
+    prob3 = sa.define(["a", "b", "c"], {k: (0, 1) for k in "abc"}, validate=False)
+    X = sa.sample(prob3, "sobol", 64, seed=3, second_order=False)
+    Y, _ = sa.evaluate(prob3, X, function=lambda v: {"y": v["a"] + v["b"] * v["c"]})
+    ds = sa.analyze(prob3, "sobol", X, Y, seed=3, second_order=False)
+    assert (ds.attrs["N"], ds.attrs["evaluations"]) == (64, 64 * 5)
 
 
 def test_model_sobol_dataset_layout_and_round_trips(tmp_path):
@@ -96,7 +103,8 @@ def test_model_sobol_dataset_layout_and_round_trips(tmp_path):
     assert np.all(np.isnan(ds.ST_log10_tumor_volume.sel(time=0)))  # no variance at baseline
     for key in ("method", "N", "seed", "ranges", "regimen", "immunopd_version"):
         assert key in ds.attrs
-    assert ds.attrs["N"] == 32 * 8 and ds.log_uniform.sel(parameter="kill_rate") == 1
+    # N is SALib's N, the base sample size asked for (it was the evaluation count, 256); 3 parameters with S2: 2D + 2 = 8 per N
+    assert (ds.attrs["N"], ds.attrs["evaluations"]) == (32, 32 * 8) and ds.log_uniform.sel(parameter="kill_rate") == 1
     for name in ("s.nc", "s.zarr"):
         sa.write(ds, tmp_path / name)
         xr.testing.assert_identical(sa.open_sensitivity(tmp_path / name), ds)

@@ -5,7 +5,9 @@ Positive parameters are solved for on the log scale, the Bertalanffy exponent on
 scale mapped to (0.01, 0.99) and the carrying capacity on a logit scale mapped to (0, 1000 x the
 lesion's largest size) (the lmfit path's upper bound), so no bounds are needed; a lesion whose optimum sits on a
 boundary of the lmfit path (a rate of exactly 0, say) drifts towards it here and is reported
-as not converged rather than silently clipped. Lesions are padded to the longest series with
+as not converged rather than silently clipped. Convergence is judged by the lmfit path's rule
+(:func:`~immunopd.fitting.fit.convergence`: optimizer, physical estimates, bounds, standard
+errors), with every failed condition in ``convergence``. Lesions are padded to the longest series with
 a mask that zeroes the padded residuals.
 
 Standard errors follow lmfit's convention: covariance = (J^T J)^{-1} chi2/(n - p), with J the
@@ -26,7 +28,7 @@ import xarray as xr
 
 from ..errors import InputError, describe
 from .curves import CURVE_MODELS
-from .fit import ERROR_MODELS, _check, _initial, default_additive_sd, weighted_residual
+from .fit import ERROR_MODELS, _check, _initial, convergence, default_additive_sd, weighted_residual
 
 __all__ = ["fit_lesions"]
 
@@ -121,7 +123,8 @@ def fit_lesions(
 
     Returns a Dataset with dims (lesion, parameter): ``estimate``, ``stderr``; and per lesion
     ``chisqr``, ``aic``, ``bic``, ``n_obs``, ``converged`` (non-converged lesions are kept and
-    flagged, never dropped), ``num_steps``. ``width`` pads every lesion to that many points
+    flagged, never dropped), ``convergence`` ("converged" or "not converged: " and every condition
+    that failed), ``num_steps``. ``width`` pads every lesion to that many points
     (default: the longest here), so chunks of one table share one compilation. A lesion that
     fails the input checks (too few points, NaN, ...) raises, or with ``on_invalid="flag"`` is
     kept with NaN estimates, ``converged`` False and the reason in ``status``.
@@ -167,7 +170,13 @@ def fit_lesions(
     est, se, chisqr, n, ok, steps = (np.array(a) for a in fn(*(jnp.asarray(a) for a in (theta0, t, y, mask, floor, a_sd))))
     invalid = np.array([st != "ok" for st in status])
     est[invalid], se[invalid], chisqr[invalid] = np.nan, np.nan, np.nan
-    ok = ok & ~invalid
+    verdict = [
+        "not converged: invalid input" if invalid[i] else
+        convergence(model, dict(zip(spec.names, est[i])), dict(zip(spec.names, se[i])), float(y[i][mask[i] > 0].max()),
+                    n_obs=int(n[i]), optimizer=None if ok[i] else "Levenberg-Marquardt did not reach its tolerance in max_steps (or met a non-finite value)")
+        for i in range(n_les)
+    ]
+    ok = np.array([v == "converged" for v in verdict], dtype=bool)
     p = len(spec.names)
     with np.errstate(divide="ignore", invalid="ignore"):
         neg2ll = n * np.log(chisqr / n)
@@ -183,6 +192,7 @@ def fit_lesions(
             "converged": ("lesion", ok.astype(bool)),
             "num_steps": ("lesion", steps.astype(int)),
             "status": ("lesion", np.array(status, dtype=object)),
+            "convergence": ("lesion", np.array(verdict, dtype=object)),
         },
         coords={
             "lesion": [str(lesion) for lesion, _ in groups],

@@ -12,6 +12,13 @@ Bounds: rates and the Bertalanffy exponent as listed in :data:`CURVE_MODELS`; si
 the carrying capacity at most 1000x the largest observation. The Jacobian of the residual with respect to the user-facing values of the varying
 parameters (``result.var_names`` order) comes from ``jax.jacfwd`` and is passed to lmfit as
 ``Dfun``; lmfit applies its own bounds scaling, so no finite differences are used.
+
+A fit is "converged" (:func:`convergence`, the same rule for :func:`fit` and the batched
+:func:`~immunopd.fitting.fit_lesions`) only if the optimizer converged, the estimates are
+physical (a carrying capacity at least the lesion's largest observed size: a tumor cannot
+have been larger than its plateau), no estimate sits at a bound (a rate below
+:data:`RATE_FLOOR` is the bound 0), and every standard error is finite and > 0. Otherwise the
+status lists every condition that failed.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import xarray as xr
 from ..errors import InputError, describe
 from .curves import CURVE_MODELS, CurveModel
 
-__all__ = ["fit", "FitResult", "ERROR_MODELS", "weighted_residual"]
+__all__ = ["fit", "FitResult", "ERROR_MODELS", "weighted_residual", "convergence", "curve_bounds", "RATE_FLOOR"]
 
 ERROR_MODELS = ("additive", "proportional", "combined")
 
@@ -42,15 +49,65 @@ class FitResult:
     curve: xr.Dataset
     model: str
     lesion: str
+    status: str  # "converged", or "not converged: <every condition that failed>" (see convergence)
 
     @property
     def converged(self) -> bool:
-        return bool(self.result.success)
+        return self.status == "converged"
 
     def report(self) -> str:
         """lmfit's fit report, headed by the model, lesion and parameter units."""
         units = ", ".join(f"{p.name} [{p.unit}]" for p in CURVE_MODELS[self.model].parameters)
-        return f"[[Model]] {self.model} for {self.lesion}; units: {units}\n" + lmfit.fit_report(self.result)
+        return (f"[[Model]] {self.model} for {self.lesion}; units: {units}\n[[Status]] {self.status}\n"
+                + lmfit.fit_report(self.result))
+
+
+#: a rate (1/day) below this is the bound 0: a doubling or halving time of over 1,900 years
+RATE_FLOOR = 1e-6
+#: relative distance to a bound within which an estimate counts as at it
+BOUND_TOLERANCE = 1e-3
+
+
+def curve_bounds(model: str, name: str, largest: float) -> tuple[float, float]:
+    """Bounds of a curve parameter for a lesion whose largest observed size is ``largest``: the
+    declared ones, sizes >= 1e-9 x ``largest``, the carrying capacity <= 1000 x ``largest`` (a
+    plateau beyond it is unidentifiable from the data)."""
+    spec = {p.name: p for p in CURVE_MODELS[model].parameters}[name]
+    lower = 1e-9 * largest if name in ("initial_size", "carrying_capacity") else float(spec.lower)
+    upper = 1e3 * largest if name == "carrying_capacity" else float(spec.upper)
+    return lower, upper
+
+
+def convergence(model: str, values: dict, stderr: dict, largest: float, *, n_obs: int | None = None, optimizer: str | None = None,
+                bounds: dict | None = None) -> str:
+    """``"converged"`` or ``"not converged: <reasons>"`` for one lesion's curve fit.
+
+    ``values``/``stderr``: estimate and standard error of each fitted parameter (fixed ones left
+    out); ``largest``: the lesion's largest observed size; ``n_obs``: its number of measurements
+    (as many as free parameters leave no degree of freedom, so no standard error);
+    ``optimizer``: the optimizer's reason for failing, None if it converged; ``bounds``: per
+    parameter, default :func:`curve_bounds`.
+    """
+    reasons = [] if optimizer is None else [optimizer]
+    if n_obs is not None and n_obs <= len(values):
+        reasons.append(f"{n_obs} measurements for {len(values)} free parameters: no degree of freedom left for standard errors")
+    for name, v in values.items():
+        lo, hi = (bounds or {}).get(name) or curve_bounds(model, name, largest)
+        unit = "/day" if name.endswith("_rate") else ""
+        if not np.isfinite(v):
+            reasons.append(f"{name} = {v} is not finite")
+            continue
+        if v <= lo + (RATE_FLOOR if lo == 0 else BOUND_TOLERANCE * abs(lo)):
+            reasons.append(f"{name} = {v:.4g}{unit} at its lower bound {lo:.4g}" + (f" (below {RATE_FLOOR:g}/day)" if lo == 0 else ""))
+        elif np.isfinite(hi) and v >= hi - BOUND_TOLERANCE * abs(hi):  # the batched path has no upper bound on rates
+            where = "at" if v <= hi * (1 + BOUND_TOLERANCE) else "above"
+            reasons.append(f"{name} = {v:.4g}{unit} {where} its upper bound {hi:.4g}")
+        if name == "carrying_capacity" and v < largest * (1 - 1e-6):  # (rounding: a flat lesion's plateau is its size)
+            reasons.append(f"carrying_capacity = {v:.4g} below the lesion's largest observed size {largest:.4g}")
+        se = stderr.get(name)
+        if se is None or not np.isfinite(se) or se <= 0:
+            reasons.append(f"{name}: no finite standard error > 0 (SE = {se})")
+    return "converged" if not reasons else "not converged: " + "; ".join(reasons)
 
 
 def residual_sd(f, error_model, proportional_sd, additive_sd, floor):
@@ -170,9 +227,7 @@ def fit(
 
     lm_params = lmfit.Parameters()
     for p in spec.parameters:
-        lower = 1e-9 * scale if p.name in ("initial_size", "carrying_capacity") else p.lower
-        # a plateau beyond 1000x the largest observation is unidentifiable from the data
-        upper = 1e3 * scale if p.name == "carrying_capacity" else float(p.upper)
+        lower, upper = curve_bounds(model, p.name, scale)
         kw = {"value": guess[p.name], "min": lower, "max": upper, "vary": True} | overrides.get(p.name, {})
         lm_params.add(p.name, **kw)
     varying = [p.name for p in spec.parameters if lm_params[p.name].vary]
@@ -198,6 +253,9 @@ def fit(
 
     grid = np.linspace(min(0.0, t.min()), t.max(), grid_points)
     best = {n: result.params[n].value for n in spec.names}
+    status = convergence(model, {n: best[n] for n in varying}, {n: result.params[n].stderr for n in varying}, scale, n_obs=t.size,
+                         optimizer=None if result.success else f"lmfit: {result.message}",
+                         bounds={n: (result.params[n].min, result.params[n].max) for n in varying})
     fixed = {n: best[n] for n in spec.names if n not in varying}
     theta_hat = jnp.asarray([best[n] for n in varying])
     curve_fn, curve_jac = _compiled_curve(model, tuple(varying))
@@ -216,8 +274,8 @@ def fit(
             "observed_time": ("obs", t, {"units": "day"}),
         },
         coords={"time": ("time", grid, {"units": "day"})},
-        attrs={"model": model, "error_model": error_model, "lesion": lesion, "converged": int(bool(result.success)),
+        attrs={"model": model, "error_model": error_model, "lesion": lesion, "converged": int(status == "converged"), "status": status,
                "message": str(result.message), "chisqr": float(result.chisqr), "aic": float(result.aic),
                "bic": float(result.bic), "nfev": int(result.nfev), "jacobian": "jax.jacfwd" if jacobian else "finite differences"},
     )
-    return FitResult(minimizer, result, curve, model, lesion)
+    return FitResult(minimizer, result, curve, model, lesion, status)
