@@ -1,9 +1,10 @@
 """What ``make demo`` runs: a small version of the virtual dosing experiment, then the
 three-patient-type comparison.
 
-Part 1 (:func:`run_small_trial`): 3,000 plausible patients calibrated to the immunotherapy arms
-of the shipped Laleh 2022 data, then anti-PD-1 alone vs with anti-Clever-1 on the accepted
-patients, with the RECIST endpoint table and the sClever-1 and hot/cold strata.
+Part 1 (:func:`run_small_trial`): one virtual twin per immunotherapy lesion of the shipped
+Laleh 2022 data, matched on its whole measured time course among 20,000 plausible patients
+(:func:`immunopd.calibration.calibrate_time_courses`), then anti-PD-1 alone vs with
+anti-Clever-1 on the twins, with the RECIST endpoint table and the sClever-1 and hot/cold strata.
 
 Part 2: three regimens (no treatment; pembrolizumab 200 mg Q3W; pembrolizumab 200 mg Q3W plus
 bexmarilimab 1 mg/kg Q3W) on three patient types built from the default parameters: a hot
@@ -70,7 +71,7 @@ def summary_table(ds: xr.Dataset, day: float = 182.0) -> str:
     return "\n".join(lines)
 
 
-def run_small_trial(out_dir: Path, plausible_patients: int = 3000, seed: int = 1) -> xr.Dataset:
+def run_small_trial(out_dir: Path, plausible_patients: int = 20000, seed: int = 1) -> xr.Dataset:
     """Calibrate, run the biomarker experiment, print the endpoint tables, write trial.nc and plots."""
     import matplotlib
 
@@ -79,10 +80,10 @@ def run_small_trial(out_dir: Path, plausible_patients: int = 3000, seed: int = 1
 
     from . import plots
     from .biomarker import REGIMENS as BIO
-    from .calibration import calibrate, plausible_population
+    from .calibration import calibrate_time_courses, plausible_population
     from .trial import endpoint_table, run_trial, strata_table, stratify
 
-    cal = calibrate(plausible_population(plausible_patients, seed=seed), seed=seed, progress=True)
+    cal = calibrate_time_courses(plausible_population(plausible_patients, seed=seed), seed=seed, progress=True)
     print(cal.report())
     trial = run_trial(BIO, cal.population, days=365, outputs=("sld", "pct_change"), progress=True)
     print()

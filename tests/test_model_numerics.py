@@ -255,7 +255,7 @@ def test_initial_state_is_steady(params):
     y0, ok = initial_state(model, p)
     assert bool(ok)
     free = [s.name for s in model.states if s.initial is None]
-    assert free == ["effector", "exhausted", "treg", "mdsc", "clever1_macrophage", "sclever1_plasma"]
+    assert free == ["effector", "memory", "exhausted", "treg", "mdsc", "clever1_macrophage", "sclever1_plasma"]
 
     def rates(x):
         states = {**{k: v for k, v in y0.items()}, **dict(zip(free, x))}

@@ -32,7 +32,8 @@ def test_virtual_dosing_notebook():
     text = _run("02_virtual_dosing.ipynb")
     assert "observed lesions: 1061" in text
     assert "calibrated ORR within the observed 95% CI: True" in text
-    assert "high sClever-1 responds less to anti-PD-1: True" in text
+    assert "sClever-1 and response adjusted for baseline tumor volume" in text
+    assert "logistic coefficient of ln sClever-1: unadjusted" in text
 
 
 @pytest.mark.slow
