@@ -214,8 +214,12 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="arm of the shipped data, simulated with its own drug (default immunotherapy; see immunopd.models.drugs.ARM_REGIMENS)")
     cal.add_argument("--patients", type=_count("--patients"), default=10_000, help="plausible patients to sample (default 10000)")
     cal.add_argument("--seed", type=_seed("--seed"), default=1, help="seed of sampling and acceptance (default 1)")
+    cal.add_argument("--method", default="best-response", choices=["best-response", "time-course"],
+                     help="best-response: Allen 2016 acceptance-rejection on best %% change (default); time-course: one virtual "
+                          "twin per observed lesion, matched on its whole measured course on its own scans (needs more --patients "
+                          "than lesions; 20000 recommended)")
     cal.add_argument("--out", required=True, help="calibrated population netCDF path")
-    cal.add_argument("--plot", default=None, help="PNG of observed vs simulated best %% change")
+    cal.add_argument("--plot", default=None, help="PNG of observed vs simulated best %% change (--method best-response)")
 
     bio = sub.add_parser("biomarker", help="anti-PD-1 vs anti-PD-1 + anti-Clever-1 by baseline sClever-1 and hot/cold")
     bio.add_argument("--population", default=None, help="calibrated population file (default: calibrate now)")
@@ -441,11 +445,21 @@ def _trial(args) -> int:
 
 
 def _calibrate(args) -> int:
+    from .errors import InputError, describe
+
     _check_output(args.out, "--out", (".nc",))
     if args.plot is not None:
+        if args.method != "best-response":
+            raise InputError(describe("--plot", args.plot, "only with --method best-response (the time-course figures are in the printed report)"))
         _check_output(args.plot, "--plot", (".png",))
-    from .calibration import calibrate, plausible_population, plot
+    from .calibration import calibrate, calibrate_time_courses, plausible_population, plot
 
+    if args.method == "time-course":
+        cal = calibrate_time_courses(plausible_population(args.patients, seed=args.seed), arm=args.arm, seed=args.seed, progress=True)
+        cal.population.to_netcdf(args.out)
+        print(cal.report())
+        print(f"wrote {args.out} ({len(cal.population)} virtual twins, one per observed lesion)")
+        return 0
     cal = calibrate(plausible_population(args.patients, seed=args.seed), arm=args.arm, seed=args.seed, progress=True)
     cal.population.to_netcdf(args.out)
     print(cal.report())
