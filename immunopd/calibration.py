@@ -60,6 +60,7 @@ PLAUSIBLE_CV = {
     "pdl1_upregulation": 0.7,
     "sclever1_release": 0.7,
     "dead_clearance": 1.0,
+    "chemo_kill_ratio": 1.5,  # the docetaxel arms' spread, from progression to response (calibrated, see immunopd params)
 }
 PLAUSIBLE_UNIFORM = {"resistant_fraction0": (0.0, 0.95)}
 
