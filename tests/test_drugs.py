@@ -322,3 +322,27 @@ def test_first_crossing_by_hand():
     ts = np.array([0.0, 1.0, 2.0, 3.0])
     cumulative = np.array([[0.0, 0.5, 1.0, 1.5], [0.0, 0.1, 0.2, 0.3], [0.0, 2.0, 2.0, 2.0]])
     np.testing.assert_allclose(first_crossing(cumulative, ts, np.array([0.75, 1.0, 0.5])), [1.5, np.nan, 0.25])
+
+
+def test_drugs_command_lists_every_drug_with_sources_and_presets(capsys):
+    """Issue #15 part 6: ``immunopd drugs`` names every drug with its PK and potency sources and
+    every preset; every PK value and covariate of every drug carries a source (a DOI or a label,
+    or "assumed" with its reason)."""
+    from immunopd.cli import main
+
+    assert main(["drugs"]) == 0
+    blocks: dict[str, str] = {}
+    for line in capsys.readouterr().out.splitlines():
+        if not line.startswith(" "):
+            name = line.split(":")[0]
+            blocks[name] = ""
+        blocks[name] += line + "\n"
+    assert list(blocks) == list(DRUGS)
+    for name, d in DRUGS.items():
+        assert "\n    PK: " in blocks[name] and "\n    potency: " in blocks[name], name
+        for preset in d.preset_texts():
+            assert preset in blocks[name], (name, preset)
+        for role, v in d.pk_values.items():
+            assert "doi:" in v.source or "label" in v.source or v.source.startswith("assumed:"), (name, role, v.source)
+        for c in d.covariates:
+            assert c.source, (name, c.role, c.covariate)
