@@ -3,8 +3,11 @@
 Every number below is the source's (label or paper), with its tolerance stated; where our
 typical-patient value is compared with a population summary (a geometric or arithmetic mean
 over patients) the tolerance allows for the between-patient variability the summary includes.
-Values that do not match their source are not tested here as if they did: bench/fidelity.py
-prints them beside the source (avelumab's half-life, docetaxel's terminal half-life).
+Two published half-lives are not our typical patient's terminal half-life, and each test says
+what the comparable quantity is: avelumab's label figure is a summary over patients (the refit
+popPK we use has a very variable peripheral volume, so the mean of individual half-lives exceeds
+the typical patient's), and docetaxel's label figure is the gamma phase of a phase-I fit that
+disagrees with the popPK whose volumes we use (the test keeps the popPK and locks the gap).
 """
 
 import numpy as np
@@ -115,6 +118,42 @@ def test_avelumab_proportional_clearance_in_time_against_its_own_ode():
     np.testing.assert_allclose(conc(ds, "avelumab"), np.array(out), rtol=1e-6)
 
 
+def two_compartment_half_life(cl, v1, q, v2):
+    """Terminal half-life of a linear 2-compartment model (the slower eigenvalue), vectorised."""
+    k10, k12, k21 = cl / v1, q / v1, q / v2
+    a = k10 + k12 + k21
+    return np.log(2) / ((a - np.sqrt(a * a - 4 * k10 * k21)) / 2)
+
+
+def test_avelumab_half_life_is_a_population_summary_and_matches_it():
+    """The label's 6.1 days (Bavencio, 10 mg/kg Q2W; from the population PK at approval) is not
+    Masters et al. 2022's typical patient, whose terminal half-life is 4.34 d at t = 0 and 4.74 d
+    once clearance has fallen by Imax (-8.5 %). Masters' Table 1 (doi:10.1002/psp4.12771, as
+    transcribed in nlmixr2lib Masters_2022_avelumab) gives a very variable peripheral volume
+    (omega2 V2 1.204, i.e. CV about 150 %, with the CL-V1-V2 covariances and omega2 Imax 0.1052), and
+    a half-life is convex in V2, so a summary over patients exceeds the typical value. The
+    comparable quantity: the mean of individual steady-state terminal half-lives over patients
+    drawn from Table 1 (80 kg): 6.0 d, within 5 % of 6.1 d. The label text available here does
+    not say which summary it is; the geometric mean is 5.4 d (within 15 %) and the typical
+    patient is 22 % below it. No value of the record is changed (no transcription error found:
+    CL 0.0269 L/h, V1 3.196 L, V2 0.7278 L, Q 0.03352 L/h (Table 1 prints 0.3352; its own CI
+    says 0.03352), Imax -0.08533, T50 99.24 d, gamma 2.086)."""
+    cl, v1, q, v2, imax = (typical("avelumab", r) for r in
+                           ("clearance", "central_volume", "intercompartmental_clearance", "peripheral_volume", "clearance_emax"))
+    assert two_compartment_half_life(cl, v1, q, v2) == pytest.approx(terminal_half_life_days("avelumab"), rel=1e-9)
+    assert terminal_half_life_days("avelumab") == pytest.approx(4.34, abs=0.01)
+    assert two_compartment_half_life(cl * (1 + imax), v1, q, v2) == pytest.approx(4.74, abs=0.01)
+    # Masters 2022 Table 1: the CL-V1-V2 block and Imax's (log-normal on its magnitude)
+    omega = np.array([[0.09339, 0.03048, 0.08418], [0.03048, 0.03776, 0.01799], [0.08418, 0.01799, 1.204]])
+    rng = np.random.default_rng(2022)
+    n = 200_000
+    eta = rng.multivariate_normal(np.zeros(3), omega, n)
+    imax_i = imax * np.exp(rng.normal(0.0, np.sqrt(0.1052), n))
+    t_half = two_compartment_half_life(cl * np.exp(eta[:, 0]) * (1 + imax_i), v1 * np.exp(eta[:, 1]), q, v2 * np.exp(eta[:, 2]))
+    assert t_half.mean() == pytest.approx(6.1, rel=0.05)
+    assert np.exp(np.log(t_half).mean()) == pytest.approx(6.1, rel=0.15)
+
+
 # --------------------------------------------------------------------------- ipilimumab
 def test_ipilimumab_trough_and_half_life():
     """Yervoy label 12.3: mean steady-state minimum 19.4 ug/mL at 3 mg/kg Q3W, reached by the third
@@ -137,6 +176,30 @@ def test_docetaxel_cmax_and_auc_at_100_mg_per_m2():
     assert np.trapezoid(c, times) * 24 == pytest.approx(4.6, rel=0.10)
     half = run("docetaxel 50 mg/m2 over 60 min", times=times, bsa=1.82)
     np.testing.assert_allclose(conc(half, "docetaxel"), c / 2, rtol=1e-8, atol=1e-14)
+
+
+def test_docetaxel_terminal_half_life_between_its_published_figures():
+    """Our gamma phase is 16.6 h (label clearance 21 L/h/m2 x 1.82 m2 with Ozawa et al. 2007's
+    volumes, doi:10.1111/j.1349-7006.2007.00615.x, Table 2 as transcribed in nlmixr2lib: V1 6.94,
+    V2 7.39, V3 225 L; Q2 5.58, Q3 12.5 L/h; no transcription error found). Ozawa's own model
+    (its CL 35.7 L/h) gives 16.9 h, so the gap is the source's, not our clearance (within 5 %).
+    The published figures of a "terminal half-life" depend on how long plasma was sampled:
+    Taxotere SmPC 5.2 (phase I, 20-115 mg/m2, three-compartment fit): alpha 4 min, beta 36 min,
+    gamma 11.1 h with Vss 113 L; Extra/Bruno's phase-I review (Cancer Surv 1993 17:305) 12 h; the
+    current US docetaxel label 12.3, with sampling extended to 8-22 days: 116 h (range of means
+    92-135) and CL 18 L/h/m2. Ours lies between the short- and the long-sampling figures; against
+    the phase-I gamma phase it is 1.50 times longer (locked here at +-0.05 so a change is seen),
+    because Ozawa's V3 (225 L, SE 46) makes our Vss 239 L against the SmPC's 113 L. Cmax and AUC,
+    which the early phases and the clearance set, match the label (the test above)."""
+    t_gamma = terminal_half_life_days("docetaxel", clearance=1.82) * 24
+    assert t_gamma == pytest.approx(16.6, abs=0.05)
+    d = DRUGS["docetaxel"]
+    ozawa = dict(clearance=35.7 * 24 / typical("docetaxel", "clearance"))
+    assert terminal_half_life_days("docetaxel", **ozawa) * 24 == pytest.approx(t_gamma, rel=0.05)
+    assert 11.1 < t_gamma < 92.0
+    assert t_gamma / 11.1 == pytest.approx(1.50, abs=0.05)
+    vss = sum(typical("docetaxel", r) for r in d.pk.roles if "volume" in r)
+    assert vss / 113.0 == pytest.approx(2.11, abs=0.05)
 
 
 def test_bsa_dosing_against_a_hand_calculation():
@@ -259,3 +322,27 @@ def test_first_crossing_by_hand():
     ts = np.array([0.0, 1.0, 2.0, 3.0])
     cumulative = np.array([[0.0, 0.5, 1.0, 1.5], [0.0, 0.1, 0.2, 0.3], [0.0, 2.0, 2.0, 2.0]])
     np.testing.assert_allclose(first_crossing(cumulative, ts, np.array([0.75, 1.0, 0.5])), [1.5, np.nan, 0.25])
+
+
+def test_drugs_command_lists_every_drug_with_sources_and_presets(capsys):
+    """Issue #15 part 6: ``immunopd drugs`` names every drug with its PK and potency sources and
+    every preset; every PK value and covariate of every drug carries a source (a DOI or a label,
+    or "assumed" with its reason)."""
+    from immunopd.cli import main
+
+    assert main(["drugs"]) == 0
+    blocks: dict[str, str] = {}
+    for line in capsys.readouterr().out.splitlines():
+        if not line.startswith(" "):
+            name = line.split(":")[0]
+            blocks[name] = ""
+        blocks[name] += line + "\n"
+    assert list(blocks) == list(DRUGS)
+    for name, d in DRUGS.items():
+        assert "\n    PK: " in blocks[name] and "\n    potency: " in blocks[name], name
+        for preset in d.preset_texts():
+            assert preset in blocks[name], (name, preset)
+        for role, v in d.pk_values.items():
+            assert "doi:" in v.source or "label" in v.source or v.source.startswith("assumed:"), (name, role, v.source)
+        for c in d.covariates:
+            assert c.source, (name, c.role, c.covariate)

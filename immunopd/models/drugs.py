@@ -27,7 +27,10 @@ Values and their sources:
 - avelumab (anti-PD-L1): Masters et al. 2022 (doi:10.1002/psp4.12771; nlmixr2lib
   ``Masters_2022_avelumab``), the refit of Wilkins et al. 2019's structure (doi:10.1002/psp4.12406):
   CL (1 - 0.0853 S(t)), T50 99.24 day, Hill 2.086; weight (80 kg, nlmixr2lib's assumption) ^0.4714
-  CL, ^0.4694 V1, ^0.5826 V2, ^1 Q.
+  CL, ^0.4694 V1, ^0.5826 V2, ^1 Q. The typical patient's terminal half-life (4.3 d at t = 0, 4.7 d
+  at steady state) is below the label's 6.1 d because the label's is a summary over patients and
+  this model's V2 varies with CV about 150 %: the mean over Table 1's patients is 6.0 d
+  (tests/test_drugs.py).
 - ipilimumab (anti-CTLA-4): Sanghavi et al. 2020 (doi:10.1002/psp4.12477; nlmixr2lib
   ``Sanghavi_2020_ipilimumab``), monotherapy clearance in time (Emax -0.0644, T50 105.8 day, Hill
   7.43); weight (80 kg) ^0.694 on CL and Q, ^0.600 on VC and VP. Its LDH, line-of-therapy, tumor-
@@ -35,6 +38,10 @@ Values and their sources:
 - docetaxel: three compartments; clearance 21 L/h/m2 times BSA (Taxotere label; Bruno et al.
   1996, doi:10.1007/BF02353487, found CL proportional to BSA), volumes and distribution clearances
   of Ozawa et al. 2007 (doi:10.1111/j.1349-7006.2007.00615.x; nlmixr2lib ``Ozawa_2007_docetaxel``).
+  Bruno 1996's own volumes were not found in a source read here. The gamma phase is 16.6 h at
+  1.82 m2 (Ozawa's own model: 16.9 h), against 11.1 h in the SmPC (phase I, short sampling) and
+  116 h in the US label (sampling to 8-22 days): a disagreement between sources, kept and stated
+  (Ozawa's V3 225 L makes Vss 239 L against the SmPC's 113 L); Cmax and AUC match the label.
 - mir25_antagomir: no clinical miR-25 inhibitor exists; PK and potency all marked assumed.
 """
 
