@@ -164,9 +164,19 @@ def simulate_population(seed=3, n=40):
     return data.reset_index(drop=True), truth, drawn
 
 
-def test_simulated_population_is_recovered(pheno):
-    data, truth, drawn = simulate_population()
-    fit = nlme.fit(pheno, data)
+@pytest.fixture(scope="module")
+def simulated():
+    return simulate_population()
+
+
+@pytest.fixture(scope="module")
+def simulated_fit(pheno, simulated):
+    return nlme.fit(pheno, simulated[0])
+
+
+def test_simulated_population_is_recovered(simulated, simulated_fit):
+    data, truth, drawn = simulated
+    fit = simulated_fit
     assert fit.status == "converged", fit.report()
     est, se = fit.estimates(), fit.standard_errors()
     # every estimate within 3 standard errors of what generated the data: THETA and SIGMA the
@@ -176,6 +186,23 @@ def test_simulated_population_is_recovered(pheno):
         assert abs(est[name] - value) < 3 * se[name], (name, est[name], value, se[name])
     for name in ("POP_CL", "POP_VC"):
         assert est[name] == pytest.approx(truth[name], rel=0.10)
+
+
+def test_full_omega_and_combined_error(pheno, simulated, simulated_fit):
+    data, truth, drawn = simulated
+    m = nlme.NLMEModel(name="pheno, full OMEGA, combined error", thetas=pheno.thetas, parameters=pheno.parameters,
+                       typical=pheno.typical, predict=pheno.predict, etas=pheno.etas,
+                       omega=((0.03, 0.005), (0.005, 0.03)), omega_structure="full", sigma=(0.01, 0.05),
+                       error="combined", covariates=pheno.covariates, units=pheno.units)
+    fit = nlme.fit(m, data)
+    assert fit.status == "converged", fit.report()
+    assert fit.model.parameter_names() == ["POP_CL", "POP_VC", "COVAPGR", "OMEGA(CL,CL)", "OMEGA(V,CL)", "OMEGA(V,V)",
+                                           "SIGMA(proportional)", "SIGMA(additive)"]
+    # the proportional, diagonal model is nested in this one: its OFV cannot be lower
+    assert fit.ofv <= simulated_fit.ofv + 1e-4
+    est, se = fit.estimates(), fit.standard_errors()
+    for name, value in {**truth, **drawn, "OMEGA(V,CL)": 0.0, "SIGMA(additive)": 0.0}.items():
+        assert abs(est[name] - value) < 3 * se[name], (name, est[name], value, se[name])
 
 
 def test_non_convergence_and_singular_covariance_are_statuses(pheno, pheno_data):
