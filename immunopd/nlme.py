@@ -679,12 +679,25 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
             covariance_status = "covariance step failed: the R or S matrix is not finite"
         else:
             checks = {"R": r, "S": s} if covariance == "sandwich" else {covariance: r if covariance == "R" else s}
+            # a parameter the OFV does not depend on: the diagonal of M for relative changes (scaled
+            # by the larger of the estimate and its initial value) is negligible; otherwise the
+            # conditioning of M's correlation form (scale-free) decides
+            rel = np.maximum(np.maximum(np.abs(p_hat), np.abs(p0)), 1e-8)
             for nm, m in checks.items():
-                ev = np.linalg.eigvalsh(0.5 * (m + m.T))
+                m = 0.5 * (m + m.T)
+                dg = np.diag(m) * rel**2
+                flat = [names[i] for i in np.flatnonzero(dg <= 1e-9 * np.max(np.abs(dg)))]
+                if flat:
+                    covariance_status = (f"covariance step failed: {nm} matrix singular: the objective does not"
+                                         f" depend on {', '.join(flat)}")
+                    break
+                ev, vec = np.linalg.eigh(m / np.sqrt(np.outer(np.diag(m), np.diag(m))))
                 if ev[0] <= 0 or ev[-1] / ev[0] > _COND_LIMIT:
                     what = "not positive definite" if ev[0] <= 0 else "singular"
-                    covariance_status = (f"covariance step failed: {nm} matrix {what} (eigenvalues {ev[0]:.3g} to"
-                                         f" {ev[-1]:.3g}; parameters {names})")
+                    worst = names[int(np.argmax(np.abs(vec[:, 0])))]
+                    covariance_status = (f"covariance step failed: {nm} matrix {what} (eigenvalues of its correlation"
+                                         f" form {ev[0]:.3g} to {ev[-1]:.3g}; the direction of the smallest is mostly"
+                                         f" {worst})")
                     break
             if covariance_status == "ok":
                 if covariance == "sandwich":

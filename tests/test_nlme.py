@@ -217,6 +217,7 @@ def test_non_convergence_and_singular_covariance_are_statuses(pheno, pheno_data)
                            units=base.units)
     fit = nlme.fit(ghost, pheno_data)
     assert fit.covariance_status.startswith("covariance step failed: R matrix")
+    assert fit.covariance_status.endswith("the objective does not depend on UNUSED")
     assert fit.status == fit.covariance_status or fit.status.startswith("not converged")
     assert np.isnan(fit.dataset.se.values).all() and "n/a" in fit.report()
 
