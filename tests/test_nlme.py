@@ -1,0 +1,250 @@
+"""The mixed-effects estimator (immunopd.nlme) against NONMEM 7.5.1 on its phenobarbital run.
+
+NONMEM's numbers are read from the shipped run files (data/pheno/, from the pharmpy-core 2.1.1
+wheel): the final estimates, OFV and standard errors from pheno.ext, the per-subject OBJ and
+EBEs from pheno.phi, PRED/CIPREDI/CWRES from pheno.tab, shrinkage from pheno.lst.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from immunopd import nlme
+from immunopd.errors import InputError, ParameterError
+
+PHENO = Path(__file__).resolve().parents[1] / "data" / "pheno"
+#: NONMEM's .ext column -> our parameter name
+EXT_NAMES = {"THETA1": "POP_CL", "THETA2": "POP_VC", "THETA3": "COVAPGR", "OMEGA(1,1)": "OMEGA(CL,CL)",
+             "OMEGA(2,2)": "OMEGA(V,V)", "SIGMA(1,1)": "SIGMA(proportional)"}
+
+
+def nonmem_ext():
+    ext = nlme.read_nonmem_table(PHENO / "pheno.ext").set_index("ITERATION")
+    return ext.loc[-1000000000], ext.loc[-1000000001]
+
+
+@pytest.fixture(scope="module")
+def pheno_data():
+    return nlme.read_nonmem_table(PHENO / "pheno.dta")
+
+
+@pytest.fixture(scope="module")
+def pheno():
+    """One model object for the module: compiled functions are cached per model object."""
+    return nlme.pheno_model()
+
+
+@pytest.fixture(scope="module")
+def pheno_fit(pheno, pheno_data):
+    return nlme.fit(pheno, pheno_data)
+
+
+def test_model_matches_the_control_stream():
+    text = (PHENO / "pheno.mod").read_text()
+    for line in ("TVCL = THETA(1)*WGT", "TVV = THETA(2)*WGT", "IF(APGR.LT.5) TVV = TVV*(1 + THETA(3))",
+                 "CL = TVCL*EXP(ETA_CL)", "VC = TVV*EXP(ETA_VC)", "Y = F + F*EPS(1)",
+                 "$ESTIMATION METHOD=1 INTERACTION", "$COVARIANCE UNCONDITIONAL"):
+        assert line in text
+    assert "MATRIX" not in text  # so the covariance step is NONMEM's default sandwich R^-1 S R^-1
+    m = nlme.pheno_model()
+    inits = dict(zip(m.parameter_names(), [t.initial for t in m.thetas] + list(m.omega) + list(m.sigma)))
+    for col, value in nlme.read_nonmem_table(PHENO / "pheno.ext").set_index("ITERATION").loc[0].items():
+        if col in EXT_NAMES:
+            assert inits[EXT_NAMES[col]] == pytest.approx(value, rel=1e-5)
+
+
+def test_pheno_reproduces_nonmem(pheno_fit):
+    final, se = nonmem_ext()
+    fit = pheno_fit
+    assert fit.status == "converged", fit.report()
+    assert fit.ofv == pytest.approx(final["OBJ"], abs=0.1)
+    est, ses = fit.estimates(), fit.standard_errors()
+    for col, name in EXT_NAMES.items():
+        assert est[name] == pytest.approx(final[col], rel=0.01), name
+        assert ses[name] == pytest.approx(se[col], rel=0.05), name
+    # tighter than the issue asks: what the run actually achieves
+    assert fit.ofv == pytest.approx(final["OBJ"], abs=1e-3)
+    for col, name in EXT_NAMES.items():
+        assert est[name] == pytest.approx(final[col], rel=2e-3), name
+        assert ses[name] == pytest.approx(se[col], rel=5e-3), name
+
+
+def test_covariance_matrix_matches_nonmem(pheno_fit):
+    cov = nlme.read_nonmem_table(PHENO / "pheno.cov").set_index("NAME")
+    ours = pheno_fit.dataset.covariance
+    for a, na in EXT_NAMES.items():
+        for b, nb in EXT_NAMES.items():
+            ref = cov.loc[a, b]
+            scale = np.sqrt(cov.loc[a, a] * cov.loc[b, b])
+            assert float(ours.sel(parameter=na, parameter_2=nb)) == pytest.approx(ref, abs=0.02 * scale), (a, b)
+
+
+def test_subjects_ebes_and_residuals_match_nonmem(pheno_fit):
+    ds = pheno_fit.dataset
+    phi = nlme.read_nonmem_table(PHENO / "pheno.phi")
+    assert list(ds.subject.values) == list(phi.ID)
+    # EBEs and OBJ at our estimates (NONMEM's agree to ~1e-4 relative): per subject
+    np.testing.assert_allclose(ds.ebe.values, phi[["ETA(1)", "ETA(2)"]].values, atol=2e-3)
+    np.testing.assert_allclose(ds.subject_ofv.values, phi.OBJ.values, atol=5e-3)
+    np.testing.assert_allclose(ds.ebe_covariance.values[:, 0, 0], phi["ETC(1,1)"].values, rtol=0.02)
+    tab = nlme.read_nonmem_table(PHENO / "pheno.tab").iloc[ds.observation.values]
+    np.testing.assert_allclose(ds.DV.values, tab.DV.values)
+    np.testing.assert_allclose(ds.PRED.values, tab.PRED.values, rtol=2e-4)
+    np.testing.assert_allclose(ds.IPRED.values, tab.CIPREDI.values, rtol=2e-4)
+    np.testing.assert_allclose(ds.CWRES.values, tab.CWRES.values, atol=2e-3)
+    lst = (PHENO / "pheno.lst").read_text()
+    etashr = [float(x) for x in re.search(r"ETASHRINKSD\(%\)\s+(\S+)\s+(\S+)", lst).groups()]
+    epsshr = float(re.search(r"EPSSHRINKSD\(%\)\s+(\S+)", lst).group(1))
+    np.testing.assert_allclose(ds.eta_shrinkage_sd.values, etashr, atol=0.1)
+    assert float(ds.eps_shrinkage_sd) == pytest.approx(epsshr, abs=0.1)
+    assert ds.PRED.attrs["units"] == "mg/L" and ds.TIME.attrs["units"] == "h"
+
+
+def test_report_reads_like_nonmem(pheno_fit):
+    text = pheno_fit.report()
+    assert "OBJECTIVE FUNCTION VALUE WITHOUT CONSTANT: 586.276" in text
+    assert "status: converged" in text and "FOCE-I" in text
+    for name in ("POP_CL", "POP_VC", "COVAPGR", "OMEGA(CL,CL)", "OMEGA(V,V)", "SIGMA(proportional)"):
+        assert name in text
+    assert "ETA shrinkage (SD): CL 47.6%, V 13.6%" in text
+
+
+def test_pheno_is_fast_when_warm(pheno, pheno_fit, pheno_data):
+    again = nlme.fit(pheno, pheno_data)  # compiled by the first fit
+    assert again.ofv == pytest.approx(pheno_fit.ofv, abs=1e-6)
+    assert again.dataset.attrs["elapsed_s"] < 5.0  # measured ~0.25 s on the 2-core development machine
+
+
+def test_pk_predictor_matches_closed_form_and_two_compartments():
+    import jax.numpy as jnp
+
+    from immunopd.pkmodels import LinearPK
+
+    one = nlme.pk_predictor()
+    t = jnp.array([1.0, 5.0, 30.0])
+    doses_t, doses_a = jnp.array([0.0, 4.0, 0.0]), jnp.array([10.0, 5.0, 0.0])  # last: padding
+    c = one({"clearance": 0.5, "central_volume": 2.0}, doses_t, doses_a, t)
+    k = 0.25
+    expected = 10 / 2 * np.exp(-k * np.array([1, 5, 30])) + np.where(t >= 4, 5 / 2 * np.exp(-k * (np.asarray(t) - 4)), 0)
+    np.testing.assert_allclose(c, expected, rtol=1e-12)
+    two = nlme.pk_predictor(LinearPK(compartments=2, allows_bolus=True))
+    v = {"clearance": 0.5, "central_volume": 2.0, "intercompartmental_clearance": 1e-9, "peripheral_volume": 3.0}
+    np.testing.assert_allclose(two(v, doses_t, doses_a, t), expected, rtol=1e-6)
+
+
+def simulate_population(seed=3, n=40):
+    """A pheno-like population from known parameters: (data, truth, the variances of the drawn etas)."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    model = nlme.pheno_model()
+    truth = {"POP_CL": 0.005, "POP_VC": 1.0, "COVAPGR": 0.2, "OMEGA(CL,CL)": 0.04, "OMEGA(V,V)": 0.03,
+             "SIGMA(proportional)": 0.01}
+    times = np.array([2.0, 12.0, 24.0, 48.0, 96.0, 144.0, 192.0])
+    rows, etas = [], []
+    for i in range(1, n + 1):
+        wgt, apgr = rng.uniform(0.8, 3.0), int(rng.integers(1, 11))
+        eta = rng.normal(0, np.sqrt([truth["OMEGA(CL,CL)"], truth["OMEGA(V,V)"]]))
+        etas.append(eta)
+        cl = truth["POP_CL"] * wgt * np.exp(eta[0])
+        v = truth["POP_VC"] * wgt * (1 + truth["COVAPGR"] * (apgr < 5)) * np.exp(eta[1])
+        f = np.asarray(model.predict({"CL": cl, "V": v}, jnp.array([0.0, 72.0]), jnp.array([20.0 * wgt, 5.0 * wgt]),
+                                     jnp.asarray(times)))
+        y = f * (1 + rng.normal(0, np.sqrt(truth["SIGMA(proportional)"]), f.shape))
+        rows.append((i, 0.0, 20.0 * wgt, wgt, apgr, 0.0))
+        rows.append((i, 72.0, 5.0 * wgt, wgt, apgr, 0.0))
+        rows += [(i, t, 0.0, wgt, apgr, yy) for t, yy in zip(times, y)]
+    data = pd.DataFrame(rows, columns=["ID", "TIME", "AMT", "WGT", "APGR", "DV"]).sort_values(["ID", "TIME"], kind="stable")
+    drawn = dict(zip(["OMEGA(CL,CL)", "OMEGA(V,V)"], np.var(etas, axis=0)))
+    return data.reset_index(drop=True), truth, drawn
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    return simulate_population()
+
+
+@pytest.fixture(scope="module")
+def simulated_fit(pheno, simulated):
+    return nlme.fit(pheno, simulated[0])
+
+
+def test_simulated_population_is_recovered(simulated, simulated_fit):
+    data, truth, drawn = simulated
+    fit = simulated_fit
+    assert fit.status == "converged", fit.report()
+    est, se = fit.estimates(), fit.standard_errors()
+    # every estimate within 3 standard errors of what generated the data: THETA and SIGMA the
+    # truth, OMEGA the variance of the 40 etas actually drawn (0.020 and 0.017 here, for 0.04 and
+    # 0.03: with 40 subjects the sample, not the population, is what the data can show)
+    for name, value in {**truth, **drawn}.items():
+        assert abs(est[name] - value) < 3 * se[name], (name, est[name], value, se[name])
+    for name in ("POP_CL", "POP_VC"):
+        assert est[name] == pytest.approx(truth[name], rel=0.10)
+
+
+def test_full_omega_and_combined_error(pheno, simulated, simulated_fit):
+    data, truth, drawn = simulated
+    m = nlme.NLMEModel(name="pheno, full OMEGA, combined error", thetas=pheno.thetas, parameters=pheno.parameters,
+                       typical=pheno.typical, predict=pheno.predict, etas=pheno.etas,
+                       omega=((0.03, 0.005), (0.005, 0.03)), omega_structure="full", sigma=(0.01, 0.05),
+                       error="combined", covariates=pheno.covariates, units=pheno.units)
+    fit = nlme.fit(m, data)
+    assert fit.status == "converged", fit.report()
+    assert fit.model.parameter_names() == ["POP_CL", "POP_VC", "COVAPGR", "OMEGA(CL,CL)", "OMEGA(V,CL)", "OMEGA(V,V)",
+                                           "SIGMA(proportional)", "SIGMA(additive)"]
+    # the proportional, diagonal model is nested in this one: its OFV cannot be lower
+    assert fit.ofv <= simulated_fit.ofv + 1e-4
+    est, se = fit.estimates(), fit.standard_errors()
+    for name, value in {**truth, **drawn, "OMEGA(V,CL)": 0.0, "SIGMA(additive)": 0.0}.items():
+        assert abs(est[name] - value) < 3 * se[name], (name, est[name], value, se[name])
+
+
+def test_non_convergence_and_singular_covariance_are_statuses(pheno, pheno_data):
+    stopped = nlme.fit(pheno, pheno_data, maxiter=1)
+    assert stopped.status.startswith("not converged: largest |gradient|")
+    assert not stopped.converged
+    base = nlme.pheno_model()
+    # a THETA the predictions do not depend on: the R matrix is singular
+    ghost = nlme.NLMEModel(name="pheno with an unused THETA", thetas=(*base.thetas, nlme.Theta("UNUSED", 1.0, 0.0)),
+                           parameters=base.parameters, typical=base.typical, predict=base.predict, etas=base.etas,
+                           omega=base.omega, sigma=base.sigma, error=base.error, covariates=base.covariates,
+                           units=base.units)
+    fit = nlme.fit(ghost, pheno_data)
+    assert fit.covariance_status.startswith("covariance step failed: R matrix")
+    assert fit.covariance_status.endswith("the objective does not depend on UNUSED")
+    assert fit.status == fit.covariance_status or fit.status.startswith("not converged")
+    assert np.isnan(fit.dataset.se.values).all() and "n/a" in fit.report()
+
+
+def test_bad_input_is_named():
+    base = nlme.pheno_model()
+    with pytest.raises(ParameterError) as err:
+        nlme.NLMEModel(name="x", thetas=base.thetas, parameters=base.parameters, typical=base.typical,
+                       predict=base.predict, etas=("CL", "KA"), omega=(0.1, 0.1), sigma=(0.01,))
+    assert str(err.value) == ("NLMEModel.etas[1] = 'KA' is not allowed; allowed: one of the individual parameters"
+                              " ['CL', 'V']")
+    data = pd.DataFrame({"ID": [1, 1, 2], "TIME": [0.0, 2.0, 0.0], "AMT": [10.0, 0.0, 10.0], "DV": [0.0, 5.0, 0.0],
+                         "WGT": [1.0, 1.0, 2.0], "APGR": [5, 5, 7]})
+    with pytest.raises(InputError) as err:
+        nlme.fit(base, data)
+    assert str(err.value) == ("subject ID 2 = 'no observations' is not allowed; allowed: at least one observation"
+                              " record (EVID=0/MDV=0, or AMT=0 when there is no EVID column) per subject")
+    data.loc[2, ["TIME", "AMT"]] = [3.0, 0.0]
+    data.loc[1, "DV"] = 0.0
+    with pytest.raises(InputError) as err:
+        nlme.fit(base, data)
+    assert str(err.value) == ("subject ID 1 DV at TIME 2 = 0.0 is not allowed; allowed: positive observations with the"
+                              " proportional error model (a zero concentration is usually below the limit of"
+                              " quantification: drop it or use 'combined')")
+    with pytest.raises(ParameterError) as err:
+        nlme.fit(base, data.assign(DV=1.0), initial={"THETA9": 1.0})
+    assert str(err.value).startswith("initial['THETA9'] = 1.0 is not allowed; allowed: one of the model's parameters")
+    with pytest.raises(InputError) as err:
+        nlme.fit(base, data.drop(columns="WGT"))
+    assert "columns including ['WGT']" in str(err.value)
