@@ -12,6 +12,8 @@ the typical patient's), and docetaxel's label figure is the gamma phase of a pha
 disagrees with the popPK whose volumes we use (the test keeps the popPK and locks the gap).
 """
 
+import re
+
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
@@ -358,8 +360,11 @@ def test_first_crossing_by_hand():
 def test_drugs_command_lists_every_drug_with_sources_and_presets(capsys):
     """Issue #15 part 6: ``immunopd drugs`` names every drug with its PK and potency sources and
     every preset; every PK value and covariate of every drug carries a source (a DOI or a label,
-    or "assumed" with its reason)."""
+    or "assumed" with its reason). PK values from another source than the clearance's are listed
+    too, grouped by source (docetaxel's volumes and distribution clearances are Ozawa 2007's, its
+    clearance the Taxotere label's), and the combination presets follow with their regimen text."""
     from immunopd.cli import main
+    from immunopd.models.drugs import COMBINATIONS
 
     assert main(["drugs"]) == 0
     blocks: dict[str, str] = {}
@@ -368,7 +373,17 @@ def test_drugs_command_lists_every_drug_with_sources_and_presets(capsys):
             name = line.split(":")[0]
             blocks[name] = ""
         blocks[name] += line + "\n"
-    assert list(blocks) == list(DRUGS)
+    assert list(blocks) == [*DRUGS, "combinations"]
+    for name, text in COMBINATIONS.items():
+        assert f"\n    {name}: {text}\n" in blocks["combinations"], name
+    assert ("\n    PK central_volume, intercompartmental_clearance, peripheral_volume, intercompartmental_clearance_2, "
+            "peripheral_volume_2: Ozawa et al. 2007") in blocks["docetaxel"]
+    assert "doi:10.1111/j.1349-7006.2007.00615.x" in blocks["docetaxel"]
+    # every PK value's source appears in its drug's block (by DOI where it has one)
+    for name, d in DRUGS.items():
+        for role, v in d.pk_values.items():
+            doi = re.search(r"doi:\S+?(?=[\s,;)]|$)", v.source)
+            assert (doi.group(0) if doi else v.source) in blocks[name], (name, role)
     for name, d in DRUGS.items():
         assert "\n    PK: " in blocks[name] and "\n    potency: " in blocks[name], name
         for preset in d.preset_texts():
