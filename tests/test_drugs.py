@@ -250,6 +250,32 @@ def test_bsa_dosing_against_a_hand_calculation():
     np.testing.assert_allclose(conc(direct, "docetaxel"), conc(ds, "docetaxel"), rtol=1e-10, atol=1e-15)
 
 
+def test_bsa_given_directly_as_a_population_covariate():
+    """Issue #15: BSA may be given directly, in Python (``bsa=``) and in populations. body_surface_area
+    is a model parameter, so ``Population.from_params({"body_surface_area": ...})`` gives each
+    patient's BSA, and ``sample(typical={"body_surface_area": b}, covariates=Covariates(height_median_cm=None))``
+    gives every sampled patient b (with the default covariates the Mosteller BSA from the drawn height
+    and weight is used instead). A 75 mg/m2 dose is then 75 x BSA mg: at the end of the 1-hour infusion
+    the amount in the body plus that eliminated is exactly that (1.6 m2: 120 mg, 2.1 m2: 157.5 mg)."""
+    from immunopd.population import Covariates, Population, sample
+    from immunopd.trial import run_trial
+
+    end = np.array([0.0, 1 / 24])
+    pop = Population.from_params({"body_surface_area": np.array([1.6, 2.1])})
+    ds = run("docetaxel 75 mg/m2 over 60 min", pop.params(), times=end)
+    np.testing.assert_allclose(ds.dosed.sel(drug="docetaxel").values, [120.0, 157.5], rtol=1e-12)
+    total = ds.drug_amount.sel(drug="docetaxel").isel(time=-1).sum("compartment").values
+    np.testing.assert_allclose(total, [120.0, 157.5], rtol=1e-6)
+    assert ds.attrs["body_surface_area_given"] == 1
+
+    sampled = sample(4, seed=1, typical={"body_surface_area": 1.9}, covariates=Covariates(height_median_cm=None), eligibility=None)
+    np.testing.assert_array_equal(sampled.data.body_surface_area.values, 1.9)
+    trial = run_trial({"docetaxel": "docetaxel 75 mg/m2 q3w over 60 min"}, sampled, days=21, outputs=("sld",))
+    np.testing.assert_allclose(trial.dosed.sel(drug="docetaxel").values, 75 * 1.9, rtol=1e-12)
+    # the default covariates draw height and use the Mosteller BSA, not the typical value
+    assert not np.any(sample(4, seed=1, typical={"body_surface_area": 1.9}, eligibility=None).data.body_surface_area.values == 1.9)
+
+
 def test_mg_per_m2_without_body_size_is_an_error_naming_what_is_missing():
     with pytest.raises(RegimenError) as err:
         ip.simulate("docetaxel 75 mg/m2 q3w", days=30)
