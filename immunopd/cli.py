@@ -570,21 +570,52 @@ def _example() -> str:
     return STANDARD_REGIMENS["anti-PD-1"]
 
 
+def _other_pk_sources(drug) -> list[tuple[str, str]]:
+    """The PK values whose source is not the clearance's, grouped by source: (roles, source).
+
+    Values citing the same DOI are one source (the shortest text stands for the group, so a
+    per-value note such as "Q2 5.58 L/h" does not split it); values without a DOI group by text."""
+    import re
+
+    def key(source: str) -> str:
+        doi = re.search(r"doi:\S+?(?=[\s,;)]|$)", source)
+        return doi.group(0) if doi else source
+
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for role, v in drug.pk_values.items():
+        groups.setdefault(key(v.source), []).append((role, v.source))
+    clearance = key(drug.pk_values["clearance"].source)
+    return [(", ".join(r for r, _ in g), min((s for _, s in g), key=len)) for k, g in groups.items() if k != clearance]
+
+
 def _drugs(args) -> int:
     from .models.core import core_model
+    from .models.drugs import COMBINATIONS
 
-    rows = [d.summary() for d in core_model().drugs]
+    drugs = core_model().drugs
+    rows = [d.summary() for d in drugs]
+    others = [_other_pk_sources(d) for d in drugs]
     if args.markdown:
+        for r, o in zip(rows, others):
+            r["other PK sources"] = "; ".join(f"{roles}: {src}" for roles, src in o) or "-"
         keys = list(rows[0])
         print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
         for r in rows:
             print("| " + " | ".join(r.values()) + " |")
+        print("\n| combination | regimen |\n|---|---|")
+        for name, text in COMBINATIONS.items():
+            print(f"| {name} | {text} |")
         return 0
-    for r in rows:
+    for r, o in zip(rows, others):
         print(f"{r['drug']}: {r['kind']} on {r['target']}; PK {r['pk']}; potency {r['potency']}")
         print(f"    PK: {r['pk source']}")
+        for roles, src in o:
+            print(f"    PK {roles}: {src}")
         print(f"    potency: {r['potency source']}")
         print(f"    presets: {r['presets']}")
+    print("combinations: presets of several drugs (a preset name is also a regimen clause)")
+    for name, text in COMBINATIONS.items():
+        print(f"    {name}: {text}")
     return 0
 
 
