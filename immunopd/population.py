@@ -304,7 +304,9 @@ def sample(
             values["tcell_exclusion"] = np.where(cold, cov.cold_exclusion, 0.0)
         height = None
         # drawn last, so that adding it left every earlier draw of a seed unchanged
-        if cov.height_median_cm is not None and cov.weight_median_kg is not None and "body_surface_area" in table.names:
+        # a body surface area the caller gives (typical, cv or uniform) is kept, not replaced by Mosteller's
+        given_bsa = "body_surface_area" in cv or "body_surface_area" in uniform or "body_surface_area" in typical
+        if cov.height_median_cm is not None and cov.weight_median_kg is not None and "body_surface_area" in table.names and not given_bsa:
             from .units import mosteller_bsa
 
             s = np.sqrt(np.log1p(cov.height_cv**2))

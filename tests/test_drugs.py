@@ -253,9 +253,9 @@ def test_bsa_dosing_against_a_hand_calculation():
 def test_bsa_given_directly_as_a_population_covariate():
     """Issue #15: BSA may be given directly, in Python (``bsa=``) and in populations. body_surface_area
     is a model parameter, so ``Population.from_params({"body_surface_area": ...})`` gives each
-    patient's BSA, and ``sample(typical={"body_surface_area": b}, covariates=Covariates(height_median_cm=None))``
-    gives every sampled patient b (with the default covariates the Mosteller BSA from the drawn height
-    and weight is used instead). A 75 mg/m2 dose is then 75 x BSA mg: at the end of the 1-hour infusion
+    patient's BSA, and ``sample(typical={"body_surface_area": b})`` gives every sampled patient b (a
+    BSA the caller gives is kept; only without one is it the Mosteller BSA of the drawn height and
+    weight). A 75 mg/m2 dose is then 75 x BSA mg: at the end of the 1-hour infusion
     the amount in the body plus that eliminated is exactly that (1.6 m2: 120 mg, 2.1 m2: 157.5 mg)."""
     from immunopd.population import Covariates, Population, sample
     from immunopd.trial import run_trial
@@ -272,8 +272,10 @@ def test_bsa_given_directly_as_a_population_covariate():
     np.testing.assert_array_equal(sampled.data.body_surface_area.values, 1.9)
     trial = run_trial({"docetaxel": "docetaxel 75 mg/m2 q3w over 60 min"}, sampled, days=21, outputs=("sld",))
     np.testing.assert_allclose(trial.dosed.sel(drug="docetaxel").values, 75 * 1.9, rtol=1e-12)
-    # the default covariates draw height and use the Mosteller BSA, not the typical value
-    assert not np.any(sample(4, seed=1, typical={"body_surface_area": 1.9}, eligibility=None).data.body_surface_area.values == 1.9)
+    # a given BSA is kept even where height is drawn; without one, BSA is Mosteller's from height and weight
+    np.testing.assert_array_equal(sample(4, seed=1, typical={"body_surface_area": 1.9}, eligibility=None).data.body_surface_area.values, 1.9)
+    drawn = sample(4, seed=1, eligibility=None).data
+    np.testing.assert_allclose(drawn.body_surface_area.values, np.sqrt(drawn.height.values * drawn.body_weight.values / 3600), rtol=1e-12)
 
 
 def test_mg_per_m2_without_body_size_is_an_error_naming_what_is_missing():
