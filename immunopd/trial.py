@@ -517,6 +517,9 @@ def load_experiment(path: str | Path) -> Experiment:
     for key in doc:
         if key not in _TOP:
             raise InputError(describe(f"{path.name} table [{key}]", key, f"one of {sorted(_TOP)}"))
+    for key in ("experiment", "population"):
+        if key in doc and not isinstance(doc[key], dict):
+            raise InputError(describe(f"{path.name} [{key}]", doc[key], f"a table: a [{key}] header followed by key = value lines"))
     settings = dict(doc.get("experiment", {}))
     for key in settings:
         if key not in _SETTINGS:
