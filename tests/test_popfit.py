@@ -45,13 +45,21 @@ def test_predictor_padding_and_baseline():
     v0 = 8000.0
     p = {"baseline_tumor_volume": jnp.asarray(v0), "growth_rate": jnp.asarray(0.003), "kill_rate": jnp.asarray(1.0)}
     t = jnp.asarray([0.0, 42.0, 84.0, 126.0])
-    f = np.asarray(pr(p, None, None, t))
-    padded = np.asarray(pr(p, None, None, jnp.concatenate([t, jnp.zeros(3)])))
+    run = jax.jit(lambda q, ts: pr(q, None, None, ts))
+    f = np.asarray(run(p, t))
+    padded = np.asarray(run(p, jnp.concatenate([t, jnp.zeros(3)])))
     assert f[0] == pytest.approx((6 * v0 / math.pi) ** (1 / 3), rel=1e-9)  # mm at the baseline scan
     np.testing.assert_allclose(padded[:4], f, rtol=1e-12)  # nlme's zero padding does not disturb the solve
+
+
+@pytest.mark.slow
+def test_predictor_reverse_mode_equals_forward_mode():
+    pr = mechanistic_predictor("immunotherapy")
+    p = {"baseline_tumor_volume": jnp.asarray(8000.0), "growth_rate": jnp.asarray(0.003), "kill_rate": jnp.asarray(1.0)}
+    t = jnp.asarray([0.0, 42.0, 84.0, 126.0])
     # reverse mode (nlme's gradient) through the custom JVP equals forward mode
-    g_rev = jax.grad(lambda q: pr(q, None, None, t)[-1])(p)
-    g_fwd = jax.jacfwd(lambda q: pr(q, None, None, t)[-1])(p)
+    g_rev = jax.jit(jax.grad(lambda q: pr(q, None, None, t)[-1]))(p)
+    g_fwd = jax.jit(jax.jacfwd(lambda q: pr(q, None, None, t)[-1]))(p)
     for k in DEFAULT_RANDOM:
         assert np.isfinite(float(g_rev[k])) and float(g_rev[k]) == pytest.approx(float(g_fwd[k]), rel=1e-10)
 
