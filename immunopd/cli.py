@@ -254,6 +254,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="no treatment vs anti-PD-1 vs anti-PD-1 + anti-Clever-1 on three patient types")
     demo.add_argument("--out-dir", default="out", help="folder for demo.nc and demo.png (default: out)")
+    pf = sub.add_parser("popfit", help="population (FOCE-I) fit of the mechanistic model to a shipped dataset's lesions")
+    pf.add_argument("--data", default="laleh2022", help="shipped dataset (default laleh2022)")
+    pf.add_argument("--arm", default="immunotherapy", help="immunotherapy or chemotherapy (its regimen from the baseline scan)")
+    pf.add_argument("--lesions", type=int, default=20, help="fit the first N lesions with >= --min-scans scans (default 20)")
+    pf.add_argument("--min-scans", type=int, default=4, help="scans a lesion needs, baseline included (default 4)")
+    pf.add_argument("--maxiter", type=int, default=200, help="BFGS iterations at most (default 200)")
+    pf.add_argument("--replicates", type=int, default=100, help="VPC replicates (default 100)")
+    pf.add_argument("--out", required=True, help="output .nc: the nlme result with the VPC")
+    pf.add_argument("--plot", default=None, help="also write the VPC and goodness-of-fit figure (.png)")
     from .cli_more import add_parsers  # exposure, plot
 
     add_parsers(sub)
@@ -470,6 +479,24 @@ def _calibrate(args) -> int:
     return 0
 
 
+def _popfit(args) -> int:
+    _check_output(args.out, "--out", (".nc",))
+    if args.plot is not None:
+        _check_output(args.plot, "--plot", (".png",))
+    from .io import write_netcdf
+    from .popfit import plot_popfit, popfit
+
+    pf = popfit(dataset=args.data, arm=args.arm, lesions=args.lesions, min_scans=args.min_scans, maxiter=args.maxiter,
+                replicates=args.replicates)
+    write_netcdf(pf.to_dataset(), args.out)
+    print(pf.report())
+    if args.plot:
+        plot_popfit(pf, args.plot)
+        print(f"wrote {args.plot}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _biomarker(args) -> int:
     from .biomarker import biomarker_report, run_biomarker_experiment
     from .io import write_netcdf
@@ -651,6 +678,8 @@ def _dispatch(args) -> int:
         return _trial(args)
     if args.command == "calibrate":
         return _calibrate(args)
+    if args.command == "popfit":
+        return _popfit(args)
     if args.command == "biomarker":
         return _biomarker(args)
     if args.command == "datasets":

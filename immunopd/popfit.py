@@ -1,0 +1,397 @@
+"""Population (FOCE-I) fit of the declared mechanistic model to lesions' diameter courses.
+
+:func:`mechanistic_predictor` turns a declared model (default: the core model) and one fixed
+regimen into an :mod:`immunopd.nlme` predictor of a lesion's longest diameter (mm) at its scan
+times, so that :func:`immunopd.nlme.fit` estimates typical values, log-normal between-lesion
+variances and the residual error of a few parameters (every other one at its default).
+
+Conventions (documented simplifications):
+
+- time is days since the lesion's baseline scan, and the arm's regimen starts at that scan
+  (day 0) for every lesion; nlme's dose arrays are ignored (the regimen is fixed per fit);
+- each lesion is one "subject" (lesions of one patient are treated as independent);
+- the immune states start at the untreated steady state of the baseline volume, as in
+  :mod:`immunopd.fitting.mechanistic`;
+- the typical baseline volume is tied to the lesion's baseline scan:
+  ``baseline_tumor_volume = V0_RATIO * BASEVOL`` with the covariate ``BASEVOL = pi/6 D0^3``
+  (mm3, D0 the baseline diameter), so ``V0_RATIO`` near 1 and its eta absorbs measurement
+  error at the baseline scan; growth and kill rates have population typical values;
+- the residual error is combined (proportional + additive, mm): lesions that disappear are
+  measured as 0 mm.
+
+Derivatives: the ODE solve is wrapped in a ``jax.custom_jvp`` whose tangent is the forward-mode
+Jacobian through diffrax (``ForwardMode``), which is linear in the tangent and therefore also
+transposes for the reverse mode nlme uses (gradient and Hessian of the conditional objective
+in eta, exact outer gradients through the conditional etas).
+
+:func:`popfit` runs the fit and adds a VPC (:func:`vpc`) and goodness-of-fit data
+(:func:`gof`); :func:`plot_popfit` draws both.
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InputError, describe
+
+__all__ = ["mechanistic_predictor", "mechanistic_nlme_model", "lesion_data", "popfit", "vpc", "gof", "plot_popfit",
+           "DEFAULT_RANDOM", "PopFit"]
+
+#: parameters carrying a between-lesion random effect by default (what single-lesion fits identify)
+DEFAULT_RANDOM = ("baseline_tumor_volume", "growth_rate", "kill_rate")
+_THETA_OF = {"baseline_tumor_volume": "V0_RATIO"}
+_VPC_PERCENTILES = (5.0, 50.0, 95.0)
+
+
+def _theta_name(parameter: str) -> str:
+    return _THETA_OF.get(parameter, "POP_" + parameter.upper())
+
+
+def mechanistic_predictor(regimen="immunotherapy", free: Sequence[str] = DEFAULT_RANDOM, *, model=None, params=None,
+                          horizon: float = 2000.0, solver: str = "tsit5", rtol: float = 1e-6, atol: float = 1e-8,
+                          max_steps: int = 20_000):
+    """An nlme predictor ``predict(params, dose_times, dose_amounts, obs_times) -> diameter (mm)``.
+
+    ``regimen``: an arm name of :data:`immunopd.models.drugs.ARM_REGIMENS`, regimen text or a
+    :class:`Regimen`, started at day 0 (the baseline scan) for every lesion; ``free``: the
+    individual parameters read from ``params`` (every other one at its default or the value in
+    the ``params`` argument of this function); ``horizon``: the last day doses are scheduled
+    for (observation times beyond it see no further doses). ``dose_times``/``dose_amounts``
+    are ignored. ``obs_times`` may be padded with anything below the last real time (nlme pads
+    with 0): the solve uses their running maximum.
+    """
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    from .integrate import one_patient_solver
+    from .models.drugs import ARM_REGIMENS
+    from .solve import prepare, resolve_model
+
+    if isinstance(regimen, str) and regimen in ARM_REGIMENS:
+        regimen = ARM_REGIMENS[regimen]
+    model = resolve_model(model, "gompertz")
+    free = tuple(free)
+    if not free or len(set(free)) != len(free):
+        raise InputError(describe("free", list(free), "a non-empty list of distinct parameter names"))
+    for name in free:
+        model.parameters[name]  # an unknown name raises, naming the table
+    model, reg, values, n, given = prepare(regimen, params, model=model)
+    if n != 1:
+        raise InputError(describe("params", "arrays over patients", "scalar values: the fixed parameters are shared"))
+    drugs = tuple(model.drug(d) for d in reg.drugs)
+    weights = values["body_weight"] if "body_weight" in given else None
+    bsas = values["body_surface_area"] if "body_surface_area" in given else None
+    sched = reg.schedule(float(horizon), weights, 1, drugs=tuple(d.name for d in drugs), bsas=bsas)
+    jumps = np.where(np.isfinite(sched.jump_times), sched.jump_times, horizon + 1.0)
+    dose_args = (jnp.asarray(sched.starts), jnp.asarray(sched.ends), jnp.asarray(sched.rates[0]),
+                 jnp.asarray(sched.boluses[0]), jnp.asarray(jumps))
+    base = {k: jnp.asarray(float(v)) for k, v in values.items()}
+    one = one_patient_solver(model, drugs, solver, rtol, atol, max_steps, ("sld",), adjoint=diffrax.ForwardMode())
+
+    def solve(theta, ts):
+        q = dict(base) | {name: theta[i] for i, name in enumerate(free)}
+        picked, status, _ = one(q, *dose_args, ts)
+        return jnp.where(status == 0, picked["sld"], jnp.nan)
+
+    @jax.custom_jvp
+    def core(theta, ts):
+        return solve(theta, ts)
+
+    @core.defjvp
+    def core_jvp(primals, tangents):
+        theta, ts = primals
+        dtheta, _ = tangents
+        f = solve(theta, ts)
+        jac = jax.jacfwd(solve)(theta, ts)
+        return f, jac @ dtheta
+
+    def predict(p, dose_times, dose_amounts, obs_times):
+        ts = jax.lax.cummax(jnp.asarray(obs_times, float), axis=0)
+        theta = jnp.stack([jnp.asarray(p[name], float) for name in free])
+        return core(theta, ts)
+
+    predict.free = free
+    predict.model = model
+    predict.regimen = reg.describe()
+    return predict
+
+
+def mechanistic_nlme_model(regimen="immunotherapy", free: Sequence[str] = DEFAULT_RANDOM, *, model=None,
+                           initial: dict | None = None, omega: float = 0.3, sigma=(0.01, 1.0), **predictor_kws):
+    """The :class:`immunopd.nlme.NLMEModel` of ``free`` with log-normal etas on each, typical
+    values ``POP_<NAME>`` (the parameter defaults unless ``initial`` says otherwise) and, for
+    the baseline volume, ``V0_RATIO * BASEVOL`` (covariate, mm3); combined residual error in mm
+    (``sigma``: proportional then additive variance)."""
+    from .nlme import NLMEModel, Theta
+
+    predict = mechanistic_predictor(regimen, free, model=model, **predictor_kws)
+    m = predict.model
+    thetas, units = [], {"DV": "mm", "TIME": "day", "AMT": "mg", "BASEVOL": "mm3"}
+    for name in free:
+        spec = m.parameters[name]
+        units[name] = spec.unit
+        t = _theta_name(name)
+        init = (initial or {}).get(t, 1.0 if name == "baseline_tumor_volume" else float(spec.default))
+        unit = "1" if name == "baseline_tumor_volume" else spec.unit
+        desc = ("typical baseline volume / (pi/6 D0^3)" if name == "baseline_tumor_volume" else f"typical {name}")
+        thetas.append(Theta(t, init, 0.0, unit=unit, description=desc))
+    uses_base = "baseline_tumor_volume" in free
+
+    def typical(theta, cov):
+        out = {}
+        for name in free:
+            t = theta[_theta_name(name)]
+            out[name] = t * cov["BASEVOL"] if name == "baseline_tumor_volume" else t
+        return out
+
+    return NLMEModel(name=f"{m.name} ({m.variant}), {predict.regimen} from the baseline scan", thetas=tuple(thetas),
+                     parameters=free, typical=typical, predict=predict, etas=free, omega=tuple([omega] * len(free)),
+                     sigma=tuple(sigma), error="combined", covariates=("BASEVOL",) if uses_base else (), units=units)
+
+
+def lesion_data(courses, min_scans: int = 4, lesions: int | None = None):
+    """NONMEM-layout data (ID, TIME, AMT, DV, BASEVOL) of ``courses`` ``[(lesion, days, mm), ...]``
+    (as :func:`immunopd.calibration.observed_courses` gives): the first ``lesions`` with at
+    least ``min_scans`` scans, in their order."""
+    import pandas as pd
+
+    rows = []
+    kept = 0
+    for lesion, t, d in courses:
+        if len(t) < min_scans:
+            continue
+        if lesions is not None and kept >= lesions:
+            break
+        kept += 1
+        basevol = math.pi / 6 * float(d[0]) ** 3
+        for ti, di in zip(t, d):
+            rows.append({"ID": str(lesion), "TIME": float(ti), "AMT": 0.0, "DV": float(di), "BASEVOL": basevol})
+    if not kept:
+        raise InputError(describe("lesions", 0, f"at least one lesion with >= {min_scans} scans"))
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def _subjects(model, data):
+    """Per subject: padded observation times (S, O), mask, DV, covariates (nlme's layout)."""
+    from .nlme import _prepare
+
+    return _prepare(model, data)
+
+
+def _simulate(model, d, estimates: dict, replicates: int, seed: int):
+    """Simulated DV (replicates, S, O) from the population: eta ~ N(0, Omega), combined error."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    theta = {t.name: jnp.asarray(float(estimates[t.name])) for t in model.thetas}
+    k = len(model.etas)
+    om = np.zeros((k, k))
+    for i, a in enumerate(model.etas):
+        for j, b in enumerate(model.etas):
+            key = f"OMEGA({a},{b})" if f"OMEGA({a},{b})" in estimates else f"OMEGA({b},{a})"
+            om[i, j] = estimates.get(key, 0.0)
+    sig = [float(estimates[f"SIGMA({s})"]) for s in model.sigma_names]
+    n_sub, n_obs = d.obs_t.shape
+    eta = rng.multivariate_normal(np.zeros(k), om, size=(replicates, n_sub))
+    cov = {c: jnp.asarray(v) for c, v in d.cov.items()}
+
+    def one(eta_s, cov_s, ts):
+        tv = model.typical(theta, cov_s)
+        p = {n: tv[n] * jnp.exp(eta_s[model.etas.index(n)]) if n in model.etas else tv[n] for n in model.parameters}
+        return model.predict(p, jnp.zeros(1), jnp.zeros(1), ts)
+
+    per_sub = jax.jit(jax.vmap(one))
+    f = np.stack([np.asarray(per_sub(jnp.asarray(eta[r]), cov, jnp.asarray(d.obs_t))) for r in range(replicates)])
+    var = {"additive": lambda f: sig[0] + 0 * f, "proportional": lambda f: sig[0] * f**2,
+           "combined": lambda f: sig[0] * f**2 + sig[1]}[model.error](f)
+    return f + np.sqrt(var) * rng.standard_normal(f.shape)
+
+
+def _pct_change(y, t, mask):
+    """100 (y / y at t = 0 - 1) per subject, NaN where masked or at the baseline scan."""
+    base = y[..., :1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 100.0 * (y / base - 1.0)
+    return np.where(mask & (t > 0), out, np.nan)
+
+
+def vpc(model, data, estimates: dict, *, replicates: int = 100, bins: int = 6, seed: int = 0):
+    """Visual predictive check of the % change in diameter from each lesion's baseline scan.
+
+    ``replicates`` copies of the data set are simulated from the population at ``estimates``
+    (nlme parameter names; eta ~ N(0, OMEGA), residual error as fitted) on each lesion's own
+    scan times; the observed and simulated 5th/50th/95th percentiles of the % change are taken
+    over ``bins`` time bins of equal observation counts (baseline scans excluded: 0 % by
+    definition). Returns an xarray Dataset over (bin, percentile) with the simulated
+    percentiles' median and 90 % interval across replicates.
+    """
+    import xarray as xr
+
+    if int(replicates) < 2:
+        raise InputError(describe("replicates", replicates, "an integer >= 2"))
+    if int(bins) < 1:
+        raise InputError(describe("bins", bins, "an integer >= 1"))
+    d = _subjects(model, data)
+    obs = _pct_change(d.y, d.obs_t, d.mask)
+    sim = _pct_change(_simulate(model, d, estimates, int(replicates), seed), d.obs_t[None], d.mask[None])
+    t_obs = d.obs_t[np.isfinite(obs)]
+    edges = np.unique(np.quantile(t_obs, np.linspace(0, 1, int(bins) + 1)))
+    edges[-1] += 1e-9
+    nb = len(edges) - 1
+    pcts = np.asarray(_VPC_PERCENTILES)
+    observed = np.full((nb, len(pcts)), np.nan)
+    simulated = np.full((int(replicates), nb, len(pcts)), np.nan)
+    count, mid = np.zeros(nb, int), np.zeros(nb)
+    which = np.clip(np.searchsorted(edges, d.obs_t, side="right") - 1, 0, nb - 1)
+    for b in range(nb):
+        inb = which == b
+        o = obs[inb]
+        o = o[np.isfinite(o)]
+        count[b] = o.size
+        mid[b] = np.median(d.obs_t[inb & np.isfinite(obs)]) if o.size else np.nan
+        if o.size:
+            observed[b] = np.percentile(o, pcts)
+        s = sim[:, inb]
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                simulated[:, b] = np.nanpercentile(s, pcts, axis=1).T
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, med, hi = (np.nanpercentile(simulated, q, axis=0) for q in (5, 50, 95))
+    pc = {"units": "%", "long_name": "change in diameter from the lesion's baseline scan"}
+    return xr.Dataset(
+        {"observed": (("bin", "percentile"), observed, pc | {"long_name": "observed percentile of the % change"}),
+         "simulated_median": (("bin", "percentile"), med, pc | {"long_name": "median over replicates of the simulated percentile"}),
+         "simulated_lower": (("bin", "percentile"), lo, pc | {"long_name": "5th percentile over replicates of the simulated percentile"}),
+         "simulated_upper": (("bin", "percentile"), hi, pc | {"long_name": "95th percentile over replicates of the simulated percentile"}),
+         "n_observed": ("bin", count, {"units": "1", "long_name": "observations in the bin (baselines excluded)"}),
+         "time": ("bin", mid, {"units": "day", "long_name": "median observation time in the bin (days since baseline)"}),
+         "bin_start": ("bin", edges[:-1], {"units": "day"}), "bin_end": ("bin", edges[1:], {"units": "day"})},
+        coords={"bin": np.arange(nb), "percentile": ("percentile", pcts, {"units": "%"})},
+        attrs={"replicates": int(replicates), "seed": int(seed),
+               "description": "VPC of the % change in diameter; simulated from the population estimates with each lesion's"
+                              " own scan times (eta ~ N(0, OMEGA), residual error as fitted)"})
+
+
+def gof(fit_dataset):
+    """Goodness-of-fit data from an nlme result Dataset: DV, PRED, IPRED, CWRES, IWRES and TIME
+    per observation (DV vs PRED/IPRED, CWRES vs TIME/PRED)."""
+    keep = ["ID", "TIME", "DV", "PRED", "IPRED", "CWRES", "IWRES"]
+    out = fit_dataset[keep].copy()
+    out.attrs = {"description": "goodness of fit: DV vs PRED and IPRED, CWRES vs TIME and vs PRED"}
+    return out
+
+
+class PopFit:
+    """What :func:`popfit` returns: the nlme fit (:attr:`fit`, its :attr:`dataset`), :attr:`vpc`,
+    :attr:`gof` and the wall time :attr:`elapsed_s`."""
+
+    def __init__(self, fit, vpc_ds, gof_ds, elapsed_s: float):
+        self.fit, self.vpc, self.gof, self.elapsed_s = fit, vpc_ds, gof_ds, elapsed_s
+
+    @property
+    def dataset(self):
+        return self.fit.dataset
+
+    def to_dataset(self):
+        """The nlme result with the VPC variables added (prefixed ``vpc_``), for one netCDF file."""
+        ds = self.fit.dataset.copy()
+        for k, v in self.vpc.data_vars.items():
+            ds[f"vpc_{k}"] = v.rename({"bin": "vpc_bin", "percentile": "vpc_percentile"}) if "percentile" in v.dims else \
+                v.rename({"bin": "vpc_bin"})
+        ds = ds.drop_vars(["vpc_bin"], errors="ignore")
+        ds = ds.assign_coords(vpc_percentile=("vpc_percentile", self.vpc.percentile.values, {"units": "%"}))
+        ds.attrs["vpc_replicates"] = self.vpc.attrs["replicates"]
+        ds.attrs["elapsed_total_s"] = float(self.elapsed_s)
+        ds.attrs["kind"] = "popfit"
+        return ds
+
+    def report(self) -> str:
+        return self.fit.report() + f"\ntotal wall time (fit, covariance step, VPC): {self.elapsed_s:.1f} s"
+
+
+def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy", lesions: int | None = 20,
+           min_scans: int = 4, free: Sequence[str] = DEFAULT_RANDOM, model=None, initial: dict | None = None,
+           covariance: str | None = "sandwich", maxiter: int = 200, gtol: float = 1e-2, replicates: int = 100,
+           seed: int = 0) -> PopFit:
+    """FOCE-I fit of the mechanistic model to lesions, with a VPC and goodness-of-fit data.
+
+    ``data``: NONMEM-layout lesion data (ID, TIME days since baseline, AMT, DV mm, BASEVOL
+    mm3; see :func:`lesion_data`), default the first ``lesions`` lesions of ``dataset``'s
+    ``arm`` with at least ``min_scans`` scans. ``model``: an :class:`immunopd.nlme.NLMEModel`
+    (default :func:`mechanistic_nlme_model` of the arm's regimen and ``free``). ``gtol``: the
+    BFGS convergence tolerance on the unconstrained scale (1e-2: the ODE solve's own tolerance
+    limits how far the gradient can be driven).
+    """
+    from . import nlme
+    from .models.drugs import ARM_REGIMENS
+
+    if lesions is not None and (isinstance(lesions, bool) or not isinstance(lesions, (int, np.integer)) or lesions < 1):
+        raise InputError(describe("lesions", lesions, "a positive integer (or None for every lesion)"))
+    if arm not in ARM_REGIMENS:
+        raise InputError(describe("arm", arm, f"one of {list(ARM_REGIMENS)}"))
+    if data is None:
+        from .calibration import observed_courses
+
+        data = lesion_data(observed_courses(dataset, arm=arm), min_scans=min_scans, lesions=lesions)
+    if model is None:
+        model = mechanistic_nlme_model(arm, free, initial=initial)
+    t0 = _time.perf_counter()
+    result = nlme.fit(model, data, covariance=covariance, maxiter=maxiter, gtol=gtol)
+    v = vpc(model, data, result.estimates(), replicates=replicates, seed=seed)
+    g = gof(result.dataset)
+    return PopFit(result, v, g, _time.perf_counter() - t0)
+
+
+def plot_popfit(pf: PopFit, path) -> None:
+    """A PNG at ``path``: the VPC and four goodness-of-fit panels (DV vs PRED, DV vs IPRED,
+    CWRES vs TIME, CWRES vs PRED)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import save_figure
+
+    v, g = pf.vpc, pf.gof
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8))
+    ax = axes[0, 0]
+    for j, (q, style) in enumerate(zip(v.percentile.values, ("--", "-", "--"))):
+        ax.fill_between(v.time, v.simulated_lower[:, j], v.simulated_upper[:, j], color="C0" if j != 1 else "C1", alpha=0.25)
+        ax.plot(v.time, v.observed[:, j], "k" + style, marker="o", ms=3, label=f"observed P{q:g}")
+    ax.axhline(-30, color="grey", lw=0.5)
+    ax.axhline(20, color="grey", lw=0.5)
+    ax.set(xlabel="days since baseline scan", ylabel="change in diameter (%)", title=f"VPC ({v.attrs['replicates']} replicates)")
+    ax.legend(fontsize=7)
+    dv, pred, ipred, cw, t = (g[k].values for k in ("DV", "PRED", "IPRED", "CWRES", "TIME"))
+    for ax, x, name in ((axes[0, 1], pred, "PRED"), (axes[0, 2], ipred, "IPRED")):
+        ax.scatter(x, dv, s=6, alpha=0.6)
+        hi = float(np.nanmax(np.concatenate([x, dv]))) if dv.size else 1.0
+        ax.plot([0, hi], [0, hi], "k-", lw=0.8)
+        ax.set(xlabel=f"{name} (mm)", ylabel="DV (mm)", title=f"DV vs {name}")
+    for ax, x, name in ((axes[1, 0], t, "TIME (day)"), (axes[1, 1], pred, "PRED (mm)")):
+        ax.scatter(x, cw, s=6, alpha=0.6)
+        ax.axhline(0, color="k", lw=0.8)
+        for y in (-2, 2):
+            ax.axhline(y, color="grey", ls="--", lw=0.6)
+        ax.set(xlabel=name, ylabel="CWRES", title=f"CWRES vs {name.split()[0]}")
+    axes[1, 2].axis("off")
+    a = pf.dataset.attrs
+    axes[1, 2].text(0, 0.5, f"{a['n_subjects']} lesions, {a['n_observations']} scans\nOFV {float(pf.dataset.ofv):.2f}\n"
+                    f"{pf.fit.status[:60]}", fontsize=9, va="center")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)

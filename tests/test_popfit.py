@@ -1,0 +1,129 @@
+"""Population fit of the mechanistic model (immunopd.popfit): predictor, VPC/GOF data, CLI."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from immunopd import cli, nlme
+from immunopd.popfit import (DEFAULT_RANDOM, gof, lesion_data, mechanistic_nlme_model, mechanistic_predictor, plot_popfit,
+                             popfit, vpc)
+
+jax.config.update("jax_enable_x64", True)
+
+TRUE = {"V0_RATIO": 1.0, "POP_GROWTH_RATE": 0.003, "POP_KILL_RATE": 1.0,
+        "OMEGA(baseline_tumor_volume,baseline_tumor_volume)": 0.04, "OMEGA(growth_rate,growth_rate)": 0.09,
+        "OMEGA(kill_rate,kill_rate)": 0.5, "SIGMA(proportional)": 0.0025, "SIGMA(additive)": 0.25}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mechanistic_nlme_model()
+
+
+def synthetic(model, n=8, seed=1):
+    """Lesions simulated by the same predictor from TRUE: the VPC's simulator, one replicate."""
+    from immunopd.popfit import _simulate, _subjects
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        d0 = float(rng.uniform(15, 40))
+        for t in (0.0, 42.0, 84.0, 126.0, 189.0, 252.0):
+            rows.append({"ID": f"L{i}", "TIME": t, "AMT": 0.0, "DV": d0, "BASEVOL": math.pi / 6 * d0**3})
+    df = pd.DataFrame(rows)
+    y = _simulate(model, _subjects(model, df), TRUE, 1, seed)[0]
+    df["DV"] = np.maximum(y.reshape(-1), 0.0)
+    return df
+
+
+def test_predictor_padding_and_baseline():
+    pr = mechanistic_predictor("immunotherapy")
+    v0 = 8000.0
+    p = {"baseline_tumor_volume": jnp.asarray(v0), "growth_rate": jnp.asarray(0.003), "kill_rate": jnp.asarray(1.0)}
+    t = jnp.asarray([0.0, 42.0, 84.0, 126.0])
+    run = jax.jit(lambda q, ts: pr(q, None, None, ts))
+    f = np.asarray(run(p, t))
+    padded = np.asarray(run(p, jnp.concatenate([t, jnp.zeros(3)])))
+    assert f[0] == pytest.approx((6 * v0 / math.pi) ** (1 / 3), rel=1e-9)  # mm at the baseline scan
+    np.testing.assert_allclose(padded[:4], f, rtol=1e-12)  # nlme's zero padding does not disturb the solve
+
+
+@pytest.mark.slow
+def test_predictor_reverse_mode_equals_forward_mode():
+    pr = mechanistic_predictor("immunotherapy")
+    p = {"baseline_tumor_volume": jnp.asarray(8000.0), "growth_rate": jnp.asarray(0.003), "kill_rate": jnp.asarray(1.0)}
+    t = jnp.asarray([0.0, 42.0, 84.0, 126.0])
+    # reverse mode (nlme's gradient) through the custom JVP equals forward mode
+    g_rev = jax.jit(jax.grad(lambda q: pr(q, None, None, t)[-1]))(p)
+    g_fwd = jax.jit(jax.jacfwd(lambda q: pr(q, None, None, t)[-1]))(p)
+    for k in DEFAULT_RANDOM:
+        assert np.isfinite(float(g_rev[k])) and float(g_rev[k]) == pytest.approx(float(g_fwd[k]), rel=1e-10)
+
+
+def test_lesion_data_selects_first_lesions_with_enough_scans():
+    courses = [("a", np.array([0.0, 40.0]), np.array([10.0, 9.0])),
+               ("b", np.array([0.0, 40, 80, 120]), np.array([20.0, 18, 15, 12])),
+               ("c", np.array([0.0, 40, 80, 120, 160]), np.array([5.0, 5, 6, 7, 8])),
+               ("d", np.array([0.0, 40, 80, 120]), np.array([7.0, 7, 7, 7]))]
+    df = lesion_data(courses, min_scans=4, lesions=2)
+    assert list(df.ID.unique()) == ["b", "c"]
+    assert df.BASEVOL.iloc[0] == pytest.approx(math.pi / 6 * 20.0**3)
+
+
+def test_vpc_shapes_and_units(model):
+    df = synthetic(model)
+    v = vpc(model, df, TRUE, replicates=5, bins=4, seed=0)
+    assert v.observed.dims == ("bin", "percentile") and v.observed.shape == (4, 3)
+    assert list(v.percentile.values) == [5.0, 50.0, 95.0]
+    for k in ("observed", "simulated_median", "simulated_lower", "simulated_upper"):
+        assert v[k].attrs["units"] == "%"
+        assert np.all(np.isfinite(v[k].values))
+    assert v.time.attrs["units"] == "day"
+    assert int(v.n_observed.sum()) == 8 * 5  # every scan but the baselines
+    assert np.all(v.simulated_lower <= v.simulated_upper)
+
+
+def test_popfit_bad_lesions_message():
+    from immunopd.errors import InputError
+
+    with pytest.raises(InputError) as exc:
+        popfit(lesions=0)
+    assert str(exc.value) == "lesions = 0 is not allowed; allowed: a positive integer (or None for every lesion)"
+
+
+def test_cli_checks_outputs_before_fitting(tmp_path, capsys):
+    assert cli.main(["popfit", "--lesions", "2", "--out", str(tmp_path / "fit.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"immunopd: error: --out = {str(tmp_path / 'fit.csv')!r} is not allowed; allowed: a path ending in .nc"
+    assert cli.main(["popfit", "--lesions", "2", "--out", str(tmp_path / "fit.nc"), "--plot", str(tmp_path / "f.pdf")]) == 2
+    assert "allowed: a path ending in .png" in capsys.readouterr().err
+    assert not (tmp_path / "fit.nc").exists()
+
+
+@pytest.mark.slow
+def test_simulation_recovery(model):
+    """Six lesions x six scans from TRUE: typical values within 35 % (a handful of lesions)."""
+    df = synthetic(model, n=6)
+    res = nlme.fit(model, df, covariance=None, gtol=1e-2, maxiter=60)
+    est = res.estimates()
+    for k in ("V0_RATIO", "POP_GROWTH_RATE", "POP_KILL_RATE"):
+        assert est[k] == pytest.approx(TRUE[k], rel=0.35), (k, est[k])
+    g = gof(res.dataset)
+    assert set(g.data_vars) >= {"DV", "PRED", "IPRED", "CWRES", "TIME"}
+    assert g.DV.attrs["units"] == "mm" and g.TIME.attrs["units"] == "day" and g.sizes["observation"] == 36
+
+
+@pytest.mark.slow
+def test_cli_writes_fit_and_png(tmp_path):
+    out, png = tmp_path / "fit.nc", tmp_path / "fit.png"
+    assert cli.main(["popfit", "--lesions", "2", "--maxiter", "1", "--replicates", "3", "--out", str(out),
+                     "--plot", str(png)]) == 0
+    from immunopd.io import open_result
+
+    ds = open_result(out)
+    assert ds.attrs["kind"] == "popfit" and ds.sizes["subject"] == 2 and "vpc_observed" in ds
+    assert png.stat().st_size > 10_000
