@@ -28,7 +28,7 @@ import xarray as xr
 from . import endpoints as ep
 from .errors import InputError, describe
 
-from .calibration import calibrate, plausible_population
+from .calibration import calibrate_time_courses, plausible_population
 from .models.drugs import STANDARD_REGIMENS
 from .population import Population
 from .trial import run_trial, stratify, strata_table
@@ -48,9 +48,12 @@ def run_biomarker_experiment(
     progress: bool = False,
 ) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
     """Run the experiment; return the trial Dataset and ``{"sclever1": ..., "infiltration": ...}``
-    stratified endpoints. Without ``population`` the calibrated one is built first (seeded)."""
+    stratified endpoints. Without ``population`` it is built first (seeded): one virtual twin per
+    immunotherapy lesion of the shipped data, matched on its whole time course among
+    ``plausible_patients`` (:func:`immunopd.calibration.calibrate_time_courses`; more than the
+    1,061 lesions are needed)."""
     if population is None:
-        population = calibrate(plausible_population(plausible_patients, seed=seed), seed=seed, progress=progress).population
+        population = calibrate_time_courses(plausible_population(plausible_patients, seed=seed), seed=seed, progress=progress).population
     trial = run_trial(REGIMENS, population, days=days, outputs=("sld", "pct_change"), progress=progress)
     strata = {
         "sclever1": stratify(trial, "baseline_sclever1", quantiles=[0.5], seed=seed),

@@ -222,8 +222,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--plot", default=None, help="PNG of observed vs simulated best %% change (--method best-response)")
 
     bio = sub.add_parser("biomarker", help="anti-PD-1 vs anti-PD-1 + anti-Clever-1 by baseline sClever-1 and hot/cold")
-    bio.add_argument("--population", default=None, help="calibrated population file (default: calibrate now)")
-    bio.add_argument("--patients", type=_count("--patients"), default=10_000, help="plausible patients when calibrating (default 10000)")
+    bio.add_argument("--population", default=None, help="calibrated population file (default: match one time-course twin per lesion now)")
+    bio.add_argument("--patients", type=_count("--patients"), default=10_000, help="plausible patients the twins are matched from (default 10000; more than the 1061 lesions)")
     bio.add_argument("--seed", type=_seed("--seed"), default=1, help="seed (default 1)")
     bio.add_argument("--out", required=True, help="trial netCDF path; the strata tables are variables of the same file: "
                      "sclever1_<endpoint> over dimension sclever1_stratum (median split) and infiltration_<endpoint> over infiltration_stratum (hot/cold)")
