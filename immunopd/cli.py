@@ -487,7 +487,7 @@ def _popfit(args) -> int:
     from .popfit import plot_popfit, popfit
 
     pf = popfit(dataset=args.data, arm=args.arm, lesions=args.lesions, min_scans=args.min_scans, maxiter=args.maxiter,
-                replicates=args.replicates)
+                replicates=args.replicates, progress=True)
     write_netcdf(pf.to_dataset(), args.out)
     print(pf.report())
     if args.plot:

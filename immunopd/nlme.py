@@ -577,7 +577,7 @@ class NLMEFit:
 
 
 def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, covariance: str | None = "sandwich",
-        maxiter: int = 500, gtol: float = 1e-3) -> NLMEFit:
+        maxiter: int = 500, gtol: float = 1e-3, progress: bool = False) -> NLMEFit:
     """Estimate ``model`` on ``data`` (NONMEM layout: ID, TIME, AMT, DV, optional EVID/MDV and the
     model's covariate columns) by FOCE with interaction. See the module docstring.
 
@@ -636,9 +636,27 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
         if not (np.isfinite(val) and np.all(np.isfinite(g))):
             return np.inf, np.zeros_like(g)
         state["eta"] = eta
+        state["ofv"] = float(val)
         return val, g
 
-    res = minimize(fun, u0, jac=True, method="BFGS", options={"gtol": gtol, "maxiter": maxiter})
+    bar = None
+    if progress:  # a long fit says where it is: BFGS iterations with the current OFV (the first evaluation compiles)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=maxiter, desc="FOCE-I (first step compiles)", unit="iteration")
+
+    def advance(u):
+        if bar is not None:
+            bar.set_description("FOCE-I")
+            bar.set_postfix(OFV=f"{state.get('ofv', float('nan')):.3f}", evaluations=state["evals"])
+            bar.update(1)
+
+    try:
+        res = minimize(fun, u0, jac=True, method="BFGS", options={"gtol": gtol, "maxiter": maxiter},
+                       callback=advance if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
     u_hat = res.x
     p_hat = np.asarray(eng.natural_jit(jnp.asarray(u_hat)))
     ofv, gp, gs, eta_hat, gmax = at(jnp.asarray(p_hat), state["eta"])

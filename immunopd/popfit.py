@@ -326,7 +326,7 @@ class PopFit:
 def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy", lesions: int | None = 20,
            min_scans: int = 4, free: Sequence[str] = DEFAULT_RANDOM, model=None, initial: dict | None = None,
            covariance: str | None = "sandwich", maxiter: int = 200, gtol: float = 1e-2, replicates: int = 100,
-           seed: int = 0) -> PopFit:
+           seed: int = 0, progress: bool = False) -> PopFit:
     """FOCE-I fit of the mechanistic model to lesions, with a VPC and goodness-of-fit data.
 
     ``data``: NONMEM-layout lesion data (ID, TIME days since baseline, AMT, DV mm, BASEVOL
@@ -350,7 +350,7 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
     if model is None:
         model = mechanistic_nlme_model(arm, free, initial=initial)
     t0 = _time.perf_counter()
-    result = nlme.fit(model, data, covariance=covariance, maxiter=maxiter, gtol=gtol)
+    result = nlme.fit(model, data, covariance=covariance, maxiter=maxiter, gtol=gtol, progress=progress)
     v = vpc(model, data, result.estimates(), replicates=replicates, seed=seed)
     g = gof(result.dataset)
     return PopFit(result, v, g, _time.perf_counter() - t0)

@@ -248,3 +248,11 @@ def test_bad_input_is_named():
     with pytest.raises(InputError) as err:
         nlme.fit(base, data.drop(columns="WGT"))
     assert "columns including ['WGT']" in str(err.value)
+
+
+def test_progress_reports_iterations_and_the_objective(capsys):
+    """fit(progress=True) shows the BFGS iterations with the current OFV (a long fit says where it is, #18)."""
+    res = nlme.fit(nlme.pheno_model(), nlme.read_nonmem_table(PHENO / "pheno.dta"), covariance=None, progress=True)
+    err = capsys.readouterr().err
+    assert "FOCE-I" in err and "OFV=586.276" in err
+    assert res.estimation_status == "converged"
