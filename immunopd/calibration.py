@@ -65,21 +65,17 @@ PLAUSIBLE_CV = {
 PLAUSIBLE_UNIFORM = {"resistant_fraction0": (0.0, 0.95)}
 
 
-def observed_responses(dataset: str = "laleh2022", arm: str = "immunotherapy") -> pd.DataFrame:
-    """One row per lesion: baseline diameter, RECIST best response and best % change, follow-up.
-
-    Baseline is the last scan on or before day 0 (the first scan when there is none before
-    treatment); scans after it are the assessments. A single target lesion per patient means
-    the "SLD" is that lesion's longest diameter. Lesions with a 0 mm baseline are dropped.
-    """
+def _from_baseline(dataset: str, arm: str):
+    """``(lesion, baseline row, t days, d mm)`` per lesion of ``arm``: the baseline is the last scan
+    on or before day 0 (the first scan when there is none before treatment), ``t``/``d`` the
+    baseline and every later scan; lesions with a 0 mm baseline or no later scan are left out."""
     from .datasets import load
 
-    df = load(dataset, clean=True)
     if arm not in ("immunotherapy", "chemotherapy", "all"):
         raise InputError(describe("arm", arm, "'immunotherapy', 'chemotherapy' or 'all'"))
+    df = load(dataset, clean=True)
     if arm != "all":
         df = df[df.arm == arm]
-    rows = []
     for lesion, g in df.groupby("lesion", sort=False):
         g = g.sort_values("time_days")
         pre = g[g.time_days <= 0]
@@ -89,6 +85,18 @@ def observed_responses(dataset: str = "laleh2022", arm: str = "immunotherapy") -
             continue
         t = np.concatenate([[base.time_days], post.time_days.to_numpy(float)])
         d = np.concatenate([[base.diameter_mm], post.diameter_mm.to_numpy(float)])
+        yield lesion, base, t, d
+
+
+def observed_responses(dataset: str = "laleh2022", arm: str = "immunotherapy") -> pd.DataFrame:
+    """One row per lesion: baseline diameter, RECIST best response and best % change, follow-up.
+
+    Baseline is the last scan on or before day 0 (the first scan when there is none before
+    treatment); scans after it are the assessments. A single target lesion per patient means
+    the "SLD" is that lesion's longest diameter. Lesions with a 0 mm baseline are dropped.
+    """
+    rows = []
+    for lesion, base, t, d in _from_baseline(dataset, arm):
         res = ep.recist(d[None], t, cr_threshold_mm=0.0)
         rows.append({
             "lesion": lesion, "study_arm": base.study_arm, "baseline_mm": float(base.diameter_mm),
@@ -102,23 +110,7 @@ def observed_courses(dataset: str = "laleh2022", arm: str = "immunotherapy") -> 
     """Each lesion's ``(lesion, days since its baseline scan, longest diameter mm)`` from the
     baseline on (baseline chosen as in :func:`observed_responses`; 0 mm baselines and lesions
     without a later scan dropped)."""
-    from .datasets import load
-
-    if arm not in ("immunotherapy", "chemotherapy", "all"):
-        raise InputError(describe("arm", arm, "'immunotherapy', 'chemotherapy' or 'all'"))
-    df = load(dataset, clean=True)
-    if arm != "all":
-        df = df[df.arm == arm]
-    out = []
-    for lesion, g in df.groupby("lesion", sort=False):
-        g = g.sort_values("time_days")
-        pre = g[g.time_days <= 0]
-        base = pre.iloc[-1] if len(pre) else g.iloc[0]
-        g = g[g.time_days >= base.time_days]
-        if base.diameter_mm <= 0 or len(g) < 2:
-            continue
-        out.append((str(lesion), g.time_days.to_numpy(float) - base.time_days, g.diameter_mm.to_numpy(float)))
-    return out
+    return [(str(lesion), t - t[0], d) for lesion, _, t, d in _from_baseline(dataset, arm)]
 
 
 #: the weeks and days at which :func:`time_course_figures` reads the courses
