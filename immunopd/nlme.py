@@ -22,8 +22,14 @@ Estimation (:func:`fit`), NONMEM's FOCE with INTERACTION (METHOD=1 INTERACTION):
 
 - inner problem: per subject the conditional mode eta_i of
   ``sum_j [log R_ij + (y_ij - f_ij)^2 / R_ij] + eta' Omega^-1 eta`` by damped Newton (exact
-  JAX Hessian, Fisher-scoring Hessian where that one is not positive definite, backtracking),
-  vmapped over subjects and warm-started from the previous outer evaluation;
+  Hessian, Fisher-scoring Hessian where that one is not positive definite, backtracking on the
+  true objective), vmapped over subjects and warm-started from the previous outer evaluation.
+  Derivatives of the prediction are needed up to second order only: one forward-over-forward
+  pass through ``predict`` at the current individual parameters q gives f, df/dq and d2f/dq2,
+  and every further derivative is taken of the quadratic model ``f + J dq + dq' H dq / 2``
+  (same value, gradient and Hessian at q). An ODE predictor is therefore solved once per
+  subject and Newton step, never differentiated in reverse mode; a predictor may carry a
+  ``.forward`` attribute, a forward-mode-only variant with the same values, used for this;
 - objective (NONMEM's OFV, -2 log-likelihood without the ``N log 2 pi`` constant), per subject
   the Laplace approximation with the first-order (expected-information) Hessian evaluated at
   the conditional eta, residual variance included (the "interaction"):
@@ -32,9 +38,11 @@ Estimation (:func:`fit`), NONMEM's FOCE with INTERACTION (METHOD=1 INTERACTION):
   ``dR = dR/deta``. On pheno it reproduces NONMEM's per-subject OBJ (``pheno.phi``) to 2e-5;
 - outer problem: BFGS (scipy) over an unconstrained scale (bounded THETAs through log/logit
   maps, OMEGA through a log-Cholesky factor, SIGMA through logs). Its gradient is exact
-  reverse-mode AD through the inner solution by the implicit function theorem, written as one
+  forward-mode AD through the inner solution by the implicit function theorem, written as one
   Newton step from the (stopped-gradient) converged eta: the value is unchanged and its
-  derivative is ``-H^-1 dg/dtheta``. No finite differences anywhere;
+  derivative is ``-H^-1 dg/dtheta`` (the step taken on the local quadratic model at the mode:
+  the third derivatives of f it drops are multiplied by the inner gradient, zero at the mode).
+  No finite differences in the estimation;
 - covariance step: NONMEM's default sandwich ``R^-1 S R^-1`` (``R`` the Hessian of the OFV,
   ``S`` the sum over subjects of the outer products of their log-likelihood gradients, i.e. a
   quarter of those of their OFV gradients), in NONMEM's parameterisation (THETA, OMEGA and SIGMA elements as variances and
@@ -367,54 +375,150 @@ class _Engine:
             _, om, _ = unpack(p)
             return h(eta, p, s) + jnp.linalg.slogdet(om)[1] + jnp.linalg.slogdet(fisher(eta, p, s))[1]
 
-        grad_h = jax.grad(h)
-        hess_h = jax.hessian(h)
+        # ---- the local quadratic model of the prediction in the individual parameters q
+        # The estimation needs derivatives of the prediction up to second order only (Newton's
+        # Hessian of h, and the outer gradient of the Laplace term). One forward-over-forward pass
+        # through ``predict`` at the current q gives f, J = df/dq and H = d2f/dq2 exactly; every
+        # derivative after that is taken of the quadratic q -> f + J dq + dq'H dq / 2, which has
+        # the same value, gradient and Hessian at that q. An ODE predictor is then solved once per
+        # subject and Newton step instead of once per nested AD level (third-order terms appear
+        # only multiplied by the inner gradient, which is zero at the conditional mode).
+        params = tuple(model.parameters)
 
-        def newton_direction(eta, p, s):
-            g = grad_h(eta, p, s)
-            hh = hess_h(eta, p, s)
+        def qvec(theta, cov, eta):
+            ind = individual(theta, cov, eta)
+            return jnp.stack([jnp.asarray(ind[n], float) for n in params])
+
+        forward = getattr(model.predict, "forward", model.predict)
+
+        def predict_q(q, s):
+            f = forward(dict(zip(params, q)), s["dose_t"], s["dose_a"], s["obs_t"])
+            return jnp.where(s["mask"], f, 1.0)
+
+        def first_order(q, s):
+            """(q, f, J, 0): the local linear model, exact in value and gradient at q."""
+            def level0(x):
+                y = predict_q(x, s)
+                return y, y
+
+            jac, f = jax.jacfwd(level0, has_aux=True)(q)
+            return q, f, jac, jnp.zeros(jac.shape + (jac.shape[-1],))
+
+        def second_order(q, s):
+            """(q, f, J, H): the local quadratic model, exact up to second derivatives at q."""
+            def level1(x):
+                _, f, jac, _ = first_order(x, s)
+                return jac, (jac, f)
+
+            hes, (jac, f) = jax.jacfwd(level1, has_aux=True)(q)
+            return q, f, jac, hes
+
+        def fr_local(eta, p, s, t):
+            theta, _, sig = unpack(p)
+            q0, f0, jac, hes = t
+            dq = qvec(theta, s["cov"], eta) - q0
+            f = f0 + jac @ dq + 0.5 * jnp.einsum("oij,i,j->o", hes, dq, dq)
+            f = jnp.where(s["mask"], f, 1.0)
+            return f, jnp.where(s["mask"], variance(f, sig), 1.0)
+
+        def h_local(eta, p, s, t):
+            _, om, _ = unpack(p)
+            f, r = fr_local(eta, p, s, t)
+            ll = jnp.sum(jnp.where(s["mask"], jnp.log(r) + (s["y"] - f) ** 2 / r, 0.0))
+            return ll + eta @ jnp.linalg.solve(om, eta)
+
+        def fisher_local(eta, p, s, t):
+            _, om, _ = unpack(p)
+            f, r = fr_local(eta, p, s, t)
+            g, dr = jax.jacfwd(lambda e: fr_local(e, p, s, t))(eta)
+            m = s["mask"][:, None]
+            g, dr = jnp.where(m, g, 0.0), jnp.where(m, dr, 0.0)
+            return jnp.linalg.inv(om) + g.T @ (g / r[:, None]) + 0.5 * dr.T @ (dr / r[:, None] ** 2)
+
+        def ofv_local(eta, p, s, t):
+            _, om, _ = unpack(p)
+            return h_local(eta, p, s, t) + jnp.linalg.slogdet(om)[1] + jnp.linalg.slogdet(fisher_local(eta, p, s, t))[1]
+
+        grad_local = jax.grad(h_local)
+        hess_local = jax.hessian(h_local)
+
+        def newton_direction(eta, p, s, t):
+            """H^-1 g on the local model (H replaced by 2A where not positive definite)."""
+            g = grad_local(eta, p, s, t)
+            hh = hess_local(eta, p, s, t)
             chol = jnp.linalg.cholesky(hh)
             ok = jnp.all(jnp.isfinite(chol))
-            hh = jnp.where(ok, hh, 2.0 * fisher(eta, p, s))
-            return g, jnp.linalg.solve(hh, g)
-
-        alphas = 0.5 ** jnp.arange(8.0)
+            hh = jnp.where(ok, hh, 2.0 * fisher_local(eta, p, s, t))
+            return jnp.linalg.solve(hh, g)
 
         def solve_subject(eta0, p, s, tol, maxiter):
+            """Damped Newton on h from eta0: the step from the local quadratic model of the
+            prediction (exact gradient and Hessian of h), its length halved until the true h
+            does not increase. (Gauss-Newton steps, one first-order pass each, were tried: on
+            the mechanistic model they need many more iterations and end slower.)"""
+            theta = unpack(p)[0]
+
+            def expand(eta):
+                return second_order(qvec(theta, s["cov"], eta), s)
+
+            def decrement(eta, t):
+                """g' H^-1 g: what a Newton step could still lower h by (twice)."""
+                return grad_local(eta, p, s, t) @ newton_direction(eta, p, s, t)
+
             def cond(c):
-                _, it, gmax, stuck = c
-                return (it < maxiter) & (gmax > tol) & ~stuck
+                _, _, it, gmax, dec, stuck = c
+                return (it < maxiter) & (gmax > tol) & (dec > _DECREMENT_TOL) & ~stuck
 
+            # a subject stops at |dh/deta| <= tol, or once a Newton step could lower h by less
+            # than _DECREMENT_TOL (an ODE prediction is piecewise smooth at its solver's
+            # tolerance, so its |dh/deta| can level off above tol), or when no step lowers h
             def body(c):
-                eta, it, _, _ = c
-                h0 = h(eta, p, s)
-                g, d = newton_direction(eta, p, s)
-                trial = jax.vmap(lambda a: h(eta - a * d, p, s))(alphas)
-                better = jnp.isfinite(trial) & (trial <= h0)
-                idx = jnp.argmax(better)
-                step = jnp.where(jnp.any(better), alphas[idx], 0.0)
-                new = eta - step * d
-                gnew = grad_h(new, p, s)
-                return new, it + 1, jnp.max(jnp.abs(gnew)), ~jnp.any(better)
+                eta, t, it, _, _, _ = c
+                h0 = h_local(eta, p, s, t)  # = h(eta): the local model is exact at its centre
+                d = newton_direction(eta, p, s, t)
 
-            g0 = jnp.max(jnp.abs(grad_h(eta0, p, s)))
-            eta, it, gmax, _ = jax.lax.while_loop(cond, body, (eta0, 0, g0, False))
-            return eta, gmax
+                def search(direction, skip):
+                    def shorter(lc):
+                        a, _, k = lc
+                        return a * 0.5, h(eta - 0.5 * a * direction, p, s), k + 1
 
-        def corrected(eta_star, p, s, steps):
-            """eta(p) with exact derivatives (implicit function theorem) from the converged eta."""
+                    def worse(lc):
+                        _, val, k = lc
+                        return ~skip & (k < 8) & ~(jnp.isfinite(val) & (val <= h0))
+
+                    return jax.lax.while_loop(worse, shorter, (jnp.asarray(1.0), h(eta - direction, p, s), 0))[:2]
+
+                a, val = search(d, jnp.asarray(False))
+                ok = jnp.isfinite(val) & (val <= h0)
+                # a nearly singular Hessian gives a huge Newton step that no halving rescues: then
+                # the Fisher-scoring step (A is positive definite), searched the same way
+                d2 = jnp.linalg.solve(2.0 * fisher_local(eta, p, s, t), grad_local(eta, p, s, t))
+                a2, val2 = search(d2, ok)  # (vmapped, a cond would run both branches anyway)
+                d = jnp.where(ok, d, d2)
+                a, val = jnp.where(ok, a, a2), jnp.where(ok, val, val2)
+                ok = jnp.isfinite(val) & (val <= h0)
+                new = jnp.where(ok, eta - a * d, eta)
+                tn = expand(new)
+                gnew = jnp.max(jnp.abs(grad_local(new, p, s, tn)))
+                return new, tn, it + 1, gnew, decrement(new, tn), ~ok
+
+            t0 = expand(eta0)
+            g0 = jnp.max(jnp.abs(grad_local(eta0, p, s, t0)))
+            eta, t, _, gmax, dec, stuck = jax.lax.while_loop(cond, body, (eta0, t0, 0, g0, decrement(eta0, t0), False))
+            return eta, gmax, dec, t, stuck
+
+        def corrected(eta_star, p, s, t):
+            """eta(p) with exact first derivatives (implicit function theorem): one Newton step
+            from the converged, stopped-gradient eta."""
             eta = jax.lax.stop_gradient(eta_star)
-            for _ in range(steps):
-                eta = eta - jnp.linalg.solve(hess_h(eta, p, s), grad_h(eta, p, s))
-            return eta
+            return eta - jnp.linalg.solve(hess_local(eta, p, s, t), grad_local(eta, p, s, t))
 
-        def per_subject(p, etas, data, steps):
-            return jax.vmap(lambda e, s: ofv_subject(corrected(e, p, s, steps), p, s))(etas, data)
+        def per_subject(p, etas, ts, data):
+            return jax.vmap(lambda e, t, s: ofv_local(corrected(e, p, s, t), p, s, t))(etas, ts, data)
 
         def solve_all(p, etas0, data, tol, maxiter):
             return jax.vmap(lambda e, s: solve_subject(e, p, s, tol, maxiter))(etas0, data)
 
-        self._per_subject = per_subject
         self.unpack = unpack
         self.fr = fr
         self.h = h
@@ -423,9 +527,10 @@ class _Engine:
         self.solve_all = jax.jit(solve_all, static_argnums=(4,))
         self.natural_jit = jax.jit(self.natural)
         self.natural_jacobian = jax.jit(jax.jacfwd(self.natural))
-        # per-subject OFV and its exact gradient in p (forward mode: few parameters, many subjects)
-        self.values_and_jacobian = jax.jit(lambda p, e, d: (per_subject(p, e, d, 1),
-                                                            jax.jacfwd(lambda q: per_subject(q, e, d, 1))(p)))
+        # per-subject OFV and its exact gradient in p (forward mode over the local quadratic
+        # models: few parameters, many subjects, and no further solve of the prediction)
+        self.values_and_jacobian = jax.jit(lambda p, e, t, d: (per_subject(p, e, t, d),
+                                                               jax.jacfwd(lambda q: per_subject(q, e, t, d))(p)))
         self.per_subject = jax.jit(lambda p, e, d: jax.vmap(lambda ee, s: ofv_subject(ee, p, s))(e, d))
         self.fisher_all = jax.jit(lambda p, e, d: jax.vmap(lambda ee, s: fisher(ee, p, s))(e, d))
         self.fr_all = jax.jit(lambda p, e, d: jax.vmap(lambda ee, s: fr(ee, p, s))(e, d))
@@ -494,7 +599,12 @@ def _engine(model: NLMEModel) -> _Engine:
 
 # ----------------------------------------------------------------------------- estimation
 _INNER_TOL = 1e-7  # largest |d h / d eta| at the conditional mode (the OFV is evaluated one Newton step on: error O(tol^2))
+_INNER_ACCEPT = 1e-5  # a conditional mode whose |d h / d eta| stays above this ...
+_DECREMENT_TOL = 1e-9  # ... or whose Newton decrement g'H^-1 g (h units, -2 log-likelihood) stays above
+_DECREMENT_ACCEPT = 1e-6  # this is reported as not found
 _INNER_MAXITER = 100
+_INNER_CHUNK = 8  # Newton iterations per pass over all subjects; the stragglers go on in small batches
+_STRAGGLER_BATCH = 16
 _COND_LIMIT = 1e13
 _FD_STEP = 1e-4  # relative step of the central differences giving the R matrix  # condition number above which a covariance matrix counts as singular
 
@@ -616,17 +726,39 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
     t0 = _time.perf_counter()
 
     def inner(p, eta0):
-        eta, gmax = eng.solve_all(p, eta0, jd, _INNER_TOL, _INNER_MAXITER)
-        return eta, np.asarray(gmax)
+        # a vmapped Newton loop costs as many iterations as its slowest subject: after a short
+        # pass over everyone, the few subjects still iterating go on in small batches
+        eta, gmax, dec, local, stuck = eng.solve_all(p, eta0, jd, _INNER_TOL, _INNER_CHUNK)
+        eta, gmax, dec, stuck = np.array(eta), np.array(gmax), np.array(dec), np.array(stuck)
+        local = [np.array(x) for x in local]
+        done = _INNER_CHUNK
+        while done < _INNER_MAXITER:
+            todo = np.flatnonzero(~(gmax <= _INNER_TOL) & ~(dec <= _DECREMENT_TOL) & ~stuck)
+            if not todo.size:
+                break
+            for lo in range(0, todo.size, _STRAGGLER_BATCH):
+                part = todo[lo: lo + _STRAGGLER_BATCH]
+                idx = np.concatenate([part, np.full(_STRAGGLER_BATCH - part.size, part[0])])
+                sub = jax.tree_util.tree_map(lambda a: a[idx], jd)
+                e2, g2, d2, l2, s2 = eng.solve_all(p, jnp.asarray(eta[idx]), sub, _INNER_TOL, _INNER_MAXITER - _INNER_CHUNK)
+                n = part.size
+                eta[part], gmax[part], stuck[part] = np.asarray(e2)[:n], np.asarray(g2)[:n], np.asarray(s2)[:n]
+                dec[part] = np.asarray(d2)[:n]
+                for full, new in zip(local, l2):
+                    full[part] = np.asarray(new)[:n]
+            done = _INNER_MAXITER
+        found = (gmax <= _INNER_ACCEPT) | (dec <= _DECREMENT_ACCEPT)
+        return jnp.asarray(eta), gmax, tuple(jnp.asarray(x) for x in local), found
 
     def at(p, eta0):
-        """(OFV, its gradient in p, per-subject gradients, conditional etas, inner |gradient|) at p."""
-        eta, gmax = inner(p, eta0)
+        """(OFV, its gradient in p, per-subject gradients, conditional etas, whether each
+        subject's conditional mode was found) at p."""
+        eta, gmax, local, found = inner(p, eta0)
         if not np.all(np.isfinite(gmax)):
-            eta, gmax = inner(p, jnp.zeros((n_sub, k)))
-        vals, jac = eng.values_and_jacobian(p, eta, jd)
+            eta, gmax, local, found = inner(p, jnp.zeros((n_sub, k)))
+        vals, jac = eng.values_and_jacobian(p, eta, local, jd)
         jac = np.asarray(jac)
-        return float(np.sum(vals)), jac.sum(axis=0), jac, eta, gmax
+        return float(np.sum(vals)), jac.sum(axis=0), jac, eta, found
 
     def fun(u):
         state["evals"] += 1
@@ -659,7 +791,7 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
             bar.close()
     u_hat = res.x
     p_hat = np.asarray(eng.natural_jit(jnp.asarray(u_hat)))
-    ofv, gp, gs, eta_hat, gmax = at(jnp.asarray(p_hat), state["eta"])
+    ofv, gp, gs, eta_hat, found = at(jnp.asarray(p_hat), state["eta"])
     g = gp @ np.asarray(eng.natural_jacobian(jnp.asarray(u_hat)))
     elapsed = _time.perf_counter() - t0
 
@@ -670,7 +802,7 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
     if not np.all(np.abs(g) <= gtol):
         problems.append(f"largest |gradient| {abs(g[worst]):.3g} ({names[worst]}) above {gtol:g} after"
                         f" {res.nit} iterations ({res.message})")
-    bad = np.flatnonzero(~(gmax <= 1e-5))
+    bad = np.flatnonzero(~found)
     if bad.size:
         problems.append(f"conditional etas not found for subject(s) {d.ids[bad].tolist()}")
     for i, t in enumerate(model.thetas):
