@@ -9,8 +9,9 @@ fitted by :func:`immunopd.nlme.fit` to the same :func:`immunopd.popfit.lesion_da
 
 - the curve gives the lesion volume ``V(t)`` (mm3), ``t`` in days since the lesion's baseline
   scan (the treatment is taken to start there, as in :mod:`immunopd.popfit`); the prediction is
-  the diameter of a sphere of that volume, ``(6 V / pi)^(1/3)`` mm (volumes below
-  :data:`MIN_VOLUME` count as that volume, so the cube root keeps a finite derivative);
+  the diameter of a sphere of that volume, ``(6 V / pi)^(1/3)`` mm, computed from ``log V``
+  (the curves' formulas rearranged not to overflow at extreme etas; volumes below
+  :data:`MIN_VOLUME` count as that volume);
 - each lesion is one subject; the initial volume is tied to the baseline scan,
   ``initial_size = V0_RATIO * BASEVOL`` with the covariate ``BASEVOL = pi/6 D0^3`` (mm3), so
   ``V0_RATIO`` is near 1 and its eta absorbs the measurement error of the baseline scan;
@@ -52,7 +53,7 @@ __all__ = ["curve_nlme_model", "curve_predictor", "default_random", "fit_curve_p
            "CURVE_THETAS", "MIN_VOLUME"]
 
 #: the smallest volume (mm3) the diameter is taken of: 1e-9 mm3 is a sphere of 1.2 micrometres, far
-#: below any scan's resolution, and keeps d(diameter)/dV finite where a curve underflows to 0
+#: below any scan's resolution; it keeps the diameter finite where a curve's log volume is -inf
 MIN_VOLUME = 1e-9
 
 #: THETA name of each curve parameter (the nlme model's fixed effects)
@@ -72,9 +73,13 @@ _INITIAL = {
     # the single-lesion fits' starting value for the Stein curve's shrinkage: half-life ln 2 / 0.01 = 69 days
     "POP_SHRINKAGE_RATE": 0.01,
     # the single-lesion fits start the plateau at the largest observed size; a population has no
-    # single largest size, so twice the baseline volume (+26 % in diameter): on the growth side as
-    # there, and away from K = V0, where the saturating curves are flat and the rate is unidentified
-    "K_RATIO": 2.0,
+    # single largest size, so 1.5 times the baseline volume (+14 % in diameter): on the growth side
+    # as there, and away from K = V0, where the saturating curves are flat and the rate is
+    # unidentified. (2.0 was tried first: on the first 50 or 100 immunotherapy lesions nlme's
+    # conditional-eta search then fails at the initial estimates of the Gompertz model for lesions
+    # that disappear, and the fit stops with a NaN OFV; from 0.5 and 1.5 it converges, both to the
+    # same optimum.)
+    "K_RATIO": 1.5,
     # the classical von Bertalanffy exponent, so general_bertalanffy starts at bertalanffy
     "POP_EXPONENT": 2.0 / 3.0,
 }
@@ -101,19 +106,69 @@ def default_random(name: str) -> tuple[str, ...]:
     return tuple(n for n in _curve(name).names if n != "exponent")
 
 
+def _log_volume(name: str):
+    """``log V(t)`` of the curve ``name`` (parameters in mm3 and 1/day, ``t >= 0`` days): the
+    formulas of :mod:`immunopd.fitting.curves` rearranged so that no intermediate overflows where
+    the volume itself is representable (an extreme eta tried by the conditional-mode search
+    gives a large finite diameter, not inf / inf = NaN):
+
+    - exponential: ``log V0 + g t``;
+    - logistic: ``log K + log V0 - log(V0 + (K - V0) e^{-g t})`` (the denominator lies between
+      V0 and K for t >= 0);
+    - gompertz: ``log K + log(V0 / K) e^{-g t}``;
+    - (general) Bertalanffy: ``log(K^(1-a) + (V0^(1-a) - K^(1-a)) e^{-g t}) / (1 - a)``, the base
+      floored at 1e-300 as in curves.py;
+    - stein: ``log V0 + log(e^{-d t} + e^{g t} - 1)``, the last term as
+      ``g t + log1p(e^{-(d+g) t} - e^{-g t})`` once ``g t > 30``.
+    """
+    import jax.numpy as jnp
+
+    def bertalanffy(t, p, a):
+        om = 1.0 - a
+        k_om, v_om = jnp.exp(om * jnp.log(p["carrying_capacity"])), jnp.exp(om * jnp.log(p["initial_size"]))
+        return jnp.log(jnp.maximum(k_om + (v_om - k_om) * jnp.exp(-p["growth_rate"] * t), 1e-300)) / om
+
+    def stein(t, p):
+        gt, dt = p["growth_rate"] * t, p["shrinkage_rate"] * t
+        small = jnp.log(jnp.exp(-dt) + jnp.expm1(jnp.minimum(gt, 30.0)))
+        big_gt = jnp.maximum(gt, 30.0)  # both branches stay finite, so jnp.where's gradient does too
+        big = big_gt + jnp.log1p(jnp.exp(-dt - big_gt) - jnp.exp(-big_gt))
+        return jnp.log(p["initial_size"]) + jnp.where(gt > 30.0, big, small)
+
+    forms = {
+        "exponential": lambda t, p: jnp.log(p["initial_size"]) + p["growth_rate"] * t,
+        "logistic": lambda t, p: (jnp.log(p["carrying_capacity"]) + jnp.log(p["initial_size"])
+                                  - jnp.log(p["initial_size"] + (p["carrying_capacity"] - p["initial_size"])
+                                            * jnp.exp(-p["growth_rate"] * t))),
+        "gompertz": lambda t, p: (jnp.log(p["carrying_capacity"]) + jnp.log(p["initial_size"] / p["carrying_capacity"])
+                                  * jnp.exp(-p["growth_rate"] * t)),
+        "bertalanffy": lambda t, p: bertalanffy(t, p, 2.0 / 3.0),
+        "general_bertalanffy": lambda t, p: bertalanffy(t, p, p["exponent"]),
+        "stein": stein,
+    }
+    curve = _curve(name)
+    if name not in forms:  # a curve added to curves.py without a log form here: its own formula
+        return lambda t, p: jnp.log(curve.function(t, p))
+    return forms[name]
+
+
 def curve_predictor(name: str):
     """An nlme predictor ``predict(params, dose_times, dose_amounts, obs_times) -> diameter (mm)``
-    of the curve ``name`` (``params`` holds the curve's parameters in mm3 and 1/day; the dose
-    arrays are ignored, and so is nlme's zero padding of ``obs_times``, which only adds values)."""
+    of the curve ``name``: ``(6 V / pi)^(1/3)`` with ``V`` the curve's volume (``params`` holds
+    the curve's parameters in mm3 and 1/day), computed from ``log V`` (see :func:`_log_volume`)
+    and floored at :data:`MIN_VOLUME`. The dose arrays are ignored; nlme's zero padding of
+    ``obs_times`` is harmless (t = 0 is the baseline)."""
     import jax.numpy as jnp
 
     curve = _curve(name)
     names = curve.names
+    log_volume = _log_volume(name)
+    c = math.log(6.0 / math.pi)
 
     def predict(p, dose_times, dose_amounts, obs_times):
         t = jnp.asarray(obs_times, float)
-        v = curve.function(t, {n: p[n] for n in names})
-        return jnp.cbrt(6.0 / math.pi * jnp.maximum(v, MIN_VOLUME))
+        log_v = log_volume(t, {n: p[n] for n in names})
+        return jnp.exp((c + jnp.maximum(log_v, math.log(MIN_VOLUME))) / 3.0)
 
     predict.curve = curve
     return predict
