@@ -212,8 +212,13 @@ def test_aic_bic_by_hand():
     assert b.covariance_status == "not requested" and a.estimation_status == "converged"
 
 
-def test_table_of_real_fits(exponential_fit):
-    table = compare_population_models({"exponential": exponential_fit, "as read back": exponential_fit.dataset})
+def test_table_of_real_fits(exponential_fit, tmp_path):
+    from immunopd.io import open_result, write_netcdf
+
+    # a fit read back from netCDF (as bench/popcurves.py reads `immunopd popfit --out`) is a row too
+    read_back = open_result(write_netcdf(exponential_fit.dataset, tmp_path / "fit.nc"))
+    table = compare_population_models({"exponential": exponential_fit, "as read back": read_back})
+    assert list(table.model) == ["exponential", "as read back"] and table.delta_AIC.tolist() == [0.0, 0.0]
     row = table.iloc[0]
     assert row.k == 6 and row.n_observations == 180  # 2 THETA + 2 OMEGA + 2 SIGMA
     assert row.OFV == pytest.approx(exponential_fit.ofv)
