@@ -9,9 +9,11 @@ Data: the arm's lesions (default the immunotherapy arm of laleh2022) with at lea
 ``--min-scans`` scans (baseline included), the first ``--lesions`` of them (default all), as
 :func:`immunopd.popfit.lesion_data` selects them. ``--mechanistic fit.nc``: a result written by
 ``immunopd popfit --out fit.nc`` for the SAME lesions (same ``--arm``, ``--lesions`` and
-``--min-scans``); it is added as a row, read from the file (its OFV, parameter count and
-statuses), and refused when its lesions or scans differ. The wall time per curve model
-includes compilation and the covariance step (a user's first fit pays both).
+``--min-scans``; popfit's own defaults are ``--lesions 20 --min-scans 4``, so pass them: the
+header prints the command); it is added as a row, read from the file (its OFV, parameter count
+and statuses), and refused when its lesions or scans differ. The wall time per curve model
+includes compilation and the covariance step (a user's first fit pays both); a fit that raises
+is reported and left out of the table.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def main() -> int:
     n_les, n_obs = data.ID.nunique(), len(data)
     print(f"# {args.data} {args.arm}: {n_les} lesions with >= {args.min_scans} scans, {n_obs} scans (DV: longest diameter, mm)",
           flush=True)
+    print(f"# the mechanistic row needs: immunopd popfit --data {args.data} --arm {args.arm} --lesions {n_les}"
+          f" --min-scans {args.min_scans} --out fit.nc   (then --mechanistic fit.nc)", flush=True)
     fits, wall, failed = {}, {}, {}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         t0 = time.perf_counter()
@@ -72,8 +76,8 @@ def main() -> int:
     try:
         table = compare_population_models(fits)
     except ImmunopdError as exc:
-        print(f"error: {exc}\n(the mechanistic fit must be of the same lesions: `immunopd popfit --arm {args.arm}"
-              f" --lesions {n_les} --min-scans {args.min_scans} --out fit.nc`)", file=sys.stderr)
+        print(f"error: {exc}\n(the mechanistic fit must be of the same lesions: `immunopd popfit --data {args.data}"
+              f" --arm {args.arm} --lesions {n_les} --min-scans {args.min_scans} --out fit.nc`)", file=sys.stderr)
         return 2
     table["wall_s"] = table["model"].map(wall)
     show = table[["model", "OFV", "k", "n_observations", "AIC", "BIC", "delta_AIC", "delta_BIC", "wall_s"]]

@@ -30,6 +30,13 @@ fitted by :func:`immunopd.nlme.fit` to the same :func:`immunopd.popfit.lesion_da
 - the residual error is combined (proportional then additive variance, mm), as for the
   mechanistic model: lesions that disappear are measured as 0 mm.
 
+Known limitation (nlme, not this module): the conditional-eta search stops when the exact
+Hessian of a lesion's objective is positive definite but nearly singular and 8 halvings of the
+Newton step do not decrease it; the objective is then evaluated one full Newton step away and
+is not finite, and a fit whose first evaluation meets such a lesion stops at its initial
+estimates with the status saying so (seen on the first 300 immunotherapy lesions for the
+exponential and Stein curves; not on the first 100).
+
 Bounds: the rates in (0, 1) /day and the exponent in (0.01, 0.99) as the single-lesion fits of
 :mod:`immunopd.fitting.curves` bound them; the ratios in (0, inf). With positive rates the
 exponential curve (and a logistic, Gompertz or Bertalanffy curve whose plateau is above the
@@ -75,10 +82,10 @@ _INITIAL = {
     # the single-lesion fits start the plateau at the largest observed size; a population has no
     # single largest size, so 1.5 times the baseline volume (+14 % in diameter): on the growth side
     # as there, and away from K = V0, where the saturating curves are flat and the rate is
-    # unidentified. (2.0 was tried first: on the first 50 or 100 immunotherapy lesions nlme's
-    # conditional-eta search then fails at the initial estimates of the Gompertz model for lesions
-    # that disappear, and the fit stops with a NaN OFV; from 0.5 and 1.5 it converges, both to the
-    # same optimum.)
+    # unidentified. (2.0 was tried first: on the first 50 and the first 100 immunotherapy lesions
+    # nlme's conditional-eta search then fails at the initial estimates of the Gompertz model for a
+    # lesion that disappears, and the fit stops with a NaN OFV; on the first 100 it converges from
+    # 0.5 and from 1.5, to the same optimum.)
     "K_RATIO": 1.5,
     # the classical von Bertalanffy exponent, so general_bertalanffy starts at bertalanffy
     "POP_EXPONENT": 2.0 / 3.0,
@@ -183,7 +190,8 @@ def curve_nlme_model(name: str, random: Sequence[str] | None = None, *, initial:
     defaults; ``omega``: the initial eta variance, 0.3 as for the mechanistic model (a CV of
     about 60 %, wide enough for lesions that shrink and lesions that grow); ``sigma``: initial
     proportional then additive residual variance, (0.01, 1.0) as for the mechanistic model: a
-    10 % CV and a 1 mm SD, the order of a scan's diameter measurement error.
+    10 % CV plus a 1 mm SD, a starting point of the size of a scan reading's error (the fit
+    estimates both).
     """
     from .nlme import NLMEModel, Theta
 
