@@ -67,7 +67,7 @@ import numpy as np
 
 from .errors import InputError, InputTypeError, ModelSpecError, ParameterError, describe
 
-__all__ = ["Theta", "NLMEModel", "NLMEFit", "fit", "pk_predictor", "pheno_model", "read_nonmem_table",
+__all__ = ["Theta", "NLMEModel", "NLMEFit", "fit", "map_estimates", "predict_individuals", "pk_predictor", "pheno_model", "read_nonmem_table",
            "ERROR_MODELS", "METHOD"]
 
 ERROR_MODELS = ("additive", "proportional", "combined")
@@ -686,6 +686,100 @@ class NLMEFit:
         return "\n".join(lines)
 
 
+def _conditional_modes(eng, p, eta0, jd):
+    """Each subject's conditional mode of eta at the natural parameters ``p``: (eta (S, k),
+    max |dh/deta| (S,), the local quadratic models at the modes, found (S,) bool)."""
+    import jax
+    import jax.numpy as jnp
+
+    # a vmapped Newton loop costs as many iterations as its slowest subject: after a short
+    # pass over everyone, the few subjects still iterating go on in small batches
+    eta, gmax, dec, local, stuck = eng.solve_all(p, eta0, jd, _INNER_TOL, _INNER_CHUNK)
+    eta, gmax, dec, stuck = np.array(eta), np.array(gmax), np.array(dec), np.array(stuck)
+    local = [np.array(x) for x in local]
+    done = _INNER_CHUNK
+    while done < _INNER_MAXITER:
+        todo = np.flatnonzero(~(gmax <= _INNER_TOL) & ~(dec <= _DECREMENT_TOL) & ~stuck)
+        if not todo.size:
+            break
+        for lo in range(0, todo.size, _STRAGGLER_BATCH):
+            part = todo[lo: lo + _STRAGGLER_BATCH]
+            idx = np.concatenate([part, np.full(_STRAGGLER_BATCH - part.size, part[0])])
+            sub = jax.tree_util.tree_map(lambda a: a[idx], jd)
+            e2, g2, d2, l2, s2 = eng.solve_all(p, jnp.asarray(eta[idx]), sub, _INNER_TOL, _INNER_MAXITER - _INNER_CHUNK)
+            n = part.size
+            eta[part], gmax[part], stuck[part] = np.asarray(e2)[:n], np.asarray(g2)[:n], np.asarray(s2)[:n]
+            dec[part] = np.asarray(d2)[:n]
+            for full, new in zip(local, l2):
+                full[part] = np.asarray(new)[:n]
+        done = _INNER_MAXITER
+    found = (gmax <= _INNER_ACCEPT) | (dec <= _DECREMENT_ACCEPT)
+    return jnp.asarray(eta), gmax, tuple(jnp.asarray(x) for x in local), found
+
+
+def map_estimates(model: NLMEModel, data, estimates: Mapping[str, float]):
+    """Each subject's maximum a posteriori etas with the population at ``estimates`` as the prior
+    (NONMEM's POSTHOC step: FOCE-I's inner problem at fixed THETA, OMEGA and SIGMA; only the
+    rows of ``data`` are used). ``estimates``: every parameter of
+    :meth:`NLMEModel.parameter_names` (e.g. :meth:`NLMEFit.estimates`).
+
+    Returns an xarray Dataset: ``ebe`` (subject, eta), ``individual`` (subject,
+    individual_parameter) at the MAP etas, ``map_found`` (subject; False where the mode was not
+    found, see :func:`fit`), ``ebe_covariance`` (subject, eta, eta_2: the inverse first-order
+    Hessian, the Laplace approximation of the posterior).
+    """
+    import jax
+    import jax.numpy as jnp
+    import xarray as xr
+
+    names = model.parameter_names()
+    missing = [n for n in names if n not in estimates]
+    if missing:
+        raise ParameterError(describe("estimates", sorted(estimates), f"a value for every parameter of the model; missing {missing}"))
+    p = jnp.asarray([float(estimates[n]) for n in names])
+    d = _prepare(model, data)
+    eng = _engine(model)
+    jd = {"dose_t": jnp.asarray(d.dose_t), "dose_a": jnp.asarray(d.dose_a), "obs_t": jnp.asarray(d.obs_t),
+          "y": jnp.asarray(d.y), "mask": jnp.asarray(d.mask), "cov": {c: jnp.asarray(v) for c, v in d.cov.items()}}
+    eta, _, _, found = _conditional_modes(eng, p, jnp.zeros((len(d.ids), len(model.etas))), jd)
+    theta = eng.unpack(p)[0]
+    indiv = jax.vmap(lambda c, e: jnp.stack([jnp.asarray(eng.individual(theta, c, e)[n], float)
+                                             for n in model.parameters]))(jd["cov"], eta)
+    a = np.asarray(eng.fisher_all(p, eta, jd))
+    etas = list(model.etas)
+    return xr.Dataset(
+        {"ebe": (("subject", "eta"), np.asarray(eta), {"units": "1", "long_name": "MAP estimate of eta (population prior)"}),
+         "individual": (("subject", "individual_parameter"), np.asarray(indiv),
+                        {"long_name": "individual parameter at the MAP etas (units in 'individual_unit')"}),
+         "map_found": ("subject", np.asarray(found), {"long_name": "whether the conditional mode was found"}),
+         "ebe_covariance": (("subject", "eta", "eta_2"), np.linalg.inv(a),
+                            {"units": "1", "long_name": "conditional covariance of eta (inverse first-order Hessian)"})},
+        coords={"subject": d.ids, "eta": etas, "eta_2": etas, "individual_parameter": list(model.parameters),
+                "individual_unit": ("individual_parameter", [model.units.get(n, "") for n in model.parameters])},
+        attrs={"model": model.name, "method": "MAP (POSTHOC) at fixed population parameters"})
+
+
+def predict_individuals(model: NLMEModel, individual, times, dose_times=None, dose_amounts=None) -> np.ndarray:
+    """Predictions ``(S, O)`` of subjects with individual parameters ``individual`` ``(S, P)`` (in
+    the order of ``model.parameters``, e.g. :func:`map_estimates`' ``individual``) at ``times``
+    ``(S, O)``, each row non-decreasing; doses ``(S, D)`` as in the data (zero amounts pad)."""
+    import jax
+    import jax.numpy as jnp
+
+    q = np.asarray(individual, float)
+    t = np.asarray(times, float)
+    if q.ndim != 2 or q.shape[1] != len(model.parameters):
+        raise InputError(describe("individual", q.shape, f"an array (subjects, {len(model.parameters)})"))
+    if t.ndim != 2 or t.shape[0] != q.shape[0]:
+        raise InputError(describe("times", t.shape, f"an array ({q.shape[0]}, observations)"))
+    if np.any(np.diff(t, axis=1) < 0):
+        raise InputError(describe("times", "a decreasing row", "non-decreasing times per subject"))
+    dt = np.zeros((len(q), 1)) if dose_times is None else np.asarray(dose_times, float)
+    da = np.zeros_like(dt) if dose_amounts is None else np.asarray(dose_amounts, float)
+    one = lambda qq, tt, a, b: model.predict(dict(zip(model.parameters, qq)), a, b, tt)  # noqa: E731
+    return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(q), jnp.asarray(t), jnp.asarray(dt), jnp.asarray(da)))
+
+
 def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, covariance: str | None = "sandwich",
         maxiter: int = 500, gtol: float = 1e-3, progress: bool = False) -> NLMEFit:
     """Estimate ``model`` on ``data`` (NONMEM layout: ID, TIME, AMT, DV, optional EVID/MDV and the
@@ -726,29 +820,7 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
     t0 = _time.perf_counter()
 
     def inner(p, eta0):
-        # a vmapped Newton loop costs as many iterations as its slowest subject: after a short
-        # pass over everyone, the few subjects still iterating go on in small batches
-        eta, gmax, dec, local, stuck = eng.solve_all(p, eta0, jd, _INNER_TOL, _INNER_CHUNK)
-        eta, gmax, dec, stuck = np.array(eta), np.array(gmax), np.array(dec), np.array(stuck)
-        local = [np.array(x) for x in local]
-        done = _INNER_CHUNK
-        while done < _INNER_MAXITER:
-            todo = np.flatnonzero(~(gmax <= _INNER_TOL) & ~(dec <= _DECREMENT_TOL) & ~stuck)
-            if not todo.size:
-                break
-            for lo in range(0, todo.size, _STRAGGLER_BATCH):
-                part = todo[lo: lo + _STRAGGLER_BATCH]
-                idx = np.concatenate([part, np.full(_STRAGGLER_BATCH - part.size, part[0])])
-                sub = jax.tree_util.tree_map(lambda a: a[idx], jd)
-                e2, g2, d2, l2, s2 = eng.solve_all(p, jnp.asarray(eta[idx]), sub, _INNER_TOL, _INNER_MAXITER - _INNER_CHUNK)
-                n = part.size
-                eta[part], gmax[part], stuck[part] = np.asarray(e2)[:n], np.asarray(g2)[:n], np.asarray(s2)[:n]
-                dec[part] = np.asarray(d2)[:n]
-                for full, new in zip(local, l2):
-                    full[part] = np.asarray(new)[:n]
-            done = _INNER_MAXITER
-        found = (gmax <= _INNER_ACCEPT) | (dec <= _DECREMENT_ACCEPT)
-        return jnp.asarray(eta), gmax, tuple(jnp.asarray(x) for x in local), found
+        return _conditional_modes(eng, p, eta0, jd)
 
     def at(p, eta0):
         """(OFV, its gradient in p, per-subject gradients, conditional etas, whether each

@@ -256,3 +256,31 @@ def test_progress_reports_iterations_and_the_objective(capsys):
     err = capsys.readouterr().err
     assert "FOCE-I" in err and "OFV=586.276" in err
     assert res.estimation_status == "converged"
+
+
+def test_map_estimates_at_nonmems_estimates_are_its_ebes(pheno, pheno_data):
+    """POSTHOC at NONMEM's final estimates gives NONMEM's EBEs (pheno.phi), and the individual
+    predictions at them NONMEM's CIPREDI (pheno.tab)."""
+    final, _ = nonmem_ext()
+    est = {ours: float(final[col]) for col, ours in EXT_NAMES.items()}
+    post = nlme.map_estimates(pheno, pheno_data, est)
+    phi = nlme.read_nonmem_table(PHENO / "pheno.phi")
+    assert list(post.subject.values) == list(phi.ID) and bool(post.map_found.all())
+    np.testing.assert_allclose(post.ebe.values, phi[["ETA(1)", "ETA(2)"]].values, atol=1e-4)
+    np.testing.assert_allclose(post.ebe_covariance.values[:, 1, 1], phi["ETC(2,2)"].values, rtol=0.02)
+    obs = pheno_data[pheno_data.AMT == 0]
+    dose = pheno_data[pheno_data.AMT > 0]
+    first = obs.groupby("ID").TIME.apply(list)
+    width = max(map(len, first))
+    times = np.array([t + [t[-1]] * (width - len(t)) for t in first])
+    dts = dose.groupby("ID").TIME.apply(list)
+    das = dose.groupby("ID").AMT.apply(list)
+    dwidth = max(map(len, dts))
+    pad = lambda rows: np.array([r + [0.0] * (dwidth - len(r)) for r in rows])  # noqa: E731
+    pred = nlme.predict_individuals(pheno, post.individual.values, times, pad(list(dts)), pad(list(das)))
+    tab = nlme.read_nonmem_table(PHENO / "pheno.tab")
+    tab = tab[pheno_data.AMT.values == 0]
+    ours = np.concatenate([pred[i, :len(t)] for i, t in enumerate(first)])
+    np.testing.assert_allclose(ours, tab.CIPREDI.values, rtol=2e-4)
+    with pytest.raises(ParameterError, match=r"missing \['SIGMA\(proportional\)'\]"):
+        nlme.map_estimates(pheno, pheno_data, {k: v for k, v in est.items() if k != "SIGMA(proportional)"})
