@@ -257,7 +257,14 @@ def _build_parser() -> argparse.ArgumentParser:
     pf = sub.add_parser("popfit", help="population (FOCE-I) fit of the mechanistic model to a shipped dataset's lesions")
     pf.add_argument("--data", default="laleh2022", help="shipped dataset (default laleh2022)")
     pf.add_argument("--arm", default="immunotherapy", help="immunotherapy or chemotherapy (its regimen from the baseline scan)")
-    pf.add_argument("--lesions", type=int, default=20, help="fit the first N lesions with >= --min-scans scans (default 20)")
+    pf.add_argument("--lesions", type=_lesion_count, default=20,
+                    help="fit the first N lesions with >= --min-scans scans, or 'all' (default 20)")
+    pf.add_argument("--model", default="mechanistic",
+                    help="mechanistic (default) or a growth curve: exponential, logistic, gompertz, bertalanffy,"
+                         " general_bertalanffy, stein")
+    pf.add_argument("--random", default=None,
+                    help="comma-separated parameters with a between-lesion eta (mechanistic default: baseline_tumor_volume,"
+                         "growth_rate,kill_rate)")
     pf.add_argument("--min-scans", type=int, default=4, help="scans a lesion needs, baseline included (default 4)")
     pf.add_argument("--maxiter", type=int, default=200, help="BFGS iterations at most (default 200)")
     pf.add_argument("--replicates", type=int, default=100, help="VPC replicates (default 100)")
@@ -479,6 +486,19 @@ def _calibrate(args) -> int:
     return 0
 
 
+def _lesion_count(text: str):
+    """--lesions: a positive integer or 'all' (None)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a positive integer or 'all'")
+    return n
+
+
 def _popfit(args) -> int:
     _check_output(args.out, "--out", (".nc",))
     if args.plot is not None:
@@ -486,8 +506,14 @@ def _popfit(args) -> int:
     from .io import write_netcdf
     from .popfit import plot_popfit, popfit
 
+    random = None if args.random is None else tuple(r.strip() for r in args.random.split(",") if r.strip())
+    model = None
+    if args.model != "mechanistic":
+        from .popcurves import curve_nlme_model
+
+        model = curve_nlme_model(args.model, random)
     pf = popfit(dataset=args.data, arm=args.arm, lesions=args.lesions, min_scans=args.min_scans, maxiter=args.maxiter,
-                replicates=args.replicates, progress=True)
+                replicates=args.replicates, model=model, random=random, progress=True)
     write_netcdf(pf.to_dataset(), args.out)
     print(pf.report())
     if args.plot:

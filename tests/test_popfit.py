@@ -127,3 +127,16 @@ def test_cli_writes_fit_and_png(tmp_path):
     ds = open_result(out)
     assert ds.attrs["kind"] == "popfit" and ds.sizes["subject"] == 2 and "vpc_observed" in ds
     assert png.stat().st_size > 10_000
+
+
+def test_cli_lesions_model_and_random_are_checked(tmp_path, capsys):
+    out = str(tmp_path / "fit.nc")
+    assert cli.main(["popfit", "--lesions", "0", "--out", out]) == 2
+    assert "argument --lesions: '0' is not allowed; allowed: a positive integer or 'all'" in capsys.readouterr().err
+    assert cli._lesion_count("all") is None and cli._lesion_count("12") == 12
+    assert cli.main(["popfit", "--model", "gompretz", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "gompretz" in err and "gompertz" in err
+    assert cli.main(["popfit", "--random", "growth_rate,tumour_size", "--out", out]) == 2
+    assert "random[1] = 'tumour_size' is not allowed" in capsys.readouterr().err
+    assert not (tmp_path / "fit.nc").exists()
