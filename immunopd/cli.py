@@ -270,6 +270,9 @@ def _build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--replicates", type=int, default=100, help="VPC replicates (default 100)")
     pf.add_argument("--out", required=True, help="output .nc: the nlme result with the VPC")
     pf.add_argument("--plot", default=None, help="also write the VPC and goodness-of-fit figure (.png)")
+    pf.add_argument("--population-out", default=None,
+                    help="also write a virtual population drawn from the fit (.nc, for `immunopd trial --population`)")
+    pf.add_argument("--patients", type=int, default=1000, help="patients in --population-out (default 1000)")
     from .cli_more import add_parsers  # exposure, plot
 
     add_parsers(sub)
@@ -500,11 +503,20 @@ def _lesion_count(text: str):
 
 
 def _popfit(args) -> int:
+    from .errors import InputError, describe
+
     _check_output(args.out, "--out", (".nc",))
     if args.plot is not None:
         _check_output(args.plot, "--plot", (".png",))
+    if args.population_out is not None:
+        _check_output(args.population_out, "--population-out", (".nc",))
+        if args.model != "mechanistic":
+            raise InputError(describe("--population-out", args.population_out, "only with --model mechanistic (a virtual"
+                                      " population is of the mechanistic model)"))
+        if args.patients < 1:
+            raise InputError(describe("--patients", args.patients, "a positive integer"))
     from .io import write_netcdf
-    from .popfit import plot_popfit, popfit
+    from .popfit import plot_popfit, popfit, population_from_fit
 
     random = None if args.random is None else tuple(r.strip() for r in args.random.split(",") if r.strip())
     model = None
@@ -520,6 +532,9 @@ def _popfit(args) -> int:
         plot_popfit(pf, args.plot)
         print(f"wrote {args.plot}")
     print(f"wrote {args.out}")
+    if args.population_out:
+        population_from_fit(pf, args.patients, seed=0).to_netcdf(args.population_out)
+        print(f"wrote {args.population_out} ({args.patients} virtual patients drawn from the fit)")
     return 0
 
 

@@ -1017,7 +1017,9 @@ def _dataset(model, eng, d, jd, names, p0, p_hat, eta_hat, ofv, cov):
          "eta_shrinkage_var": ("eta", shrink_var, {"units": "%", "long_name": "eta shrinkage, 1 - var(EBE) / omega^2"}),
          "eps_shrinkage_sd": ((), 100 * (1 - np.sqrt(np.mean(iwres**2))),
                               {"units": "%", "long_name": "epsilon shrinkage, 1 - SD(IWRES) about 0 (NONMEM's EPSSHRINKSD)"}),
-         **{k: ("observation", np.asarray(v)[order], obs_attrs[k]) for k, v in per_obs.items()}},
+         **{k: ("observation", np.asarray(v)[order], obs_attrs[k]) for k, v in per_obs.items()},
+         **{f"covariate_{c}": ("subject", np.asarray(v), {"units": model.units.get(c, ""), "long_name": f"covariate {c}"})
+            for c, v in d.cov.items()}},
         coords={"parameter": names, "parameter_2": names, "kind": ("parameter", kind), "unit": ("parameter", units),
                 "subject": d.ids, "eta": etas, "eta_2": etas, "individual_parameter": list(model.parameters),
                 "individual_unit": ("individual_parameter", [model.units.get(n, "") for n in model.parameters]),

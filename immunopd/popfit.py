@@ -409,3 +409,81 @@ def plot_popfit(pf: PopFit, path) -> None:
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- populations from the fit
+def _estimates_of(result) -> tuple[dict, "xr.Dataset"]:  # noqa: F821
+    ds = result.dataset if hasattr(result, "dataset") else result
+    if "estimate" not in ds or "parameter" not in ds.coords:
+        raise InputError(describe("result", type(result).__name__, "an nlme fit or its Dataset (immunopd popfit --out)"))
+    return {str(k): float(v) for k, v in zip(ds.parameter.values, ds.estimate.values)}, ds
+
+
+def population_from_fit(result, n: int, *, seed: int = 0, model=None):
+    """A virtual population of ``n`` patients drawn from a mechanistic population fit.
+
+    ``result``: :class:`PopFit`, :class:`immunopd.nlme.NLMEFit` or the Dataset ``immunopd popfit``
+    writes. Each patient's fitted parameters are their typical values times ``exp(eta)``, eta ~
+    N(0, OMEGA) as estimated; the baseline volume is ``V0_RATIO`` times the baseline volume of a
+    fitted lesion drawn with replacement (the data's covariate distribution); every other
+    parameter keeps the value the fit held it at (the model default). Usable by every trial
+    command (``Population.to_netcdf``), beside the acceptance-rejection calibration.
+    """
+    from .population import Population
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(describe("n", n, "a positive integer"))
+    fit = result.fit if isinstance(result, PopFit) else result
+    est, ds = _estimates_of(fit)
+    free = [str(x) for x in ds.individual_parameter.values]
+    etas = [str(x) for x in ds.eta.values]
+    k = len(etas)
+    om = np.zeros((k, k))
+    for i, a in enumerate(etas):
+        for j, b in enumerate(etas):
+            om[i, j] = est.get(f"OMEGA({a},{b})", est.get(f"OMEGA({b},{a})", 0.0))
+    rng = np.random.default_rng(seed)
+    eta = rng.multivariate_normal(np.zeros(k), om, size=int(n))
+    params = {}
+    for name in free:
+        theta = est[_theta_name(name)]
+        if name == "baseline_tumor_volume":
+            if "covariate_BASEVOL" not in ds:
+                raise InputError(describe("result", "a fit without the BASEVOL covariate", "a mechanistic popfit result"))
+            value = theta * rng.choice(ds["covariate_BASEVOL"].values, size=int(n), replace=True)
+        else:
+            value = np.full(int(n), theta)
+        if name in etas:
+            value = value * np.exp(eta[:, etas.index(name)])
+        params[name] = value
+    from .solve import resolve_model
+
+    table = resolve_model(model).parameters
+    clipped = {}
+    for name, value in params.items():  # a log-normal tail can leave the parameter table's range
+        spec = table[name]
+        out = (value < spec.lower) | (value > spec.upper)
+        if out.any():
+            clipped[name] = int(out.sum())
+            params[name] = np.clip(value, spec.lower, spec.upper)
+    return Population.from_params(params, model=model, seed=int(seed), source="immunopd popfit", clipped=clipped,
+                                  description=f"drawn from a FOCE-I population fit ({ds.attrs.get('n_subjects')} lesions,"
+                                              f" OFV {float(ds.ofv):.2f}): typical values x exp(eta), eta ~ N(0, OMEGA);"
+                                              " baseline volumes V0_RATIO x BASEVOL resampled from the fitted lesions")
+
+
+def time_course_check(model, data, estimates: dict, *, seed: int = 0) -> dict:
+    """The time-course figures of issue 14 (:func:`immunopd.calibration.time_course_figures`) of
+    the observed lesions in ``data`` and of one simulated copy of them from the population at
+    ``estimates`` (each lesion's own scan times, eta ~ N(0, OMEGA), residual error as fitted):
+    ``{"observed": {...}, "simulated": {...}}``."""
+    from .calibration import time_course_figures
+
+    d = _subjects(model, data)
+    sim = np.maximum(_simulate(model, d, estimates, 1, seed)[0], 0.0)
+    obs, simc = [], []
+    for s in range(len(d.ids)):
+        m = d.mask[s]
+        obs.append((d.obs_t[s][m], d.y[s][m]))
+        simc.append((d.obs_t[s][m], sim[s][m]))
+    return {"observed": time_course_figures(obs), "simulated": time_course_figures(simc)}

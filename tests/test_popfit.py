@@ -140,3 +140,44 @@ def test_cli_lesions_model_and_random_are_checked(tmp_path, capsys):
     assert cli.main(["popfit", "--random", "growth_rate,tumour_size", "--out", out]) == 2
     assert "random[1] = 'tumour_size' is not allowed" in capsys.readouterr().err
     assert not (tmp_path / "fit.nc").exists()
+
+
+def _fit_dataset():
+    """A hand-written popfit result (what population_from_fit reads)."""
+    import xarray as xr
+
+    names = ["V0_RATIO", "POP_GROWTH_RATE", "POP_KILL_RATE", "OMEGA(growth_rate,growth_rate)",
+             "OMEGA(kill_rate,growth_rate)", "OMEGA(kill_rate,kill_rate)", "SIGMA(proportional)", "SIGMA(additive)"]
+    est = [0.9, 0.004, 2.0, 0.16, 0.1, 0.25, 0.01, 1.0]
+    return xr.Dataset({"estimate": ("parameter", est), "ofv": ((), 123.0),
+                       "covariate_BASEVOL": ("subject", [1000.0, 8000.0, 27000.0])},
+                      coords={"parameter": names, "individual_parameter": list(DEFAULT_RANDOM),
+                              "eta": ["growth_rate", "kill_rate"], "subject": ["a", "b", "c"]},
+                      attrs={"n_subjects": 3})
+
+
+def test_population_from_fit_draws_the_estimated_distribution():
+    from immunopd.popfit import population_from_fit
+
+    pop = population_from_fit(_fit_dataset(), 20_000, seed=3)
+    p = pop.params()
+    lg, lk = np.log(p["growth_rate"]), np.log(p["kill_rate"])
+    assert lg.mean() == pytest.approx(math.log(0.004), abs=0.01) and lg.var() == pytest.approx(0.16, rel=0.05)
+    assert lk.mean() == pytest.approx(math.log(2.0), abs=0.01) and lk.var() == pytest.approx(0.25, rel=0.05)
+    assert np.corrcoef(lg, lk)[0, 1] == pytest.approx(0.1 / math.sqrt(0.16 * 0.25), abs=0.03)
+    # no eta on the baseline volume here: V0_RATIO times a fitted lesion's BASEVOL, exactly
+    assert set(np.unique(p["baseline_tumor_volume"])) == {900.0, 7200.0, 24300.0}
+    assert pop.data.attrs["source"] == "immunopd popfit"
+    with pytest.raises(Exception, match=r"n = 0 is not allowed"):
+        population_from_fit(_fit_dataset(), 0)
+
+
+def test_cli_population_out_is_checked_before_fitting(tmp_path, capsys):
+    out, pop = str(tmp_path / "fit.nc"), str(tmp_path / "pop.csv")
+    assert cli.main(["popfit", "--out", out, "--population-out", pop]) == 2
+    assert "allowed: a path ending in .nc" in capsys.readouterr().err
+    assert cli.main(["popfit", "--model", "gompertz", "--out", out, "--population-out", str(tmp_path / "p.nc")]) == 2
+    assert "only with --model mechanistic" in capsys.readouterr().err
+    assert cli.main(["popfit", "--out", out, "--population-out", str(tmp_path / "p.nc"), "--patients", "0"]) == 2
+    assert "--patients = 0 is not allowed; allowed: a positive integer" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
