@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=150, help="training lesions per arm for the population fit (default 150)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--maxiter", type=int, default=100)
+    ap.add_argument("--out-dir", default=None, help="also write each arm's fit (popfit_<arm>.nc, with a 100-replicate VPC)"
+                                                    " and its VPC/GOF figure (.png)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     df = all_records()
@@ -88,11 +90,24 @@ def main() -> None:
         pick = rng.choice(pool, size=min(args.train, pool.size), replace=False)
         data = nonmem_rows(train_rows[train_rows.lesion.isin(pick)])
         model = mechanistic_nlme_model(arm, FREE[arm], random=RANDOM[arm])
-        pf = popfit(data, arm=arm, model=model, covariance=None, maxiter=args.maxiter, replicates=2, progress=False)
+        pf = popfit(data, arm=arm, model=model, covariance="sandwich", maxiter=args.maxiter,
+                    replicates=100 if args.out_dir else 2, progress=True)
         est = pf.fit.estimates()
         fit_s = time.perf_counter() - t0
-        print(f"{arm}: population fit on {len(pick)} training lesions in {fit_s:.0f} s: {pf.fit.status}")
-        print("  " + ", ".join(f"{k} {v:.4g}" for k, v in est.items()))
+        print(f"{arm}: population fit on {len(pick)} training lesions ({len(data)} scans) in {fit_s:.0f} s"
+              f" (covariance step and VPC included)")
+        print(pf.report(), flush=True)
+        if args.out_dir:
+            from immunopd.io import write_netcdf
+            from immunopd.popfit import plot_popfit, time_course_check
+
+            os.makedirs(args.out_dir, exist_ok=True)
+            write_netcdf(pf.to_dataset(), os.path.join(args.out_dir, f"popfit_{arm}.nc"))
+            plot_popfit(pf, os.path.join(args.out_dir, f"popfit_{arm}.png"))
+            tc = time_course_check(model, data, est, seed=args.seed)
+            print(f"{'time-course figure (training lesions)':<40} {'observed':>9} {'simulated from the fit':>23}")
+            for key in tc["observed"]:
+                print(f"{key:<40} {tc['observed'][key]:>9.3g} {tc['simulated'][key]:>23.3g}")
         scored = df[df.lesion.isin(scored_ids) & (df.arm == arm)]
         fe = scored.groupby("lesion", sort=False).cumcount(ascending=False)
         cond = nonmem_rows(scored[fe >= HOLDOUTS])

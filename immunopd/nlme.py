@@ -833,6 +833,14 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
         return float(np.sum(vals)), jac.sum(axis=0), jac, eta, found
 
     def fun(u):
+        key = np.asarray(u, float).tobytes()
+        if state.get("last", (None,))[0] == key:
+            return state["last"][1]
+        out = evaluate(u)
+        state["last"] = (key, out)
+        return out
+
+    def evaluate(u):
         state["evals"] += 1
         u = jnp.asarray(u)
         val, gp, _, eta, _ = at(eng.natural_jit(u), state["eta"])
@@ -856,7 +864,13 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
             bar.update(1)
 
     try:
-        res = minimize(fun, u0, jac=True, method="BFGS", options={"gtol": gtol, "maxiter": maxiter},
+        # BFGS's first step is the negative gradient: on an OFV of thousands that moves parameters
+        # by factors of e^100, where an ODE predictor takes its maximum steps. The first step is
+        # scaled to move no parameter by more than 0.5 on the unconstrained (log) scale instead.
+        g0 = fun(u0)[1]
+        scale = min(1.0, 0.5 / max(float(np.max(np.abs(g0))), 1e-12)) if np.all(np.isfinite(g0)) else 1.0
+        res = minimize(fun, u0, jac=True, method="BFGS",
+                       options={"gtol": gtol, "maxiter": maxiter, "hess_inv0": scale * np.eye(u0.size)},
                        callback=advance if bar is not None else None)
     finally:
         if bar is not None:
