@@ -451,6 +451,11 @@ class _Engine:
             hh = jnp.where(ok, hh, 2.0 * fisher_local(eta, p, s, t))
             return jnp.linalg.solve(hh, g)
 
+        def capped(d):
+            """A step moving no eta by more than _MAX_ETA_STEP: far from the mode a Newton step can
+            ask for parameters e^10 times the typical value, where an ODE predictor is stiff."""
+            return d * jnp.minimum(1.0, _MAX_ETA_STEP / jnp.maximum(jnp.max(jnp.abs(d)), 1e-300))
+
         def solve_subject(eta0, p, s, tol, maxiter):
             """Damped Newton on h from eta0: the step from the local quadratic model of the
             prediction (exact gradient and Hessian of h), its length halved until the true h
@@ -475,7 +480,7 @@ class _Engine:
             def body(c):
                 eta, t, it, _, _, _ = c
                 h0 = h_local(eta, p, s, t)  # = h(eta): the local model is exact at its centre
-                d = newton_direction(eta, p, s, t)
+                d = capped(newton_direction(eta, p, s, t))
 
                 def search(direction, skip):
                     def shorter(lc):
@@ -492,7 +497,7 @@ class _Engine:
                 ok = jnp.isfinite(val) & (val <= h0)
                 # a nearly singular Hessian gives a huge Newton step that no halving rescues: then
                 # the Fisher-scoring step (A is positive definite), searched the same way
-                d2 = jnp.linalg.solve(2.0 * fisher_local(eta, p, s, t), grad_local(eta, p, s, t))
+                d2 = capped(jnp.linalg.solve(2.0 * fisher_local(eta, p, s, t), grad_local(eta, p, s, t)))
                 a2, val2 = search(d2, ok)  # (vmapped, a cond would run both branches anyway)
                 d = jnp.where(ok, d, d2)
                 a, val = jnp.where(ok, a, a2), jnp.where(ok, val, val2)
@@ -603,6 +608,7 @@ _INNER_ACCEPT = 1e-5  # a conditional mode whose |d h / d eta| stays above this 
 _DECREMENT_TOL = 1e-9  # ... or whose Newton decrement g'H^-1 g (h units, -2 log-likelihood) stays above
 _DECREMENT_ACCEPT = 1e-6  # this is reported as not found
 _INNER_MAXITER = 100
+_MAX_ETA_STEP = 1.0  # largest change of one eta in one Newton step (a factor e on the parameter)
 _INNER_CHUNK = 8  # Newton iterations per pass over all subjects; the stragglers go on in small batches
 _STRAGGLER_BATCH = 16
 _COND_LIMIT = 1e13

@@ -53,7 +53,7 @@ def _theta_name(parameter: str) -> str:
 
 def mechanistic_predictor(regimen="immunotherapy", free: Sequence[str] = DEFAULT_RANDOM, *, model=None, params=None,
                           horizon: float = 2000.0, solver: str = "tsit5", rtol: float = 1e-6, atol: float = 1e-8,
-                          max_steps: int = 20_000):
+                          max_steps: int = 4_096):
     """An nlme predictor ``predict(params, dose_times, dose_amounts, obs_times) -> diameter (mm)``.
 
     ``regimen``: an arm name of :data:`immunopd.models.drugs.ARM_REGIMENS`, regimen text or a
