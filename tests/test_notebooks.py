@@ -46,3 +46,12 @@ def test_sensitivity_notebook():
     assert "written and read back equal: True" in text
     overlap = int(re.search(r"top-4 overlap: (\d) of 4", text).group(1))
     assert overlap >= 2  # Morris screening and Sobol agree on most of the leading parameters
+
+
+@pytest.mark.slow
+def test_population_fit_notebook():
+    text = _run("04_population_fit.ipynb")
+    assert "OFV: immunopd 586.27" in text and "NONMEM 586.2760" in text
+    assert "lesions: 12" in text
+    assert "observed percentiles inside the simulated 90 % intervals" in text
+    assert "MAP found: True" in text
