@@ -30,12 +30,13 @@ fitted by :func:`immunopd.nlme.fit` to the same :func:`immunopd.popfit.lesion_da
 - the residual error is combined (proportional then additive variance, mm), as for the
   mechanistic model: lesions that disappear are measured as 0 mm.
 
-Known limitation (nlme, not this module): the conditional-eta search stops when the exact
-Hessian of a lesion's objective is positive definite but nearly singular and 8 halvings of the
-Newton step do not decrease it; the objective is then evaluated one full Newton step away and
-is not finite, and a fit whose first evaluation meets such a lesion stops at its initial
-estimates with the status saying so (seen on the first 300 immunotherapy lesions for the
-exponential and Stein curves; not on the first 100).
+Known limitation found with this module (nlme): the conditional-eta search stopped when the
+exact Hessian of a lesion's objective was positive definite but nearly singular and 8 halvings
+of the Newton step did not decrease it; the objective was then evaluated one full Newton step
+away and was not finite, and the fit stopped at its initial estimates (seen on the first 300
+immunotherapy lesions for the exponential and Stein curves). nlme now caps each Newton step and
+falls back to the Fisher-scoring step when no halving helps; the 300-lesion fits have not been
+re-run since.
 
 Bounds: the rates in (0, 1) /day and the exponent in (0.01, 0.99) as the single-lesion fits of
 :mod:`immunopd.fitting.curves` bound them; the ratios in (0, inf). With positive rates the
