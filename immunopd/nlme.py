@@ -703,22 +703,16 @@ def _conditional_modes(eng, p, eta0, jd):
     eta, gmax, dec, local, stuck = eng.solve_all(p, eta0, jd, _INNER_TOL, _INNER_CHUNK)
     eta, gmax, dec, stuck = np.array(eta), np.array(gmax), np.array(dec), np.array(stuck)
     local = [np.array(x) for x in local]
-    done = _INNER_CHUNK
-    while done < _INNER_MAXITER:
-        todo = np.flatnonzero(~(gmax <= _INNER_TOL) & ~(dec <= _DECREMENT_TOL) & ~stuck)
-        if not todo.size:
-            break
-        for lo in range(0, todo.size, _STRAGGLER_BATCH):
-            part = todo[lo: lo + _STRAGGLER_BATCH]
-            idx = np.concatenate([part, np.full(_STRAGGLER_BATCH - part.size, part[0])])
-            sub = jax.tree_util.tree_map(lambda a: a[idx], jd)
-            e2, g2, d2, l2, s2 = eng.solve_all(p, jnp.asarray(eta[idx]), sub, _INNER_TOL, _INNER_MAXITER - _INNER_CHUNK)
-            n = part.size
-            eta[part], gmax[part], stuck[part] = np.asarray(e2)[:n], np.asarray(g2)[:n], np.asarray(s2)[:n]
-            dec[part] = np.asarray(d2)[:n]
-            for full, new in zip(local, l2):
-                full[part] = np.asarray(new)[:n]
-        done = _INNER_MAXITER
+    todo = np.flatnonzero(~(gmax <= _INNER_TOL) & ~(dec <= _DECREMENT_TOL) & ~stuck)
+    for lo in range(0, todo.size, _STRAGGLER_BATCH):
+        part = todo[lo: lo + _STRAGGLER_BATCH]
+        idx = np.concatenate([part, np.full(_STRAGGLER_BATCH - part.size, part[0])])
+        sub = jax.tree_util.tree_map(lambda a: a[idx], jd)
+        e2, g2, d2, l2, s2 = eng.solve_all(p, jnp.asarray(eta[idx]), sub, _INNER_TOL, _INNER_MAXITER - _INNER_CHUNK)
+        n = part.size
+        eta[part], gmax[part], dec[part], stuck[part] = (np.asarray(x)[:n] for x in (e2, g2, d2, s2))
+        for full, new in zip(local, l2):
+            full[part] = np.asarray(new)[:n]
     found = (gmax <= _INNER_ACCEPT) | (dec <= _DECREMENT_ACCEPT)
     return jnp.asarray(eta), gmax, tuple(jnp.asarray(x) for x in local), found
 

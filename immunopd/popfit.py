@@ -110,15 +110,14 @@ def mechanistic_predictor(regimen="immunotherapy", free: Sequence[str] = DEFAULT
         jac = jax.jacfwd(solve)(theta, ts)
         return f, jac @ dtheta
 
-    def predict(p, dose_times, dose_amounts, obs_times):
-        ts = jax.lax.cummax(jnp.asarray(obs_times, float), axis=0)
-        theta = jnp.stack([jnp.asarray(p[name], float) for name in free])
-        return core(theta, ts)
+    def predictor(through):
+        def predict(p, dose_times, dose_amounts, obs_times):
+            ts = jax.lax.cummax(jnp.asarray(obs_times, float), axis=0)
+            return through(jnp.stack([jnp.asarray(p[name], float) for name in free]), ts)
 
-    def predict_forward(p, dose_times, dose_amounts, obs_times):
-        ts = jax.lax.cummax(jnp.asarray(obs_times, float), axis=0)
-        theta = jnp.stack([jnp.asarray(p[name], float) for name in free])
-        return solve(theta, ts)
+        return predict
+
+    predict, predict_forward = predictor(core), predictor(solve)
 
     # nlme's estimation differentiates the prediction in forward mode only; nested forward mode
     # through the solve itself is several times cheaper than through the custom JVP rule
