@@ -34,7 +34,8 @@ from .population import Population
 from .trial import run_trial, stratify, strata_table
 
 __all__ = ["REGIMENS", "run_biomarker_experiment", "biomarker_report", "logistic_regression", "sclever1_adjusted",
-           "sclever1_adjusted_table"]
+           "sclever1_adjusted_table", "roc_auc", "sclever1_predictive_value", "sclever1_predictive_table", "treatment_rule",
+           "treatment_rule_table", "SWEEP_QUANTILES"]
 
 REGIMENS: dict[str, str] = {name: STANDARD_REGIMENS[name] for name in ("anti-PD-1", "anti-PD-1 + anti-Clever-1")}
 
@@ -171,4 +172,285 @@ def sclever1_adjusted_table(adj: xr.Dataset) -> str:
                  f"({a['logit_coef_unadjusted_lower']:.3f} to {a['logit_coef_unadjusted_upper']:.3f}), adjusted for ln volume "
                  f"{a['logit_coef_adjusted']:.3f} ({a['logit_coef_adjusted_lower']:.3f} to {a['logit_coef_adjusted_upper']:.3f})")
     lines.append(f"correlation of ln sClever-1 with ln baseline volume: {a['corr_log_sclever1_log_volume']:.2f}")
+    return "\n".join(lines)
+
+
+# --- predictive value of baseline sClever-1 and a biomarker-guided treatment rule (issue 17, item 5) ---
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with tied values given the mean of the ranks they share."""
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    below = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return (below + (counts + 1) / 2.0)[inverse]
+
+
+def roc_auc(score, outcome, *, level: float = 0.95) -> dict[str, float | int | str]:
+    """The area under the ROC curve of ``score`` for ``outcome`` (1 = the event it should rank high).
+
+    AUC is the Mann-Whitney probability that a random patient with the event scores higher than one
+    without it, ties counting 1/2 (= U / (n1 n0) with U scipy's ``mannwhitneyu`` statistic of the
+    event group). Its standard error is DeLong's (DeLong, DeLong & Clarke-Pearson 1988, Biometrics
+    44:837, doi:10.2307/2531595), computed from midranks (Sun & Xu 2014,
+    doi:10.1109/LSP.2014.2337313); the CI is the normal one, AUC +- z SE, clipped to [0, 1] (at
+    AUC 0 or 1 the SE is 0 and so is the interval's width). Returns ``{"auc", "se", "lower",
+    "upper", "n_events", "n_nonevents", "ci_method"}``.
+    """
+    s = np.asarray(score, dtype=float)
+    y = np.asarray(outcome)
+    if s.ndim != 1 or y.shape != s.shape:
+        raise InputError(describe("score", f"shape {s.shape} with outcome shape {y.shape}", "two 1-D arrays of the same length"))
+    if not np.all(np.isfinite(s)):
+        raise InputError(describe("score", "non-finite values", "finite scores"))
+    if not np.all(np.isin(y, (0, 1))):
+        raise InputError(describe("outcome", "values other than 0 and 1", "a 0/1 (or boolean) outcome"))
+    if not 0 < level < 1:
+        raise InputError(describe("level", level, "a confidence level between 0 and 1, e.g. 0.95"))
+    y = y.astype(bool)
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2:
+        raise InputError(describe("outcome", f"{m} events and {n} non-events", "at least 2 of each (the AUC and its DeLong variance need both)"))
+    pos, neg = s[y], s[~y]
+    r_all = _midranks(s)
+    v10 = (r_all[y] - _midranks(pos)) / n        # per event: share of non-events it outranks (ties 1/2)
+    v01 = 1.0 - (r_all[~y] - _midranks(neg)) / m  # per non-event: share of events that outrank it
+    auc = float(v10.mean())
+    se = float(np.sqrt(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n))
+    z = _normal_quantile(0.5 + level / 2)
+    return {"auc": auc, "se": se, "lower": max(0.0, auc - z * se), "upper": min(1.0, auc + z * se),
+            "n_events": m, "n_nonevents": n, "ci_method": f"DeLong {100 * level:g} % normal interval"}
+
+
+def _normal_quantile(p: float) -> float:
+    """Standard normal quantile by bisection on erfc (to ~1e-15; enough for a CI level)."""
+    from math import erfc, sqrt
+
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if 0.5 * erfc(-mid / sqrt(2)) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+NON_RESPONSE = "non-response: RECIST 1.1 best overall response SD, PD or NE (not CR or PR), failed solves left out"
+
+
+def _need(trial, names) -> None:
+    if not isinstance(trial, xr.Dataset):
+        raise InputError(describe("trial", type(trial).__name__, "an xarray Dataset from run_trial / run_biomarker_experiment"))
+    for name in names:
+        if name not in trial:
+            raise InputError(describe("trial", f"a dataset without {name!r}", "a run_trial result of a population with baseline covariates"))
+
+
+def _regimen_arm(trial: xr.Dataset, regimen: str, field: str = "regimen") -> xr.Dataset:
+    known = [str(r) for r in trial.regimen.values] if "regimen" in trial.coords else []
+    if regimen not in known:
+        raise InputError(describe(field, regimen, f"one of {known}"))
+    return trial.sel(regimen=regimen)
+
+
+def _positive_finite(values: np.ndarray, field: str, unit: str) -> np.ndarray:
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        raise InputError(describe(field, float(values[bad][0]), f"finite values > 0 {unit} for every patient (its log is taken)"))
+    return values
+
+
+def _bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def _check_boot(n_boot, seed) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
+        raise InputError(describe("n_boot", n_boot, "an integer >= 100 (bootstrap resamples)"))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(describe("seed", seed, "an integer >= 0"))
+
+
+def _volume_adjusted_marker(log_s: np.ndarray, log_v: np.ndarray, control: np.ndarray) -> np.ndarray:
+    """ln sClever-1 less its least-squares prediction from ln volume fitted among the controls (responders)."""
+    slope, intercept = np.polyfit(log_v[control], log_s[control], 1)
+    return log_s - (intercept + slope * log_v)
+
+
+def sclever1_predictive_value(trial: xr.Dataset, regimen: str = "anti-PD-1", *, n_boot: int = 2000, seed: int = 0) -> xr.Dataset:
+    """How well baseline plasma sClever-1 picks out the patients who will not respond to ``regimen``.
+
+    Outcome: non-response (best overall response not CR or PR; NE counts as non-response, as in an
+    intention-to-treat ORR); patients whose solve failed are left out. The score is baseline
+    sClever-1 (ng/mL); AUC > 0.5 means higher sClever-1 goes with non-response.
+
+    - ``none``: the AUC of sClever-1 itself (:func:`roc_auc`; DeLong 95 % CI).
+    - ``baseline tumor volume``: the covariate-adjusted AUC (AAUC) of Janes & Pepe (2009,
+      Biometrika 96:371, doi:10.1093/biomet/asp002), semiparametric form (Janes, Longton & Pepe
+      2009, Stata J 9:17): ln sClever-1 is regressed on ln baseline volume by least squares among
+      the responders (the reference group), and the AUC is taken of the residuals, i.e. each
+      non-responder's sClever-1 is compared with responders' sClever-1 at the same baseline
+      volume. 95 % CI: seeded percentile bootstrap over patients (``n_boot`` resamples, the
+      regression refitted in each), since DeLong's variance ignores the fitted regression.
+
+    Returns a Dataset over ``adjustment`` with ``auc``, ``auc_lower``, ``auc_upper``,
+    ``ci_method``; n and the outcome in attrs.
+    """
+    _need(trial, ("baseline_sclever1", "baseline_tumor_volume", "best_response"))
+    _check_boot(n_boot, seed)
+    arm = _regimen_arm(trial, regimen)
+    ok = np.ones(arm.sizes["patient"], bool) if "solver_status" not in arm else arm.solver_status.values == 0
+    nonresp = ~np.isin(arm.best_response.values[ok], (ep.CR, ep.PR))
+    s = _positive_finite(np.asarray(arm.baseline_sclever1.values, float)[ok], "trial.baseline_sclever1", "ng/mL")
+    v = _positive_finite(np.asarray(arm.baseline_tumor_volume.values, float)[ok], "trial.baseline_tumor_volume", "mm3")
+    if nonresp.sum() < 2 or (~nonresp).sum() < 3:
+        raise InputError(describe(f"trial.best_response (regimen {regimen!r})", f"{int((~nonresp).sum())} responders and {int(nonresp.sum())} non-responders",
+                                  "at least 3 responders (CR/PR) and 2 non-responders among the solved patients"))
+    log_s, log_v = np.log(s), np.log(v)
+    if np.ptp(log_v[~nonresp]) == 0:
+        raise InputError(describe("trial.baseline_tumor_volume", "one value for every responder", "baseline volumes that vary (the adjustment regresses on them)"))
+    raw = roc_auc(s, nonresp)
+    adj_auc = roc_auc(_volume_adjusted_marker(log_s, log_v, ~nonresp), nonresp)["auc"]
+    boot = []
+    for idx in _bootstrap_indices(s.size, n_boot, seed):
+        y = nonresp[idx]
+        if y.sum() < 2 or (~y).sum() < 3 or np.ptp(log_v[idx][~y]) == 0:
+            continue
+        boot.append(roc_auc(_volume_adjusted_marker(log_s[idx], log_v[idx], ~y), y)["auc"])
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    adjustment = ["none", "baseline tumor volume"]
+    return xr.Dataset(
+        {"auc": ("adjustment", [raw["auc"], adj_auc], {"units": "1", "long_name": "ROC AUC of baseline sClever-1 for non-response"}),
+         "auc_lower": ("adjustment", [raw["lower"], float(lo)], {"units": "1", "long_name": "95 % CI lower bound"}),
+         "auc_upper": ("adjustment", [raw["upper"], float(hi)], {"units": "1", "long_name": "95 % CI upper bound"}),
+         "ci_method": ("adjustment", [f"DeLong (DeLong et al. 1988, doi:10.2307/2531595), normal interval",
+                                      f"percentile bootstrap, {len(boot)} of {n_boot} resamples usable, seed {seed}, regression refitted"])},
+        coords={"adjustment": adjustment},
+        attrs={"regimen": regimen, "patients": int(ok.sum()), "nonresponders": int(nonresp.sum()), "responders": int((~nonresp).sum()),
+               "outcome": NON_RESPONSE, "score": "baseline plasma sClever-1 (ng/mL); AUC > 0.5: higher sClever-1 with non-response",
+               "auc": "Mann-Whitney: P(non-responder's score > responder's), ties 1/2",
+               "adjustment_method": ("covariate-adjusted AUC (Janes & Pepe 2009, Biometrika 96:371, doi:10.1093/biomet/asp002), "
+                                     "semiparametric: AUC of the residual of ln sClever-1 after least squares on ln baseline tumor "
+                                     "volume fitted among responders (the reference group)")},
+    )
+
+
+def sclever1_predictive_table(pv: xr.Dataset) -> str:
+    a = pv.attrs
+    lines = [f"baseline sClever-1 as a predictor of non-response to {a['regimen']} ({a['patients']} patients: "
+             f"{a['nonresponders']} non-responders, {a['responders']} responders; non-response = not CR/PR)",
+             f"{'adjusted for':<24} {'ROC AUC':>8}  {'95 % CI':<15} CI method"]
+    for adj in pv.adjustment.values:
+        row = pv.sel(adjustment=adj)
+        lines.append(f"{str(adj):<24} {float(row.auc):>8.3f}  {float(row.auc_lower):.3f}-{float(row.auc_upper):.3f}     {str(row.ci_method.values)}")
+    lines.append("volume adjustment: " + a["adjustment_method"])
+    return "\n".join(lines)
+
+
+SWEEP_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def treatment_rule(trial: xr.Dataset, threshold: float | None = None, *, alone: str = "anti-PD-1",
+                   added: str = "anti-PD-1 + anti-Clever-1", quantiles=SWEEP_QUANTILES, n_boot: int = 2000,
+                   seed: int = 0) -> xr.Dataset:
+    """The rule "add anti-Clever-1 when baseline sClever-1 > threshold" on the crossover trial.
+
+    Every patient has a best response under ``alone`` (anti-PD-1) and under ``added`` (anti-PD-1
+    + anti-Clever-1); the rule gives each patient the outcome of the arm it assigns, so its ORR,
+    and its gain over treating no one (everyone ``alone``) or everyone (everyone ``added``), are
+    paired. Patients whose solve failed in either arm are left out. ``threshold`` (ng/mL)
+    defaults to the median baseline sClever-1; it is held fixed in the bootstrap (the rule as it
+    would be applied). The rows (dimension ``rule``):
+
+    - ``no one``: everyone anti-PD-1 alone; ``everyone``: everyone both drugs;
+    - ``rule``: the pre-specified threshold;
+    - ``sweep q0.10`` ...: thresholds at the ``quantiles`` of baseline sClever-1;
+    - ``best of sweep (exploratory)``: the sweep threshold with the highest ORR (ties: the one
+      treating fewest), *selected in-sample*: optimistic, and its CI ignores the selection.
+
+    ORR in %, gains in percentage points, with 95 % paired percentile bootstrap CIs (patients
+    resampled with both their outcomes; ``n_boot`` resamples, ``seed``), and the % treated.
+    """
+    _need(trial, ("baseline_sclever1", "best_response"))
+    _check_boot(n_boot, seed)
+    a, b = _regimen_arm(trial, alone, "alone"), _regimen_arm(trial, added, "added")
+    ok = np.ones(trial.sizes["patient"], bool)
+    if "solver_status" in trial:
+        ok = (a.solver_status.values == 0) & (b.solver_status.values == 0)
+    if ok.sum() < 2:
+        raise InputError(describe("trial.solver_status", f"{int(ok.sum())} patients solved in both arms", "at least 2"))
+    s = np.asarray(trial.baseline_sclever1.values, float)[ok]
+    bad = ~np.isfinite(s)
+    if bad.any():
+        raise InputError(describe("trial.baseline_sclever1", float(s[bad][0]), "finite values (ng/mL) for every solved patient"))
+    q = np.asarray(quantiles, float).ravel()
+    if q.size == 0 or not np.all((q > 0) & (q < 1)):
+        raise InputError(describe("quantiles", list(np.asarray(quantiles).ravel()), "one or more quantiles strictly between 0 and 1, e.g. [0.25, 0.5, 0.75]"))
+    if threshold is None:
+        threshold, how = float(np.median(s)), "the median baseline sClever-1"
+    else:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) or not np.isfinite(threshold):
+            raise InputError(describe("threshold", threshold, "a finite sClever-1 level in ng/mL, or None for the median"))
+        threshold, how = float(threshold), "given"
+    resp_a = np.isin(a.best_response.values[ok], (ep.CR, ep.PR)).astype(float)
+    resp_b = np.isin(b.best_response.values[ok], (ep.CR, ep.PR)).astype(float)
+    cuts = np.quantile(s, q)
+    names = ["no one", "everyone", "rule"] + [f"sweep q{x:.2f}" for x in q]
+    thresholds = [np.inf, -np.inf, threshold] + list(cuts)
+    treated = np.array([s > t for t in thresholds])                       # (rule, patient)
+    outcome = np.where(treated, resp_b, resp_a)                             # (rule, patient)
+    orr_sweep = outcome[3:].mean(axis=1)
+    best = 3 + max(range(q.size), key=lambda k: (orr_sweep[k], -treated[3 + k].sum()))
+    names.append("best of sweep (exploratory)")
+    thresholds.append(thresholds[best])
+    treated = np.vstack([treated, treated[best]])
+    outcome = np.vstack([outcome, outcome[best]])
+    idx = _bootstrap_indices(s.size, n_boot, seed)
+    orr_boot = np.stack([o[idx].mean(axis=1) for o in outcome])          # (rule, boot)
+    gain_none, gain_all = orr_boot - orr_boot[0], orr_boot - orr_boot[1]
+
+    def ci(x):
+        return 100 * np.quantile(x, 0.025, axis=1), 100 * np.quantile(x, 0.975, axis=1)
+
+    orr = 100 * outcome.mean(axis=1)
+    pts = {"units": "percentage points"}
+    lo_o, hi_o = ci(orr_boot)
+    lo_n, hi_n = ci(gain_none)
+    lo_a, hi_a = ci(gain_all)
+    role = ["reference", "reference", "pre-specified"] + ["sweep"] * q.size + ["exploratory: threshold selected in-sample by ORR; optimistic, CI ignores the selection"]
+    quant = [np.nan, np.nan, np.nan] + list(q) + [q[best - 3]]
+    thr = np.array(thresholds, float)
+    thr[~np.isfinite(thr)] = np.nan
+    return xr.Dataset(
+        {"threshold": ("rule", thr, {"units": "ng/mL", "long_name": "add anti-Clever-1 when baseline sClever-1 > threshold (NaN: no threshold)"}),
+         "threshold_quantile": ("rule", quant, {"units": "1", "long_name": "quantile of baseline sClever-1 the threshold sits at"}),
+         "treated": ("rule", 100 * treated.mean(axis=1), {"units": "%", "long_name": "patients given anti-Clever-1"}),
+         "orr": ("rule", orr, {"units": "%", "long_name": "objective response rate (CR + PR)"}),
+         "orr_lower": ("rule", lo_o, {"units": "%"}), "orr_upper": ("rule", hi_o, {"units": "%"}),
+         "gain_vs_no_one": ("rule", orr - orr[0], {**pts, "long_name": "ORR gain over treating no one with anti-Clever-1"}),
+         "gain_vs_no_one_lower": ("rule", lo_n, pts), "gain_vs_no_one_upper": ("rule", hi_n, pts),
+         "gain_vs_everyone": ("rule", orr - orr[1], {**pts, "long_name": "ORR gain over giving everyone anti-Clever-1"}),
+         "gain_vs_everyone_lower": ("rule", lo_a, pts), "gain_vs_everyone_upper": ("rule", hi_a, pts),
+         "role": ("rule", role)},
+        coords={"rule": names},
+        attrs={"alone": alone, "added": added, "patients": int(s.size), "threshold_from": how,
+               "design": "in-silico crossover: the same patients under both regimens; each rule takes each patient's outcome under the arm it assigns",
+               "ci": f"paired percentile bootstrap over patients, {n_boot} resamples, seed {seed}; thresholds held fixed",
+               "response": "RECIST 1.1 best overall response CR or PR; failed solves (either arm) left out"},
+    )
+
+
+def treatment_rule_table(rule: xr.Dataset) -> str:
+    a = rule.attrs
+    lines = [f"add {a['added'].replace(a['alone'] + ' + ', '')} when baseline sClever-1 > threshold ({a['patients']} patients, "
+             f"crossover; threshold of 'rule': {a['threshold_from']}; 95 % CIs: {a['ci']})",
+             f"{'rule':<30} {'threshold':>10} {'treated':>8} {'ORR':>18} {'gain vs no one':>22} {'gain vs everyone':>22}"]
+    for name in rule.rule.values:
+        r = rule.sel(rule=name)
+        thr = "-" if np.isnan(float(r.threshold)) else f"{float(r.threshold):.2f}"
+        lines.append(f"{str(name):<30} {thr:>10} {float(r.treated):>7.1f}% "
+                     f"{float(r.orr):>5.1f} ({float(r.orr_lower):.1f}-{float(r.orr_upper):.1f}) "
+                     f"{float(r.gain_vs_no_one):>+6.1f} ({float(r.gain_vs_no_one_lower):+.1f}, {float(r.gain_vs_no_one_upper):+.1f}) "
+                     f"{float(r.gain_vs_everyone):>+6.1f} ({float(r.gain_vs_everyone_lower):+.1f}, {float(r.gain_vs_everyone_upper):+.1f})")
+    lines.append("threshold in ng/mL; ORR in %, gains in percentage points. 'best of sweep' is selected in-sample "
+                 "(exploratory, optimistic; its CI ignores the selection)")
     return "\n".join(lines)
