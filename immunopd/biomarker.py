@@ -15,6 +15,13 @@ tumor volume, and the coefficient of log sClever-1 in a logistic regression of r
 sClever-1 and log baseline volume (Wald 95 % CI), as an epidemiologist would adjust for a
 confounder.
 
+Biomarker-guided choice (issue 17 item 5): :func:`sclever1_predictive_value` gives the ROC AUC
+of baseline sClever-1 for non-response to anti-PD-1 (:func:`roc_auc`, DeLong CI), raw and
+covariate-adjusted for baseline volume (Janes & Pepe 2009); :func:`treatment_rule` gives the
+ORR of "add anti-Clever-1 when baseline sClever-1 > threshold" on the crossover against treating
+no one and everyone, with paired bootstrap CIs, and a quantile sweep whose best row is
+exploratory (selected in-sample).
+
 Everything the answer depends on that is assumed is in the parameter table: the bexmarilimab
 PK and all sClever-1 terms are placeholders ("assumed"), so the figures show what the model
 implies, not a clinical prediction.
@@ -35,7 +42,7 @@ from .trial import run_trial, stratify, strata_table
 
 __all__ = ["REGIMENS", "run_biomarker_experiment", "biomarker_report", "logistic_regression", "sclever1_adjusted",
            "sclever1_adjusted_table", "roc_auc", "sclever1_predictive_value", "sclever1_predictive_table", "treatment_rule",
-           "treatment_rule_table", "SWEEP_QUANTILES"]
+           "treatment_rule_table", "SWEEP_QUANTILES", "biomarker_analyses"]
 
 REGIMENS: dict[str, str] = {name: STANDARD_REGIMENS[name] for name in ("anti-PD-1", "anti-PD-1 + anti-Clever-1")}
 
@@ -63,11 +70,23 @@ def run_biomarker_experiment(
     return trial, strata
 
 
-def biomarker_report(trial: xr.Dataset, strata: dict[str, xr.Dataset]) -> str:
+def biomarker_analyses(trial: xr.Dataset, *, threshold: float | None = None, seed: int = 0) -> dict[str, xr.Dataset]:
+    """``{"predictive": sclever1_predictive_value(trial), "rule": treatment_rule(trial, threshold)}``
+    (anti-PD-1; seeded bootstraps)."""
+    return {"predictive": sclever1_predictive_value(trial, seed=seed), "rule": treatment_rule(trial, threshold, seed=seed)}
+
+
+def biomarker_report(trial: xr.Dataset, strata: dict[str, xr.Dataset], analyses: dict[str, xr.Dataset] | None = None) -> str:
+    """The endpoint and strata tables, sClever-1 adjusted for volume, its ROC AUC for
+    non-response and the treatment rule (``analyses`` from :func:`biomarker_analyses`, computed
+    here when not given)."""
     from .trial import endpoint_table
 
+    analyses = biomarker_analyses(trial) if analyses is None else analyses
     parts = [endpoint_table(trial)] + [strata_table(s) for s in strata.values()]
     parts.append(sclever1_adjusted_table(sclever1_adjusted(trial)))
+    parts.append(sclever1_predictive_table(analyses["predictive"]))
+    parts.append(treatment_rule_table(analyses["rule"]))
     return "\n\n".join(parts)
 
 
@@ -382,9 +401,13 @@ def treatment_rule(trial: xr.Dataset, threshold: float | None = None, *, alone: 
     bad = ~np.isfinite(s)
     if bad.any():
         raise InputError(describe("trial.baseline_sclever1", float(s[bad][0]), "finite values (ng/mL) for every solved patient"))
-    q = np.asarray(quantiles, float).ravel()
+    try:
+        q = np.asarray(quantiles, float).ravel()
+    except (TypeError, ValueError):
+        q = np.array([np.nan])
     if q.size == 0 or not np.all((q > 0) & (q < 1)):
-        raise InputError(describe("quantiles", list(np.asarray(quantiles).ravel()), "one or more quantiles strictly between 0 and 1, e.g. [0.25, 0.5, 0.75]"))
+        shown = [float(x) for x in q] if np.isfinite(q).all() else quantiles
+        raise InputError(describe("quantiles", shown, "one or more quantiles strictly between 0 and 1, e.g. [0.25, 0.5, 0.75]"))
     if threshold is None:
         threshold, how = float(np.median(s)), "the median baseline sClever-1"
     else:

@@ -9,7 +9,7 @@
     immunopd trial experiment.toml --out trial.nc
     immunopd trial --regimen "..." --regimen "..." --patients 1000 --seed 1 --out trial.nc
     immunopd calibrate --patients 10000 --seed 1 --out calibrated.nc [--plot calibration.png]
-    immunopd biomarker [--population calibrated.nc] --out biomarker.nc
+    immunopd biomarker [--population calibrated.nc] [--threshold 14] --out biomarker.nc
     immunopd sensitivity --method sobol --n 4096 --regimen "..." --out sobol.nc
     immunopd sensitivity --method local --regimen "..." --out local.nc
     immunopd export-sbml --regimen "..." [--weight 70] [--set name=value ...] --out model.xml
@@ -225,8 +225,12 @@ def _build_parser() -> argparse.ArgumentParser:
     bio.add_argument("--population", default=None, help="calibrated population file (default: match one time-course twin per lesion now)")
     bio.add_argument("--patients", type=_count("--patients"), default=10_000, help="plausible patients the twins are matched from (default 10000; more than the 1061 lesions)")
     bio.add_argument("--seed", type=_seed("--seed"), default=1, help="seed (default 1)")
+    bio.add_argument("--threshold", type=_number("--threshold", float, "a finite sClever-1 level in ng/mL > 0", lambda v: math.isfinite(v) and v > 0),
+                     default=None, help="treatment rule: add anti-Clever-1 when baseline sClever-1 > this (ng/mL; default the median)")
     bio.add_argument("--out", required=True, help="trial netCDF path; the strata tables are variables of the same file: "
-                     "sclever1_<endpoint> over dimension sclever1_stratum (median split) and infiltration_<endpoint> over infiltration_stratum (hot/cold)")
+                     "sclever1_<endpoint> over dimension sclever1_stratum (median split) and infiltration_<endpoint> over infiltration_stratum (hot/cold); "
+                     "the ROC AUC of baseline sClever-1 for non-response to anti-PD-1 is predictive_<variable> over predictive_adjustment "
+                     "(none / baseline tumor volume) and the treatment rule is rule_<variable> over rule (no one, everyone, the rule, a quantile sweep)")
 
     sen = sub.add_parser("sensitivity", help="local (AD) or global (Sobol, Morris, eFAST via SALib) sensitivity to netCDF/zarr")
     sen.add_argument("--method", default="sobol", choices=["local", "sobol", "morris", "efast"], help="analysis (default sobol)")
@@ -539,7 +543,7 @@ def _popfit(args) -> int:
 
 
 def _biomarker(args) -> int:
-    from .biomarker import biomarker_report, run_biomarker_experiment
+    from .biomarker import biomarker_analyses, biomarker_report, run_biomarker_experiment
     from .io import write_netcdf
     from .population import Population
 
@@ -550,8 +554,14 @@ def _biomarker(args) -> int:
     for key, st in strata.items():
         for var in st.data_vars:
             trial[f"{key}_{var}"] = st[var].rename({"stratum": f"{key}_stratum"})
+    analyses = biomarker_analyses(trial, threshold=args.threshold, seed=args.seed)
+    for key, dim, main_var in (("predictive", "adjustment", "auc"), ("rule", "rule", "orr")):
+        ds = analyses[key].rename({dim: f"{key}_{dim}"}) if dim != key else analyses[key]
+        for var in ds.data_vars:
+            trial[f"{key}_{var}"] = ds[var]
+        trial[f"{key}_{main_var}"].attrs.update(ds.attrs)
     write_netcdf(trial, args.out)
-    print(biomarker_report(trial, strata))
+    print(biomarker_report(trial, strata, analyses))
     print(f"wrote {args.out}")
     return 0
 

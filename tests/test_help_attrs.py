@@ -37,7 +37,11 @@ def test_biomarker_help_names_what_its_file_holds(tmp_path, monkeypatch):
     # the experiment's own strata keys (immunopd.biomarker), with stand-in tables
     monkeypatch.setattr(bio, "run_biomarker_experiment", lambda pop, **kw: (trial.copy(), {
         "sclever1": strata(["<= median", "> median"]), "infiltration": strata(["hot", "cold"])}))
-    monkeypatch.setattr(bio, "biomarker_report", lambda trial, strata: "report")
+    monkeypatch.setattr(bio, "biomarker_report", lambda trial, strata, analyses=None: "report")
+    rules = ["no one", "everyone", "rule"]
+    monkeypatch.setattr(bio, "biomarker_analyses", lambda trial, **kw: {
+        "predictive": xr.Dataset({"auc": ("adjustment", [0.5, 0.5])}, coords={"adjustment": ["none", "baseline tumor volume"]}),
+        "rule": xr.Dataset({"orr": ("rule", [20.0, 30.0, 25.0])}, coords={"rule": rules})})
     out = tmp_path / "b.nc"
     pop = tmp_path / "pop.nc"
     pop.write_bytes(b"")
@@ -51,6 +55,9 @@ def test_biomarker_help_names_what_its_file_holds(tmp_path, monkeypatch):
     for prefix in ("sclever1", "infiltration"):
         assert f"{prefix}_<endpoint>" in text
         assert {f"{prefix}_orr", f"{prefix}_n"} <= set(ds.data_vars)
+    # the ROC AUC and the treatment rule (issue 17 item 5), as the help names them
+    assert "predictive_<variable> over predictive_adjustment" in text and "rule_<variable> over rule" in text
+    assert {"predictive_auc", "rule_orr"} <= set(ds.data_vars) and {"predictive_adjustment", "rule"} <= set(ds.dims)
 
 
 def test_biomarker_strata_keys_are_the_ones_the_help_names():
