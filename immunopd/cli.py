@@ -16,6 +16,7 @@
     immunopd demo [--out-dir out]
     immunopd exposure --regimen "..." [--weight 70] [--days 365] [--above 20] [--out exposure.nc|.csv]
     immunopd plot RESULT.nc --out figure.png
+    immunopd forecast scans.csv --given "..." --regimen continue --regimen "..." --out forecast.nc [--plot fan.png]
 
 A bad argument ends with a one-paragraph message on stderr and exit status 2, never a
 traceback.

@@ -11,7 +11,7 @@ import math
 
 __all__ = ["add_parsers", "dispatch", "COMMANDS"]
 
-COMMANDS = ("exposure", "plot")
+COMMANDS = ("exposure", "plot", "forecast")
 
 
 def _positive(option: str, unit: str):
@@ -23,6 +23,9 @@ def _positive(option: str, unit: str):
 def add_parsers(sub) -> None:
     """Add ``exposure`` and ``plot`` to the subparsers ``sub`` of the ``immunopd`` parser."""
     from .cli import _bsa, _days, _example, _height, _weight
+    from .cli_forecast import add_parser as add_forecast
+
+    add_forecast(sub)
 
     exp = sub.add_parser("exposure", help="Cmax, Ctrough, AUC, time above a concentration and occupancy at trough per drug and dose")
     exp.add_argument("--regimen", required=True, help=f"regimen text, e.g. '{_example()}'")
@@ -44,6 +47,10 @@ def add_parsers(sub) -> None:
 
 
 def dispatch(args) -> int:
+    if args.command == "forecast":
+        from .cli_forecast import run
+
+        return run(args)
     if args.command == "exposure":
         return _exposure(args)
     if args.command == "plot":

@@ -347,7 +347,8 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
     ``arm`` with at least ``min_scans`` scans. ``model``: an :class:`immunopd.nlme.NLMEModel`
     (default :func:`mechanistic_nlme_model` of the arm's regimen and ``free``). ``gtol``: the
     BFGS convergence tolerance on the unconstrained scale (1e-2: the ODE solve's own tolerance
-    limits how far the gradient can be driven).
+    limits how far the gradient can be driven). ``initial``: initial values by parameter name
+    (THETA names, ``OMEGA(a,b)``, ``SIGMA(...)``), as :func:`immunopd.nlme.fit` takes them.
     """
     from . import nlme
     from .models.drugs import ARM_REGIMENS
@@ -363,7 +364,7 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
     if model is None:
         model = mechanistic_nlme_model(arm, free, random=random, initial=initial)
     t0 = _time.perf_counter()
-    result = nlme.fit(model, data, covariance=covariance, maxiter=maxiter, gtol=gtol, progress=progress)
+    result = nlme.fit(model, data, initial=initial, covariance=covariance, maxiter=maxiter, gtol=gtol, progress=progress)
     v = vpc(model, data, result.estimates(), replicates=replicates, seed=seed)
     g = gof(result.dataset)
     return PopFit(result, v, g, _time.perf_counter() - t0)

@@ -1,0 +1,172 @@
+"""One patient's forecast (immunopd.forecast, `immunopd forecast`): inputs, regimens, posterior, predictions."""
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from immunopd import forecast as fc
+from immunopd.dosing import Regimen
+from immunopd.errors import InputError
+
+GIVEN = "atezolizumab 1200 mg q3w over 60 min"
+
+
+def _csv(tmp_path, text, name="scans.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# ----------------------------------------------------------------------------- bad input names row and column
+def test_tidy_scans_are_read_with_their_units(tmp_path):
+    s = fc.read_scans(_csv(tmp_path, "time_week,sld_cm\n-1,5.0\n6,4.4\n12,4.0\n"))
+    assert s.time_day.tolist() == [0.0, 42.0, 84.0]  # the baseline (day -7) moves to day 0
+    assert s.baseline_day == -7.0
+    assert s.size_mm.tolist() == [50.0, 44.0, 40.0]
+    v = fc.read_scans(_csv(tmp_path, f"time_day,volume_mm3\n0,{math.pi / 6 * 20**3}\n40,0\n", "v.csv"))
+    assert v.size_mm == pytest.approx([20.0, 0.0])  # a volume is the sphere of that diameter
+
+
+def test_scans_out_of_order_name_the_row_and_column(tmp_path):
+    with pytest.raises(InputError, match=re.escape("row 3, column time_day = 30.0 is not allowed; allowed: a time after the previous"
+                                                   " scan's (42, row 2)")):
+        fc.read_scans(_csv(tmp_path, "time_day,sld_mm\n0,50\n42,44\n30,40\n"))
+
+
+def test_negative_and_zero_sizes(tmp_path):
+    with pytest.raises(InputError, match=re.escape("row 2, column sld_mm = -4.0 is not allowed; allowed: a finite size >= 0")):
+        fc.read_scans(_csv(tmp_path, "time_day,sld_mm\n0,50\n42,-4\n"))
+    with pytest.raises(InputError, match=re.escape("row 1, column sld_mm = 0.0 is not allowed; allowed: a positive baseline size")):
+        fc.read_scans(_csv(tmp_path, "time_day,sld_mm\n0,0\n42,4\n"))
+    assert fc.read_scans(_csv(tmp_path, "time_day,sld_mm\n0,10\n42,0\n")).size_mm[-1] == 0.0  # a lesion may disappear
+
+
+def test_scan_before_the_first_dose(tmp_path):
+    with pytest.raises(InputError, match=re.escape("row 2, column time_day = -3.0 is not allowed; allowed: a scan after the first"
+                                                   " dose (day 0)")):
+        fc.read_scans(_csv(tmp_path, "time_day,sld_mm\n-10,50\n-3,50\n42,44\n"))
+    with pytest.raises(InputError, match=re.escape("row 1, column time_day = 14.0 is not allowed; allowed: a baseline scan at or"
+                                                   " before the first dose")):
+        fc.read_scans(_csv(tmp_path, "time_day,sld_mm\n14,50\n42,44\n"))
+
+
+def test_columns_must_carry_units(tmp_path):
+    with pytest.raises(InputError, match=re.escape("time column = ['size', 'time'] is not allowed; allowed: exactly one of"
+                                                   " ['time_day', 'day', 'time_week', 'week']")):
+        fc.read_scans(_csv(tmp_path, "time,size\n0,50\n"))
+    nm = _csv(tmp_path, "ID,TIME,DV,MDV\n1,0,50,0\n1,42,44,0\n1,50,0,1\n", "nm.csv")
+    with pytest.raises(InputError, match=re.escape("time_unit = None is not allowed; allowed: one of ['day', 'week', 'h']")):
+        fc.read_scans(nm)
+    s = fc.read_scans(nm, time_unit="day", size_unit="mm")
+    assert s.time_day.tolist() == [0.0, 42.0] and s.rows.tolist() == [1, 2]  # the MDV = 1 row is not a scan
+
+
+def test_unknown_covariate_and_too_few_scans():
+    s = fc.scans_from_arrays([0, 42], [50, 44])
+    with pytest.raises(InputError, match=re.escape("covariates = 'pdl1' is not allowed; allowed: one of ['body_weight',"
+                                                   " 'body_surface_area', 'infiltration', 'baseline_sclever1']")):
+        fc.posterior(s, GIVEN, covariates={"pdl1": 50})
+    with pytest.raises(InputError, match=re.escape("scans scans = 1 is not allowed; allowed: at least 2 scans (the baseline and 1 on"
+                                                   " treatment) for a forecast")):
+        fc.posterior(s.first(1), GIVEN)
+    with pytest.raises(InputError, match=re.escape("covariates.infiltration = 'lukewarm' is not allowed; allowed: 'hot' or 'cold'")):
+        fc.posterior(s, GIVEN, covariates={"infiltration": "lukewarm"})
+
+
+def test_cli_checks_everything_before_solving(tmp_path, capsys):
+    from immunopd.cli import main
+
+    scans = _csv(tmp_path, "time_day,sld_mm\n0,50\n42,44\n")
+    rc = main(["forecast", str(scans), "--given", GIVEN, "--regimen", "continue", "--out", str(tmp_path / "f.txt")])
+    assert rc == 2 and "--out = " in capsys.readouterr().err
+    rc = main(["forecast", str(scans), "--given", GIVEN, "--regimen", "frobnicate 3 mg", "--out", str(tmp_path / "f.nc")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "regimen = 'frobnicate 3 mg' is not allowed" in err
+    rc = main(["forecast", str(tmp_path / "missing.csv"), "--given", GIVEN, "--regimen", "continue", "--out", str(tmp_path / "f.nc")])
+    assert rc == 2 and "scans = " in capsys.readouterr().err
+    assert not (tmp_path / "f.nc").exists()
+
+
+# ----------------------------------------------------------------------------- regimens from the decision day
+def _dose_days(reg, horizon=400.0, drug=None):
+    return sorted(t for d, t, *_ in reg.doses(horizon, weight=70.0) if drug is None or d == drug)
+
+
+def test_candidates_start_at_the_decision_day():
+    given = Regimen.parse("pembrolizumab 200 mg q3w")
+    cont = fc.compose_regimen(given, "continue", 84)
+    assert _dose_days(cont, 200) == [0, 21, 42, 63, 84, 105, 126, 147, 168, 189]
+    stop = fc.compose_regimen(given, "stop", 84)
+    assert _dose_days(stop) == [0, 21, 42, 63]
+    year = fc.compose_regimen(given, "stop at week 52", 84)
+    assert _dose_days(year, 800) == [21.0 * k for k in range(18)]  # 18 doses before day 364
+    add = fc.compose_regimen(given, "continue + bexmarilimab 1 mg/kg q3w x2", 84)
+    assert _dose_days(add, 200, "bexmarilimab") == [84, 105]
+    assert _dose_days(add, 130, "pembrolizumab") == [0, 21, 42, 63, 84, 105, 126]
+    switch = fc.compose_regimen(given, "pembrolizumab 400 mg q6w", 84)
+    assert _dose_days(switch, 200) == [0, 21, 42, 63, 84, 126, 168]
+    with pytest.raises(InputError, match=re.escape("regimen = 'stop at day 10' is not allowed; allowed: a stop on or after the"
+                                                   " decision day (84)")):
+        fc.compose_regimen(given, "stop at day 10", 84)
+
+
+# ----------------------------------------------------------------------------- the shipped prior
+def test_shipped_prior_is_a_mechanistic_population_fit_on_unscored_lesions():
+    p = fc.load_prior()
+    assert p.free == ("baseline_tumor_volume", "growth_rate", "kill_rate")
+    assert p.omega.shape == (len(p.etas), len(p.etas)) and np.all(np.linalg.eigvalsh(p.omega) > 0)
+    assert "3-5 readings" in p.description  # never the >= 6-reading lesions that forecasts are scored on
+    assert p.typical(20.0)["baseline_tumor_volume"] == pytest.approx(p.estimates["V0_RATIO"] * math.pi / 6 * 8000.0)
+
+
+# ----------------------------------------------------------------------------- the posterior and the forecast
+@pytest.mark.slow
+def test_map_recovers_a_simulated_patient_and_laplace_draws_match_the_mode():
+    from immunopd import nlme
+
+    prior = fc.load_prior()
+    days = np.array([0.0, 42.0, 84.0, 126.0, 168.0, 210.0])
+    base = 40.0
+    typical = prior.typical(base)
+    eta_true = np.zeros(len(prior.etas))
+    eta_true[prior.etas.index("growth_rate")] = 0.5
+    eta_true[prior.etas.index("kill_rate")] = 2.0
+    ind = fc._individual(prior, typical, eta_true[None])
+    model = fc._nlme_model(prior, Regimen.parse(GIVEN), {}, 2001.0)
+    y = nlme.predict_individuals(model, ind, days[None])[0]
+    y[0] = base  # the baseline scan is what the lesion measured
+    post = fc.posterior(fc.scans_from_arrays(days, y), GIVEN, prior=prior, draws=4000, seed=1)
+    assert post["status"] == "converged"
+    for name in ("growth_rate", "kill_rate"):
+        k = prior.etas.index(name)
+        sd = math.sqrt(post["mode_covariance"][k, k])
+        assert abs(post["mode"][k] - eta_true[k]) < 2 * sd + 0.05, name  # noise-free data: the mode is near the truth
+    draws = post["eta"][0]
+    assert np.cov(draws.T) == pytest.approx(post["mode_covariance"], rel=0.15, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_forecast_endpoints_agree_with_the_trajectories(tmp_path):
+    import arviz as az
+
+    scans = fc.scans_from_arrays([0, 42, 84], [50.0, 44.0, 40.0])
+    idata = fc.forecast(scans, ["continue", "stop"], given=GIVEN, predictive_draws=100, draws=200, seed=3)
+    f = idata.forecast
+    lat = idata.posterior_predictive.sld_latent
+    t = lat.time.values
+    pct = 100 * (lat / 50.0 - 1)
+    at = f.attrs["at_day"]
+    resp = (pct.where(lat.time <= at) <= -30).any("time").mean(("chain", "draw"))
+    assert f.p_response.values == pytest.approx(resp.values)
+    assert f.diff_pct_change_mean.sel(regimen="continue") == 0.0
+    assert at in t
+    chg = pct.sel(time=at).mean(("chain", "draw"))
+    assert f.pct_change_mean.values == pytest.approx(chg.values)
+    out = tmp_path / "f.nc"
+    idata.to_netcdf(str(out))
+    back = az.from_netcdf(str(out))
+    assert set(back.groups()) >= {"posterior", "posterior_predictive", "observed_data", "constant_data"}
+    assert "recommendation:" in fc.forecast_table(idata)
