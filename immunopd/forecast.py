@@ -237,7 +237,8 @@ class Prior:
     """A population model as a prior: the FOCE-I estimates (``estimates``: THETA/OMEGA/SIGMA by
     name), the individual parameters (``free``) and those with etas (``etas``), ``omega`` (k, k),
     the residual error (combined: ``sigma`` = (proportional, additive mm^2) variances), the model's
-    growth law and the fit's description."""
+    growth law, the fit's description and the IDs of the lesions it was fitted to (``training_subjects``:
+    never score a forecast on them)."""
 
     estimates: dict
     free: tuple
@@ -247,6 +248,7 @@ class Prior:
     growth_law: str
     description: str
     source: str
+    training_subjects: tuple = ()
 
     def typical(self, baseline_mm: float) -> dict:
         """Typical individual parameters of a lesion whose baseline scan is ``baseline_mm``."""
@@ -288,7 +290,8 @@ def load_prior(path=None) -> Prior:
             f"{ds.attrs.get('status', '?')}")
     if "prior_training" in ds.attrs:
         desc += f"; trained on {ds.attrs['prior_training']}"
-    return Prior(est, tuple(str(x) for x in ds.individual_parameter.values), etas, om, sigma, law, desc, str(path))
+    subjects = tuple(str(x) for x in ds.subject.values) if "subject" in ds.coords else ()
+    return Prior(est, tuple(str(x) for x in ds.individual_parameter.values), etas, om, sigma, law, desc, str(path), subjects)
 
 
 # ----------------------------------------------------------------------------- regimens

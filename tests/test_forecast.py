@@ -118,7 +118,8 @@ def test_shipped_prior_is_a_mechanistic_population_fit_on_unscored_lesions():
     p = fc.load_prior()
     assert p.free == ("baseline_tumor_volume", "growth_rate", "kill_rate")
     assert p.omega.shape == (len(p.etas), len(p.etas)) and np.all(np.linalg.eigvalsh(p.omega) > 0)
-    assert "3-5 readings" in p.description  # never the >= 6-reading lesions that forecasts are scored on
+    assert len(p.training_subjects) >= 20 and all(isinstance(x, str) for x in p.training_subjects)
+    assert "scored only on lesions not among this fit's subjects" in p.description
     assert p.typical(20.0)["baseline_tumor_volume"] == pytest.approx(p.estimates["V0_RATIO"] * math.pi / 6 * 8000.0)
 
 
@@ -170,3 +171,21 @@ def test_forecast_endpoints_agree_with_the_trajectories(tmp_path):
     back = az.from_netcdf(str(out))
     assert set(back.groups()) >= {"posterior", "posterior_predictive", "observed_data", "constant_data"}
     assert "recommendation:" in fc.forecast_table(idata)
+
+
+@pytest.mark.slow
+def test_cli_forecast_end_to_end(tmp_path, capsys):
+    import arviz as az
+
+    from immunopd.cli import main
+
+    scans = _csv(tmp_path, "time_week,sld_mm\n-2,50\n6,44\n12,41\n")
+    out, fig = tmp_path / "f.nc", tmp_path / "fan.png"
+    rc = main(["forecast", str(scans), "--given", GIVEN, "--regimen", "continue", "--regimen", "stop", "--draws", "200",
+               "--out", str(out), "--plot", str(fig)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "recommendation:" in text and f"wrote {out}" in text
+    back = az.from_netcdf(str(out))
+    assert list(back.posterior_predictive.regimen.values) == ["continue", "stop"]
+    assert back.observed_data.sld.values.tolist() == [50.0, 44.0, 41.0]
+    assert fig.stat().st_size > 10_000

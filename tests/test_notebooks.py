@@ -55,3 +55,12 @@ def test_population_fit_notebook():
     assert "lesions: 8" in text
     assert "observed percentiles inside the simulated 90 % intervals" in text
     assert "MAP found: True" in text
+
+
+@pytest.mark.slow
+def test_forecast_notebook():
+    text = _run("05_forecast.ipynb", timeout=1200)  # MAP, NUTS and five regimens compile for minutes
+    assert "MAP + Laplace status: converged" in text
+    assert "R-hat:" in text and "divergences:" in text
+    assert "recommendation:" in text
+    assert "later scans inside the 80 % interval:" in text
