@@ -777,7 +777,7 @@ def predict_individuals(model: NLMEModel, individual, times, dose_times=None, do
     dt = np.zeros((len(q), 1)) if dose_times is None else np.asarray(dose_times, float)
     da = np.zeros_like(dt) if dose_amounts is None else np.asarray(dose_amounts, float)
     one = lambda qq, tt, a, b: model.predict(dict(zip(model.parameters, qq)), a, b, tt)  # noqa: E731
-    return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(q), jnp.asarray(t), jnp.asarray(dt), jnp.asarray(da)))
+    return np.array(jax.jit(jax.vmap(one))(jnp.asarray(q), jnp.asarray(t), jnp.asarray(dt), jnp.asarray(da)))
 
 
 def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, covariance: str | None = "sandwich",

@@ -137,7 +137,7 @@ def test_map_recovers_a_simulated_patient_and_laplace_draws_match_the_mode():
     eta_true[prior.etas.index("kill_rate")] = 2.0
     ind = fc._individual(prior, typical, eta_true[None])
     model = fc._nlme_model(prior, Regimen.parse(GIVEN), {}, 2001.0)
-    y = nlme.predict_individuals(model, ind, days[None])[0]
+    y = np.array(nlme.predict_individuals(model, ind, days[None])[0])
     y[0] = base  # the baseline scan is what the lesion measured
     post = fc.posterior(fc.scans_from_arrays(days, y), GIVEN, prior=prior, draws=4000, seed=1)
     assert post["status"] == "converged"
@@ -146,7 +146,10 @@ def test_map_recovers_a_simulated_patient_and_laplace_draws_match_the_mode():
         sd = math.sqrt(post["mode_covariance"][k, k])
         assert abs(post["mode"][k] - eta_true[k]) < 2 * sd + 0.05, name  # noise-free data: the mode is near the truth
     draws = post["eta"][0]
-    assert np.cov(draws.T) == pytest.approx(post["mode_covariance"], rel=0.15, abs=1e-3)
+    c = post["mode_covariance"]
+    se = np.sqrt((np.outer(np.diag(c), np.diag(c)) + c**2) / len(draws))  # sampling SE of a normal sample's covariance
+    assert np.all(np.abs(np.cov(draws.T) - c) < 4 * se)
+    assert np.abs(draws.mean(0) - post["mode"]).max() < 4 * np.sqrt(np.diag(c) / len(draws)).max()
 
 
 @pytest.mark.slow
@@ -189,3 +192,37 @@ def test_cli_forecast_end_to_end(tmp_path, capsys):
     assert list(back.posterior_predictive.regimen.values) == ["continue", "stop"]
     assert back.observed_data.sld.values.tolist() == [50.0, 44.0, 41.0]
     assert fig.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_nuts_posterior_mean_matches_quadrature():
+    """NUTS against a brute-force posterior: the two-eta posterior on an 81 x 81 grid (prior N(0, OMEGA),
+    combined-error likelihood written out here), its mean within 4 Monte Carlo SEs of NUTS's."""
+    import jax
+    import jax.numpy as jnp
+
+    prior = fc.load_prior()
+    assert len(prior.etas) == 2
+    scans = fc.scans_from_arrays([0.0, 62.0, 103.0], [13.0, 11.0, 10.0])
+    post = fc.posterior(scans, GIVEN, prior=prior, method="nuts", draws=600, chains=4, warmup=400, seed=5)
+    d = post["diagnostics"]
+    assert np.all(d["r_hat"] < 1.01) and d["divergences"] <= 5, post["status"]  # a rare divergence is flagged in status
+    model = fc._nlme_model(prior, Regimen.parse(GIVEN), {}, 2001.0)
+    typical = prior.typical(13.0)
+    sd_prior = np.sqrt(np.diag(prior.omega))
+    axes = [np.linspace(-5 * s, 5 * s, 81) for s in sd_prior]
+    e1, e2 = np.meshgrid(*axes, indexing="ij")
+    grid = np.column_stack([e1.ravel(), e2.ravel()])
+    ind = fc._individual(prior, typical, grid)
+    f = np.asarray(jax.jit(jax.vmap(lambda q: model.predict.forward(dict(zip(prior.free, q)), jnp.zeros(1), jnp.zeros(1),
+                                                                     jnp.asarray(scans.time_day))))(jnp.asarray(ind)))
+    prop, add = prior.sigma
+    var = prop * f**2 + add
+    loglik = -0.5 * np.sum((scans.size_mm - f) ** 2 / var + np.log(var), axis=1)
+    logprior = -0.5 * np.einsum("ni,ij,nj->n", grid, np.linalg.inv(prior.omega), grid)
+    w = np.exp(loglik + logprior - np.max(loglik + logprior))
+    w /= w.sum()
+    mean_quad = w @ grid
+    eta = post["eta"].reshape(-1, 2)
+    mc_se = eta.std(0) / np.sqrt(post["diagnostics"]["ess_bulk"])
+    assert np.all(np.abs(eta.mean(0) - mean_quad) < 4 * mc_se + 0.02), (eta.mean(0), mean_quad, mc_se)
