@@ -115,7 +115,7 @@ def main() -> None:
         df = df[df.lesion.isin(lesions)]
     lesions = list(dict.fromkeys(df.lesion))
     given = Regimen.parse(ARM_REGIMENS["immunotherapy"])
-    model = fc._nlme_model(prior, given, {}, 2001.0)
+    model = fc._nlme_model(prior, given, {}, 2000.0)
     print(f"prior: {prior.description}")
     print(f"scored: {len(lesions)} immunotherapy-arm lesions with >= 6 readings, none seen by the prior (the chemotherapy arms have no docetaxel prior"
           " shipped and are not forecast)")

@@ -587,8 +587,11 @@ def forecast(scans: Scans, regimens: Sequence[str], *, given, prior: Prior | Non
     cov = _check_covariates(covariates)
     courses = [compose_regimen(given_reg, r, decision_day) for r in regimens]  # every candidate checked before any solve
     prior = load_prior() if prior is None else prior
+    # one dosing horizon for every patient up to day 2000 (the predictor's default), so that the given
+    # regimen's compiled posterior serves the next patient too; the likelihood stops at the last scan
+    horizon = max(2000.0, horizon_day + 1.0)
     post = posterior(scans, given_reg, prior=prior, covariates=cov, method=method, draws=draws, chains=chains,
-                     warmup=warmup, seed=seed, min_scans=min_scans, horizon=horizon_day + 1.0)
+                     warmup=warmup, seed=seed, min_scans=min_scans, horizon=horizon)
     n_chain, n_draw = post["eta"].shape[:2]
     per_chain = max(1, min(n_draw, int(math.ceil(predictive_draws / n_chain))))
     pick = np.linspace(0, n_draw - 1, per_chain).round().astype(int)
@@ -600,7 +603,7 @@ def forecast(scans: Scans, regimens: Sequence[str], *, given, prior: Prior | Non
     base_mm = float(scans.size_mm[0])
     t0 = _time.perf_counter()
     for reg in courses:
-        traj = _trajectories(prior, reg, cov, horizon_day + 1.0, ind, grid)
+        traj = _trajectories(prior, reg, cov, horizon, ind, grid)
         if not np.all(np.isfinite(traj)):
             bad = int((~np.all(np.isfinite(traj), axis=1)).sum())
             raise InputError(describe("forecast", reg.describe(), f"solves that succeed ({bad} posterior draws failed)"))

@@ -776,8 +776,16 @@ def predict_individuals(model: NLMEModel, individual, times, dose_times=None, do
         raise InputError(describe("times", "a decreasing row", "non-decreasing times per subject"))
     dt = np.zeros((len(q), 1)) if dose_times is None else np.asarray(dose_times, float)
     da = np.zeros_like(dt) if dose_amounts is None else np.asarray(dose_amounts, float)
-    one = lambda qq, tt, a, b: model.predict(dict(zip(model.parameters, qq)), a, b, tt)  # noqa: E731
-    return np.array(jax.jit(jax.vmap(one))(jnp.asarray(q), jnp.asarray(t), jnp.asarray(dt), jnp.asarray(da)))
+    hit = _PREDICTORS.get(id(model))
+    if hit is None or hit[0] is not model:  # one compiled function per model object: a warm call does not retrace
+        predict = getattr(model.predict, "forward", model.predict)  # values only: the forward-only variant where there is one
+        one = lambda qq, tt, a, b: predict(dict(zip(model.parameters, qq)), a, b, tt)  # noqa: E731
+        hit = (model, jax.jit(jax.vmap(one)))
+        _PREDICTORS[id(model)] = hit
+    return np.array(hit[1](jnp.asarray(q), jnp.asarray(t), jnp.asarray(dt), jnp.asarray(da)))
+
+
+_PREDICTORS: dict[int, tuple] = {}
 
 
 def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, covariance: str | None = "sandwich",

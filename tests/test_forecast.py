@@ -136,7 +136,7 @@ def test_map_recovers_a_simulated_patient_and_laplace_draws_match_the_mode():
     eta_true[prior.etas.index("growth_rate")] = 0.5
     eta_true[prior.etas.index("kill_rate")] = 2.0
     ind = fc._individual(prior, typical, eta_true[None])
-    model = fc._nlme_model(prior, Regimen.parse(GIVEN), {}, 2001.0)
+    model = fc._nlme_model(prior, Regimen.parse(GIVEN), {}, 2000.0)
     y = np.array(nlme.predict_individuals(model, ind, days[None])[0])
     y[0] = base  # the baseline scan is what the lesion measured
     post = fc.posterior(fc.scans_from_arrays(days, y), GIVEN, prior=prior, draws=4000, seed=1)
@@ -207,7 +207,7 @@ def test_nuts_posterior_mean_matches_quadrature():
     post = fc.posterior(scans, GIVEN, prior=prior, method="nuts", draws=600, chains=4, warmup=400, seed=5)
     d = post["diagnostics"]
     assert np.all(d["r_hat"] < 1.01) and d["divergences"] <= 5, post["status"]  # a rare divergence is flagged in status
-    model = fc._nlme_model(prior, Regimen.parse(GIVEN), {}, 2001.0)
+    model = fc._nlme_model(prior, Regimen.parse(GIVEN), {}, 2000.0)
     typical = prior.typical(13.0)
     sd_prior = np.sqrt(np.diag(prior.omega))
     axes = [np.linspace(-5 * s, 5 * s, 81) for s in sd_prior]
