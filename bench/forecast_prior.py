@@ -10,7 +10,7 @@ while responding), and the prior then predicted growth for the long-followed les
 The model runs on the arms' atezolizumab 1200 mg Q3W from the baseline scan, with log-normal random
 effects on the growth and kill rates (an eta on the baseline volume ratio collapsed to zero: the
 baseline scan fixes the volume). The Dataset it writes (the one `immunopd popfit
---out` writes) is package data: immunopd/priors/laleh2022_atezolizumab.nc.
+--out` writes) is package data: immunopd/priors/laleh2022_immunotherapy.nc.
 
 Reproduce with:  .venv/bin/python bench/forecast_prior.py [--lesions 60] [--maxiter 60]
 (a fit that stops at --maxiter can go on with --start FILE; the shipped file's attrs['reproduce'] says how it was made)
@@ -33,7 +33,7 @@ from immunopd.popfit import mechanistic_nlme_model, popfit  # noqa: E402
 
 from popforecast import all_records, nonmem_rows  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "immunopd", "priors", "laleh2022_atezolizumab.nc")
+OUT = os.path.join(os.path.dirname(__file__), "..", "immunopd", "priors", "laleh2022_immunotherapy.nc")
 FREE = ("baseline_tumor_volume", "growth_rate", "kill_rate")
 RANDOM = ("growth_rate", "kill_rate")
 #: start near an earlier 30-lesion fit (bench/popforecast.py) to save iterations; the fit moves from there

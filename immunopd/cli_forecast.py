@@ -20,7 +20,10 @@ def add_parser(sub) -> None:
     fc = sub.add_parser("forecast", help="one patient's Bayesian forecast from early scans under candidate regimens")
     fc.add_argument("scans", help="CSV of the patient's scans: time_day (or time_week) and sld_mm (or diameter_mm, sld_cm,"
                                   " volume_mm3); or a NONMEM-style file (ID, TIME, DV) with --time-unit and --size-unit")
-    fc.add_argument("--given", required=True, help="the regimen given since day 0 (the first dose), e.g. 'atezolizumab 1200 mg q3w'")
+    from .models.drugs import ARM_REGIMENS
+
+    fc.add_argument("--given", required=True,
+                    help=f"the regimen given since day 0 (the first dose), e.g. '{ARM_REGIMENS['immunotherapy']}'")
     fc.add_argument("--regimen", action="append", required=True,
                     help="a candidate from the decision day (repeatable; the first is the reference): 'continue', 'stop',"
                          " 'stop at day N', 'continue + <regimen>' or regimen text")

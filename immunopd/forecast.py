@@ -54,12 +54,12 @@ __all__ = ["Scans", "Prior", "read_scans", "scans_from_arrays", "load_prior", "D
            "posterior", "forecast", "forecast_table", "plot_forecast", "COVARIATES"]
 
 #: the prior shipped with the package (bench/forecast_prior.py writes it)
-DEFAULT_PRIOR = Path(__file__).with_name("priors") / "laleh2022_atezolizumab.nc"
+DEFAULT_PRIOR = Path(__file__).with_name("priors") / "laleh2022_immunotherapy.nc"
 
 #: covariates a forecast accepts: name -> (unit, what it does)
 COVARIATES: dict[str, tuple[str, str]] = {
     "body_weight": ("kg", "doses mg/kg regimens; drugs' PK covariate"),
-    "body_surface_area": ("m2", "doses mg/m2 regimens; docetaxel clearance"),
+    "body_surface_area": ("m2", "doses mg/m2 regimens; PK covariate of the drugs whose clearance scales with it"),
     "infiltration": ("hot|cold", "cold sets tcell_exclusion = 0.9 (T-cell influx cut 10x)"),
     "baseline_sclever1": ("ng/mL", "recorded and compared with the biomarker rule; not in the posterior (no sClever-1 in the prior's data)"),
 }
