@@ -134,13 +134,16 @@ def main() -> None:
         later = valid & (np.arange(n_max) >= k)
         obs = diam_all
         typical = [prior.typical(float(d0)) for d0 in diam_all[:, 0]]
+
+        def individuals(eta):  # (S, M, k) etas -> (S, M, P) individual parameters, each lesion at its own typical values
+            return np.stack([fc._individual(prior, typical[s], eta[s]) for s in range(len(lesions))])
         # MAP + Laplace
         mode = post.ebe.values
         covs = post.ebe_covariance.values
-        ind_mode = np.stack([fc._individual(prior, typical[s], mode[s][None])[0] for s in range(len(lesions))])
+        ind_mode = individuals(mode[:, None])[:, 0]
         point = nlme.predict_individuals(model, ind_mode, times_all)
         eta_draws = np.stack([rng.multivariate_normal(mode[s], covs[s], size=args.draws) for s in range(len(lesions))])
-        ind_draws = np.stack([fc._individual(prior, typical[s], eta_draws[s]) for s in range(len(lesions))])
+        ind_draws = individuals(eta_draws)
         pred = _predictive(model, prior, ind_draws, times_all, rng)
         mae, per = _mae(point, obs, later)
         cov = _coverage(pred, obs, later)
@@ -150,10 +153,10 @@ def main() -> None:
                      f" (MAP {map_s:.0f} s)"))
         # population only
         t1 = time.perf_counter()
-        ind_typ = np.stack([fc._individual(prior, typical[s], np.zeros((1, len(prior.etas))))[0] for s in range(len(lesions))])
+        ind_typ = individuals(np.zeros((len(lesions), 1, len(prior.etas))))[:, 0]
         point0 = nlme.predict_individuals(model, ind_typ, times_all)
         eta0 = rng.multivariate_normal(np.zeros(len(prior.etas)), prior.omega, size=(len(lesions), args.draws))
-        ind0 = np.stack([fc._individual(prior, typical[s], eta0[s]) for s in range(len(lesions))])
+        ind0 = individuals(eta0)
         pred0 = _predictive(model, prior, ind0, times_all, rng)
         mae0, _ = _mae(point0, obs, later)
         cov0 = _coverage(pred0, obs, later)

@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from .cli import _check_input, _check_output
-    from .forecast import compose_regimen, forecast, forecast_table, load_prior, plot_forecast, read_scans
+    from .forecast import forecast, forecast_table, load_prior, plot_forecast, read_scans
 
     _check_output(args.out, "--out", (".nc",))
     if args.plot is not None:
@@ -59,10 +59,7 @@ def run(args) -> int:
     scans = read_scans(args.scans, time_unit=args.time_unit, size_unit=args.size_unit, patient=args.patient)
     covariates = {k: v for k, v in (("body_weight", args.weight), ("body_surface_area", args.bsa),
                                     ("infiltration", args.infiltration), ("baseline_sclever1", args.sclever1)) if v is not None}
-    decision = float(scans.time_day[-1]) if args.decision_day is None else args.decision_day
-    for r in args.regimen:  # every candidate parses before the (slow) posterior
-        compose_regimen(args.given, r, decision)
-    prior = load_prior(args.prior)
+    prior = load_prior(args.prior)  # forecast() composes every candidate regimen before it solves anything
     idata = forecast(scans, args.regimen, given=args.given, prior=prior, covariates=covariates, method=args.method,
                      decision_day=args.decision_day, at_day=args.at_day, draws=args.draws, chains=args.chains, seed=args.seed)
     from .io import atomic_file

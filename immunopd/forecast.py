@@ -680,7 +680,7 @@ def forecast(scans: Scans, regimens: Sequence[str], *, given, prior: Prior | Non
     return idata
 
 
-def _clever1_rule(idata) -> str | None:
+def _sclever1_note(idata) -> str | None:
     s = idata.constant_data.attrs.get("covariate_baseline_sclever1")
     return None if s is None else f"baseline sClever-1 {float(s):g} ng/mL (recorded; not in the posterior)"
 
@@ -706,7 +706,7 @@ def forecast_table(idata) -> str:
         lines.append(f"recommendation: {best!r} (its % change at day {at:g} is below {ref!r}'s in the {lvl} % credible interval)")
     else:
         lines.append(f"recommendation: no candidate is credibly better than {ref!r} at day {at:g}")
-    extra = _clever1_rule(idata)
+    extra = _sclever1_note(idata)
     if extra:
         lines.append(extra)
     return "\n".join(lines)
