@@ -211,7 +211,7 @@ def main() -> None:
         d = p["diagnostics"]
         print(f"speed: NUTS 4 chains x 1,000 draws (500 warm-up), one patient: {warm:.1f} s warm ({cold:.1f} s with compilation;"
               f" target <= 60 s: {'met' if warm <= 60 else 'NOT met'}); status {p['status']}; R-hat"
-              f" {np.round(d['r_hat'], 3).tolist()}, bulk ESS {np.round(d['ess_bulk']).tolist()}, divergences {d['divergences']}")
+              f" {np.round(d['r_hat'], 3).tolist()}, bulk ESS {np.round(d['ess_bulk']).tolist()}, divergences {d['divergences']}; mean leapfrog steps {d['mean_leapfrog_steps']:.1f}; {d['threads']} thread(s)")
     print("\nreproduce: .venv/bin/python bench/forecast.py " + " ".join(sys.argv[1:]))
 
 
