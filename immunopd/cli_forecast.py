@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
                          " 'stop at day N', 'continue + <regimen>' or regimen text")
     fc.add_argument("--method", default="laplace", choices=("laplace", "nuts"),
                     help="laplace: MAP + Laplace approximation (default); nuts: NumPyro NUTS")
-    fc.add_argument("--prior", default=None, help="population fit (.nc from `immunopd popfit --out`); default: the shipped prior")
+    fc.add_argument("--prior", default=None, help="population fit (.nc from `immunopd popfit --out`) or a shipped prior by arm name"
+                         " (immunotherapy, the default, or chemotherapy: fitted to that arm of data/laleh2022)")
     fc.add_argument("--weight", type=_weight, default=None, help="body weight (kg, or '154 lb'); for mg/kg doses and PK")
     fc.add_argument("--bsa", type=_bsa, default=None, help="body surface area (m2), for mg/m2 doses")
     fc.add_argument("--infiltration", choices=("hot", "cold"), default=None, help="baseline T-cell infiltration when known")
@@ -50,12 +51,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from .cli import _check_input, _check_output
-    from .forecast import forecast, forecast_table, load_prior, plot_forecast, read_scans
+    from .forecast import forecast, forecast_table, load_prior, plot_forecast, read_scans, shipped_priors
 
     _check_output(args.out, "--out", (".nc",))
     if args.plot is not None:
         _check_output(args.plot, "--plot", (".png",))
-    _check_input(args.prior, "--prior")
+    if args.prior not in shipped_priors():
+        _check_input(args.prior, "--prior")
     scans = read_scans(args.scans, time_unit=args.time_unit, size_unit=args.size_unit, patient=args.patient)
     covariates = {k: v for k, v in (("body_weight", args.weight), ("body_surface_area", args.bsa),
                                     ("infiltration", args.infiltration), ("baseline_sclever1", args.sclever1)) if v is not None}

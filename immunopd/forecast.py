@@ -50,11 +50,17 @@ import numpy as np
 
 from .errors import InputError, describe
 
-__all__ = ["Scans", "Prior", "read_scans", "scans_from_arrays", "load_prior", "DEFAULT_PRIOR", "compose_regimen",
+__all__ = ["Scans", "Prior", "read_scans", "scans_from_arrays", "load_prior", "shipped_priors", "DEFAULT_PRIOR", "compose_regimen",
            "posterior", "forecast", "forecast_table", "plot_forecast", "COVARIATES"]
 
 #: the prior shipped with the package (bench/forecast_prior.py writes it)
 DEFAULT_PRIOR = Path(__file__).with_name("priors") / "laleh2022_immunotherapy.nc"
+
+
+def shipped_priors() -> dict:
+    """The priors shipped in ``immunopd/priors`` by the arm of data/laleh2022 they were fitted to
+    (``laleh2022_<arm>.nc``, written by bench/forecast_prior.py): ``{arm: path}``."""
+    return {f.stem.split("_", 1)[1]: f for f in sorted(Path(__file__).with_name("priors").glob("laleh2022_*.nc"))}
 
 #: covariates a forecast accepts: name -> (unit, what it does)
 COVARIATES: dict[str, tuple[str, str]] = {
@@ -264,12 +270,17 @@ class Prior:
 
 def load_prior(path=None) -> Prior:
     """The prior from a population fit written by ``immunopd popfit --out`` (a mechanistic fit),
-    default :data:`DEFAULT_PRIOR`."""
+    or a shipped prior by its arm name (:func:`shipped_priors`); default :data:`DEFAULT_PRIOR`."""
     import xarray as xr
 
-    path = DEFAULT_PRIOR if path is None else Path(path)
+    shipped = shipped_priors()
+    if path is None:
+        path = DEFAULT_PRIOR
+    elif str(path) in shipped:
+        path = shipped[str(path)]
     if not Path(path).is_file():
-        raise InputError(describe("prior", str(path), "an existing netCDF file written by `immunopd popfit --out`"))
+        raise InputError(describe("prior", str(path), "an existing netCDF file written by `immunopd popfit --out`, or a shipped "
+                                  f"prior: {sorted(shipped)}"))
     with xr.open_dataset(path) as ds:
         ds = ds.load()
     if ds.attrs.get("kind") != "popfit" or "individual_parameter" not in ds.coords or "baseline_tumor_volume" not in \
@@ -417,13 +428,13 @@ def posterior(scans: Scans, given, *, prior: Prior | None = None, covariates: Ma
     Returns a dict: ``eta`` (chains, draws, k), ``individual`` (chains, draws, P), ``mode`` (k,)
     and ``mode_covariance`` (k, k) (the Laplace approximation), ``method``, ``status``
     ("converged" or "not converged: ..."), ``diagnostics`` (NUTS: r_hat, ess_bulk per eta,
-    divergences, mean_leapfrog_steps, threads), ``elapsed_s``, ``typical`` and the nlme model used.
+    divergences, mean_leapfrog_steps, mean_accept_prob, threads), ``elapsed_s``, ``typical`` and the nlme model used.
     """
     from . import nlme
 
     if method not in ("laplace", "nuts"):
         raise InputError(describe("method", method, "'laplace' (MAP + Laplace) or 'nuts' (NumPyro NUTS)"))
-    for field, value, low in (("draws", draws, 1), ("chains", chains, 1), ("warmup", warmup, 1), ("min_scans", min_scans, 1)):
+    for field, value, low in (("draws", draws, 4), ("chains", chains, 1), ("warmup", warmup, 1), ("min_scans", min_scans, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(describe(field, value, f"an integer >= {low}"))
     if not isinstance(scans, Scans):
@@ -473,15 +484,23 @@ _NUTS_RUNNERS: dict = {}
 NUTS_SETTINGS = {"dense_mass": True, "target_accept_prob": 0.8}
 
 
-def _nuts_runner(model, prior: Prior, n_obs: int, warmup: int, draws: int, per_thread: int):
-    """A jitted ``run(keys (C, 2), z0 (C, k), data) -> (z (C, draws, k), diverging, num_steps)``
-    of ``per_thread`` vectorized NUTS chains on ``model`` (cached per model, scan count and
-    lengths: a new patient with as many scans reuses the compilation; the patient's scans,
-    typical values, OMEGA's Cholesky factor and SIGMA are arguments, not constants).
+#: chains per compiled call: fixed, so that a seed gives the same draws on any machine (the
+#: number of cores only decides how many calls run at once)
+CHAINS_PER_CALL = 2
 
-    NumPyro's functional ``hmc`` API (not ``MCMC``) so that calls from several threads share
-    one compiled program and no effect-handler stack."""
-    key = (id(model), tuple(prior.free), tuple(prior.etas), n_obs, warmup, draws, per_thread, tuple(NUTS_SETTINGS.items()))
+
+def _nuts_runner(model, prior: Prior, n_obs: int, warmup: int, draws: int, per_call: int):
+    """The compiled ``run(keys (C, 2), z0 (C, k), data) -> (z (C, draws, k), diverging, num_steps,
+    accept_prob)`` of ``per_call`` vectorized NUTS chains on ``model``, cached per model, prior
+    structure, scan count, lengths and settings: a new patient with as many scans reuses the
+    compilation (the patient's scans, typical values, OMEGA's Cholesky factor and SIGMA are
+    arguments, not constants).
+
+    NumPyro's functional ``hmc`` API (not ``MCMC``): no effect-handler stack, and the program is
+    compiled here, in the calling thread (``hmc`` keeps trace-time settings in closures), so the
+    worker threads only execute it."""
+    settings = dict(NUTS_SETTINGS)
+    key = (id(model), tuple(prior.free), tuple(prior.etas), n_obs, warmup, draws, per_call, tuple(sorted(settings.items())))
     hit = _NUTS_RUNNERS.get(key)
     if hit is not None and hit[0] is model:
         return hit[1]
@@ -493,6 +512,7 @@ def _nuts_runner(model, prior: Prior, n_obs: int, warmup: int, draws: int, per_t
     has_eta, index = jnp.asarray(which >= 0), jnp.asarray(np.maximum(which, 0))
     forward = getattr(model.predict, "forward", model.predict)
     free = tuple(prior.free)
+    k = len(prior.etas)
 
     def potential_gen(ts, y, base, chol, sigma):
         def potential(z):  # negative log posterior in z (eta = L z), the prior's combined error
@@ -509,18 +529,22 @@ def _nuts_runner(model, prior: Prior, n_obs: int, warmup: int, draws: int, per_t
     def chain(rng_key, z0, data):
         # forward-mode gradients: the value and its k derivatives in one solve with k tangents
         # (reverse mode through the adaptive solve is slower, measured on the 2-core CPU)
-        state = init_kernel(z0, warmup, dense_mass=NUTS_SETTINGS["dense_mass"],
-                            target_accept_prob=NUTS_SETTINGS["target_accept_prob"], forward_mode_differentiation=True,
-                            model_args=data, rng_key=rng_key)
+        state = init_kernel(z0, warmup, dense_mass=settings["dense_mass"], target_accept_prob=settings["target_accept_prob"],
+                            forward_mode_differentiation=True, model_args=data, rng_key=rng_key)
         state = jax.lax.fori_loop(0, warmup, lambda i, s: sample_kernel(s, model_args=data), state)
 
         def draw(s, _):
             s = sample_kernel(s, model_args=data)
-            return s, (s.z, s.diverging, s.num_steps)
+            return s, (s.z, s.diverging, s.num_steps, s.accept_prob)
 
         return jax.lax.scan(draw, state, None, length=draws)[1]
 
-    run = jax.jit(jax.vmap(chain, in_axes=(0, 0, None)))
+    f64 = jnp.asarray(0.0).dtype
+    args = (jax.ShapeDtypeStruct((per_call,) + jax.random.PRNGKey(0).shape, jax.random.PRNGKey(0).dtype),
+            jax.ShapeDtypeStruct((per_call, k), f64),
+            (jax.ShapeDtypeStruct((n_obs,), f64), jax.ShapeDtypeStruct((n_obs,), f64), jax.ShapeDtypeStruct((len(free),), f64),
+             jax.ShapeDtypeStruct((k, k), f64), jax.ShapeDtypeStruct((2,), f64)))
+    run = jax.jit(jax.vmap(chain, in_axes=(0, 0, None))).lower(*args).compile()
     _NUTS_RUNNERS[key] = (model, run)
     return run
 
@@ -529,44 +553,47 @@ def _nuts(prior, model, scans, typical, mode, draws, chains, warmup, seed):
     """NUTS (NumPyro) over non-centred etas z (eta = L z, L L' = OMEGA); the potential is the
     negative log posterior (the population model's combined error at the scans, N(0, I) on z).
     Dense mass matrix, target acceptance 0.8 (NumPyro's and Stan's default), forward-mode
-    gradients. The chains run in as many threads as the machine has cores (each thread a
-    vectorized group of chains; XLA releases the GIL), so the chains of one thread wait only
-    for that group's longest trajectory."""
+    gradients. Chains run in groups of :data:`CHAINS_PER_CALL` (one vectorized call each; a
+    group waits for its longest trajectory), as many groups at once as the process has cores
+    (:func:`immunopd.integrate.threads`; XLA releases the GIL). R-hat and bulk ESS are ArviZ's
+    rank-normalized split estimates (Vehtari et al. 2021, doi:10.1214/20-BA1221)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    import arviz as az
     import jax
     import jax.numpy as jnp
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+    from .integrate import threads as cores
 
     k = len(prior.etas)
     chol = np.linalg.cholesky(prior.omega + 1e-12 * np.eye(k))
-    cores = os.cpu_count() or 1
-    threads = max(t for t in range(1, chains + 1) if chains % t == 0 and t <= cores)
-    per = chains // threads
-    run = _nuts_runner(model, prior, int(scans.time_day.size), warmup, draws, per)
-    data = (jnp.asarray(scans.time_day), jnp.asarray(scans.size_mm), jnp.asarray([typical[n] for n in prior.free]),
-            jnp.asarray(chol), jnp.asarray(prior.sigma, dtype=float))
+    data = (jnp.asarray(scans.time_day, float), jnp.asarray(scans.size_mm, float),
+            jnp.asarray([typical[n] for n in prior.free], float), jnp.asarray(chol, float),
+            jnp.asarray(prior.sigma, dtype=float))
     z0 = np.linalg.solve(chol, mode)
     jitter = np.random.default_rng(seed).normal(scale=0.1, size=(chains, k))  # chains start apart, near the mode
     inits = jnp.asarray(z0 + jitter)
     keys = jax.random.split(jax.random.PRNGKey(seed), chains)
+    groups = [(g, min(g + CHAINS_PER_CALL, chains)) for g in range(0, chains, CHAINS_PER_CALL)]
+    runners = {b - a: _nuts_runner(model, prior, int(scans.time_day.size), warmup, draws, b - a) for a, b in groups}
 
-    def group(t):
-        out = run(keys[t * per:(t + 1) * per], inits[t * per:(t + 1) * per], data)
-        return jax.tree_util.tree_map(np.asarray, out)
+    def group(bounds):
+        a, b = bounds
+        return jax.tree_util.tree_map(np.asarray, runners[b - a](keys[a:b], inits[a:b], data))
 
-    if threads == 1:
-        parts = [group(0)]
+    workers = max(1, min(cores(), len(groups)))
+    if workers == 1:
+        parts = [group(g) for g in groups]
     else:
-        with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(group, range(threads)))
-    z = np.concatenate([p[0] for p in parts])  # (chains, draws, k)
-    diverging = np.concatenate([p[1] for p in parts])
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(group, groups))
+    z, diverging, steps, accept = (np.concatenate([p[i] for p in parts]) for i in range(4))  # (chains, draws, ...)
     eta = np.einsum("ij,cdj->cdi", chol, z)
-    r_hat = np.asarray(split_gelman_rubin(eta)) if chains > 1 else np.full(k, np.nan)
-    ess = np.asarray(effective_sample_size(eta))
+    r_hat = np.array([float(az.rhat(eta[..., i])) for i in range(k)])
+    ess = np.array([float(az.ess(eta[..., i], method="bulk")) for i in range(k)])
     return eta, {"r_hat": r_hat, "ess_bulk": ess, "divergences": int(diverging.sum()),
-                 "mean_leapfrog_steps": float(np.concatenate([p[2] for p in parts]).mean()), "threads": threads}
+                 "mean_leapfrog_steps": float(steps.mean()), "mean_accept_prob": float(accept.mean()),
+                 "threads": workers}
 
 
 # ----------------------------------------------------------------------------- forecasts

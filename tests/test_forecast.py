@@ -73,6 +73,12 @@ def test_unknown_covariate_and_too_few_scans():
         fc.posterior(s.first(1), GIVEN)
     with pytest.raises(InputError, match=re.escape("covariates.infiltration = 'lukewarm' is not allowed; allowed: 'hot' or 'cold'")):
         fc.posterior(s, GIVEN, covariates={"infiltration": "lukewarm"})
+    with pytest.raises(InputError, match=re.escape("prior = 'radiotherapy' is not allowed; allowed: an existing netCDF file written"
+                                                   f" by `immunopd popfit --out`, or a shipped prior: {sorted(fc.shipped_priors())}")):
+        fc.load_prior("radiotherapy")
+    # R-hat and ESS need at least 4 draws per chain (split chains of 2)
+    with pytest.raises(InputError, match=re.escape("draws = 3 is not allowed; allowed: an integer >= 4")):
+        fc.posterior(s, GIVEN, method="nuts", draws=3)
 
 
 def test_cli_checks_everything_before_solving(tmp_path, capsys):
@@ -113,9 +119,21 @@ def test_candidates_start_at_the_decision_day():
 
 
 # ----------------------------------------------------------------------------- the shipped prior
-def test_shipped_prior_is_a_mechanistic_population_fit_on_unscored_lesions():
-    p = fc.load_prior()
-    assert p.free == ("baseline_tumor_volume", "growth_rate", "kill_rate")
+#: the individual parameter that carries each arm's drug effect in bench/forecast_prior.py
+DRUG_EFFECT = {"immunotherapy": "kill_rate", "chemotherapy": "chemo_kill_ratio"}
+
+
+@pytest.mark.parametrize("arm", sorted(fc.shipped_priors()))
+def test_shipped_prior_is_a_mechanistic_population_fit_on_unscored_lesions(arm):
+    """Every shipped prior (one per arm of data/laleh2022, loaded by the arm's name) is fitted to
+    that arm's lesions outside the held-out half that bench/forecast.py scores."""
+    shipped = fc.shipped_priors()
+    assert shipped["immunotherapy"] == fc.DEFAULT_PRIOR
+    drug_effect = DRUG_EFFECT[arm]
+    p = fc.load_prior(arm)
+    assert p.source == str(shipped[arm])
+    assert f"{arm}-arm lesions" in p.description
+    assert p.free == ("baseline_tumor_volume", "growth_rate", drug_effect)
     assert p.omega.shape == (len(p.etas), len(p.etas)) and np.all(np.linalg.eigvalsh(p.omega) > 0)
     assert len(p.training_subjects) >= 20 and all(isinstance(x, str) for x in p.training_subjects)
     assert "scored only on lesions not among this fit's subjects" in p.description
