@@ -392,7 +392,8 @@ def _nlme_model(prior: Prior, regimen, covariates: dict, horizon: float):
     from .solve import resolve_model
 
     fixed = _fixed_params(covariates)
-    key = (prior.source, prior.growth_law, regimen.describe(), tuple(sorted(fixed.items())), float(horizon))
+    key = (prior.source, tuple(prior.free), tuple(prior.etas), prior.growth_law, regimen.describe(), tuple(sorted(fixed.items())),
+           float(horizon))
     hit = _MODELS.get(key)
     if hit is None:
         hit = mechanistic_nlme_model(regimen, prior.free, model=resolve_model(None, prior.growth_law), random=prior.etas,
