@@ -40,12 +40,12 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-import immunopd  # noqa: E402
 from immunopd import forecast as fc  # noqa: E402
 from immunopd import nlme  # noqa: E402
 from immunopd.dosing import Regimen  # noqa: E402
 from immunopd.models.drugs import ARM_REGIMENS  # noqa: E402
 
+from forecast_prior import ARM_PARAMS  # noqa: E402
 from popforecast import all_records  # noqa: E402
 
 LEVELS = (0.8, 0.9)
@@ -95,16 +95,12 @@ def _curve(df, lesions, k, model):
     return preds, f"{int(np.isfinite(fits.estimate.values).all(axis=1).sum())} of {len(lesions)} fits finite"
 
 
-#: the data carry no body size; mg/m2 doses use the core model's typical adult BSA (assumed, Mosteller 1987)
-BSA_M2 = float(immunopd.core_model().parameters["body_surface_area"].default)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lesions", type=int, default=None, help="score a random sample of this many lesions (default all)")
     ap.add_argument("--draws", type=int, default=100, help="predictive draws per lesion (default 100)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--arm", choices=("immunotherapy", "chemotherapy"), default="immunotherapy",
+    ap.add_argument("--arm", choices=tuple(ARM_PARAMS), default="immunotherapy",
                     help="score this arm's lesions with the prior shipped for it")
     ap.add_argument("--skip-nuts", action="store_true")
     ap.add_argument("--speed-only", action="store_true", help="only the speed figures (item 6)")
@@ -123,8 +119,7 @@ def main() -> None:
         df = df[df.lesion.isin(lesions)]
     lesions = list(dict.fromkeys(df.lesion))
     given = Regimen.parse(ARM_REGIMENS[args.arm])
-    # the data carry no body size: mg/m2 doses (docetaxel) use the model's typical adult BSA, as the prior's fit did
-    covariates = {"body_surface_area": BSA_M2} if args.arm == "chemotherapy" else {}
+    covariates = ARM_PARAMS[args.arm]  # the fixed parameters the arm's prior was fitted with
     model = fc._nlme_model(prior, given, covariates, 2000.0)
     print(f"prior: {prior.description}")
     print(f"scored: {len(lesions)} {args.arm}-arm lesions with >= 6 readings, none seen by the prior, on {given.describe()}")

@@ -47,8 +47,10 @@ ARMS = {
 }
 
 
-#: the data carry no body size; mg/m2 doses use the core model's typical adult BSA (assumed, Mosteller 1987)
-BSA_M2 = float(immunopd.core_model().parameters["body_surface_area"].default)
+#: fixed parameters per arm: the data carry no body size, so the mg/m2 doses (docetaxel) use the
+#: core model's typical adult BSA (assumed, Mosteller 1987); bench/forecast.py scores with the same
+ARM_PARAMS = {"immunotherapy": {},
+              "chemotherapy": {"body_surface_area": float(immunopd.core_model().parameters["body_surface_area"].default)}}
 
 
 def main() -> None:
@@ -78,9 +80,7 @@ def main() -> None:
         with xr.open_dataset(args.start) as prev:
             start = {str(k): float(v) for k, v in zip(prev.parameter.values, prev.estimate.values)}
     start = {k: v for k, v in start.items() if "baseline_tumor_volume" not in k}
-    # the data carry no body size: mg/m2 doses (docetaxel) use the model's typical adult BSA (1.82 m2, assumed)
-    params = {"body_surface_area": BSA_M2} if args.arm == "chemotherapy" else None
-    model = mechanistic_nlme_model(args.arm, free, random=random, initial=start, omega=0.5, params=params)
+    model = mechanistic_nlme_model(args.arm, free, random=random, initial=start, omega=0.5, params=ARM_PARAMS[args.arm] or None)
     t0 = time.perf_counter()
     pf = popfit(data, model=model, initial=start if args.start else None, maxiter=args.maxiter, replicates=100, seed=args.seed, progress=True)
     print(f"{len(pick)} lesions (of {pool.size} eligible; {len(held_out)} long courses held out), {len(data)} scans: {time.perf_counter() - t0:.0f} s")

@@ -53,14 +53,15 @@ from .errors import InputError, describe
 __all__ = ["Scans", "Prior", "read_scans", "scans_from_arrays", "load_prior", "shipped_priors", "DEFAULT_PRIOR", "compose_regimen",
            "posterior", "forecast", "forecast_table", "plot_forecast", "COVARIATES"]
 
+_PRIORS = Path(__file__).with_name("priors")
 #: the prior shipped with the package (bench/forecast_prior.py writes it)
-DEFAULT_PRIOR = Path(__file__).with_name("priors") / "laleh2022_immunotherapy.nc"
+DEFAULT_PRIOR = _PRIORS / "laleh2022_immunotherapy.nc"
 
 
 def shipped_priors() -> dict:
     """The priors shipped in ``immunopd/priors`` by the arm of data/laleh2022 they were fitted to
     (``laleh2022_<arm>.nc``, written by bench/forecast_prior.py): ``{arm: path}``."""
-    return {f.stem.split("_", 1)[1]: f for f in sorted(Path(__file__).with_name("priors").glob("laleh2022_*.nc"))}
+    return {f.stem.split("_", 1)[1]: f for f in sorted(_PRIORS.glob("laleh2022_*.nc"))}
 
 #: covariates a forecast accepts: name -> (unit, what it does)
 COVARIATES: dict[str, tuple[str, str]] = {
@@ -540,8 +541,8 @@ def _nuts_runner(model, prior: Prior, n_obs: int, warmup: int, draws: int, per_c
 
         return jax.lax.scan(draw, state, None, length=draws)[1]
 
-    f64 = jnp.asarray(0.0).dtype
-    args = (jax.ShapeDtypeStruct((per_call,) + jax.random.PRNGKey(0).shape, jax.random.PRNGKey(0).dtype),
+    f64, key0 = jnp.asarray(0.0).dtype, jax.random.PRNGKey(0)
+    args = (jax.ShapeDtypeStruct((per_call,) + key0.shape, key0.dtype),
             jax.ShapeDtypeStruct((per_call, k), f64),
             (jax.ShapeDtypeStruct((n_obs,), f64), jax.ShapeDtypeStruct((n_obs,), f64), jax.ShapeDtypeStruct((len(free),), f64),
              jax.ShapeDtypeStruct((k, k), f64), jax.ShapeDtypeStruct((2,), f64)))
