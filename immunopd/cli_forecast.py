@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     fc.add_argument("--infiltration", choices=("hot", "cold"), default=None, help="baseline T-cell infiltration when known")
     fc.add_argument("--sclever1", type=_number("--sclever1", float, "a finite concentration in ng/mL > 0",
                                                 lambda v: math.isfinite(v) and v > 0), default=None,
-                    help="baseline plasma sClever-1 (ng/mL): recorded with the forecast (the shipped prior has no sClever-1 data)")
+                    help="baseline plasma sClever-1 (ng/mL, above the model's tumor-free 5): sets the patient's sClever-1 release so the"
+                         " model's baseline level equals it; an assumed effect (the shipped priors have no sClever-1 data)")
     fc.add_argument("--time-unit", default=None, help="NONMEM-style files only: day, week or h")
     fc.add_argument("--size-unit", default=None, help="NONMEM-style files only: mm, cm or mm3")
     fc.add_argument("--patient", default=None, help="NONMEM-style files with several IDs: the one to forecast")

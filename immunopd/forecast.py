@@ -31,9 +31,14 @@ Conventions:
 The covariates a forecast uses: ``body_weight`` (kg) and ``body_surface_area`` (m2) dose mg/kg
 and mg/m2 regimens and enter the drugs' PK; ``infiltration`` ``"hot"``/``"cold"`` sets the
 model's ``tcell_exclusion`` (0, or 0.9 as :class:`immunopd.population.Covariates` gives cold
-tumors; the shipped prior was fitted without it). ``baseline_sclever1`` (ng/mL) is recorded and
-compared with the biomarker threshold, but it does not enter the posterior: the population
-prior was fitted to diameters only, without sClever-1 data.
+tumors; the shipped prior was fitted without it). ``baseline_sclever1`` (ng/mL) sets the
+patient's ``sclever1_release`` (a fixed individual parameter, no eta): the release that makes
+the model's pre-treatment plasma sClever-1, at the prior's typical parameters and the patient's
+baseline volume, equal the measurement (the level is linear in the release above
+``sclever1_healthy``). Through ``sclever1_suppression`` it then weakens the patient's effectors
+in the posterior and in every forecast. This is the model's assumption, not an estimate: the
+prior was fitted to diameters only (no sClever-1 in its data), and the ng/mL scale, the release
+and the suppression per ng/mL are assumed (README, "What is assumed").
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import numpy as np
 
 from .errors import InputError, describe
 
-__all__ = ["Scans", "Prior", "read_scans", "scans_from_arrays", "load_prior", "shipped_priors", "DEFAULT_PRIOR", "compose_regimen",
+__all__ = ["Scans", "Prior", "individualize", "read_scans", "scans_from_arrays", "load_prior", "shipped_priors", "DEFAULT_PRIOR", "compose_regimen",
            "posterior", "forecast", "forecast_table", "plot_forecast", "COVARIATES"]
 
 _PRIORS = Path(__file__).with_name("priors")
@@ -68,7 +73,8 @@ COVARIATES: dict[str, tuple[str, str]] = {
     "body_weight": ("kg", "doses mg/kg regimens; drugs' PK covariate"),
     "body_surface_area": ("m2", "doses mg/m2 regimens; PK covariate of the drugs whose clearance scales with it"),
     "infiltration": ("hot|cold", "cold sets tcell_exclusion = 0.9 (T-cell influx cut 10x)"),
-    "baseline_sclever1": ("ng/mL", "recorded and compared with the biomarker rule; not in the posterior (no sClever-1 in the prior's data)"),
+    "baseline_sclever1": ("ng/mL", "sets sclever1_release so the model's baseline plasma sClever-1 equals it (an assumed effect:"
+                                   " no sClever-1 in the prior's data)"),
 }
 COLD_EXCLUSION = 0.9  # as immunopd.population.Covariates.cold_exclusion
 RESPONSE_PCT = -30.0  # RECIST 1.1 partial response: >= 30 % decrease from baseline
@@ -387,6 +393,63 @@ def _fixed_params(covariates: dict) -> dict:
     return fixed
 
 
+SCLEVER1_PARAMETER = "sclever1_release"
+_SCLEVER1_RTOL = 1e-6  # relative mismatch of the model's baseline sClever-1 to the measurement
+_SCLEVER1_ITERATIONS = 30
+
+
+def individualize(prior: Prior, covariates: Mapping | None, baseline_mm: float) -> Prior:
+    """``prior`` with the patient's ``sclever1_release`` as a fixed individual parameter (no eta)
+    when ``covariates`` has ``baseline_sclever1`` (ng/mL); otherwise ``prior`` itself.
+
+    The release is the one at which the model's pre-treatment plasma sClever-1, at the prior's
+    typical parameters, the patient's baseline volume (from ``baseline_mm``) and fixed covariates,
+    equals the measurement: that level is ``sclever1_healthy`` plus a term linear in the release,
+    so one steady state at the default release gives it. A prior that already carries it is
+    returned as it is."""
+    from .popfit import _theta_name
+    from .solve import resolve_model, simulate
+
+    cov = _check_covariates(covariates)
+    if "baseline_sclever1" not in cov or SCLEVER1_PARAMETER in prior.free:
+        return prior
+    measured = cov["baseline_sclever1"]
+    model = resolve_model(None, prior.growth_law)
+    healthy = float(model.parameters["sclever1_healthy"].default)
+    if measured <= healthy:
+        raise InputError(describe("covariates.baseline_sclever1", measured,
+                                  f"a level above the model's tumor-free plasma sClever-1, sclever1_healthy = {healthy:g} ng/mL"
+                                  " (assumed; the release is set from the excess over it)"))
+    params = {k: float(v) for k, v in prior.typical(float(baseline_mm)).items()} | _fixed_params(cov)
+    upper = float(model.parameters[SCLEVER1_PARAMETER].upper)
+
+    def level(release):
+        ds = simulate(None, params | {SCLEVER1_PARAMETER: release}, times=[0.0, 1.0], model=model, outputs=("sclever1_plasma",))
+        return float(np.asarray(ds["sclever1_plasma"].values).reshape(-1)[0])
+
+    # the excess over the healthy level is proportional to the release times the macrophages' IFN-driven
+    # boost, and sClever-1 feeds back (weaker effectors, less IFN): fixed-point steps on that ratio
+    release = float(model.parameters[SCLEVER1_PARAMETER].default)
+    typical_level = level(release)
+    for _ in range(_SCLEVER1_ITERATIONS):
+        current = level(release)
+        if not np.isfinite(current) or current <= healthy:
+            raise InputError(describe("covariates.baseline_sclever1", measured, "a model whose baseline sClever-1 is above "
+                                      f"sclever1_healthy (the typical patient's is {typical_level:g} ng/mL)"))
+        if abs(current - measured) <= _SCLEVER1_RTOL * measured:
+            break
+        release *= (measured - healthy) / (current - healthy)
+        if release > upper:
+            raise InputError(describe("covariates.baseline_sclever1", measured, "a level the model reaches with sclever1_release"
+                                      f" <= {upper:g} ng/mL/(1e6 cells day) (its bound; the typical patient's level is"
+                                      f" {typical_level:.3g} ng/mL)"))
+    else:
+        raise InputError(describe("covariates.baseline_sclever1", measured, f"a level the model's baseline reaches (after"
+                                  f" {_SCLEVER1_ITERATIONS} steps it was {current:.6g} ng/mL)"))
+    return dataclasses.replace(prior, free=tuple(prior.free) + (SCLEVER1_PARAMETER,),
+                               estimates=dict(prior.estimates) | {_theta_name(SCLEVER1_PARAMETER): release})
+
+
 def _nlme_model(prior: Prior, regimen, covariates: dict, horizon: float):
     """The nlme model of ``prior`` on ``regimen`` (cached: a warm forecast reuses its compilations)."""
     from .popfit import mechanistic_nlme_model
@@ -450,6 +513,7 @@ def posterior(scans: Scans, given, *, prior: Prior | None = None, covariates: Ma
 
     given = Regimen.parse(given) if isinstance(given, str) else given
     t0 = _time.perf_counter()
+    prior = individualize(prior, cov, float(scans.size_mm[0]))
     model = _nlme_model(prior, given, cov, horizon)
     typical = prior.typical(float(scans.size_mm[0]))
     mp = nlme.map_estimates(model, _data_of(scans), prior.estimates)
@@ -664,7 +728,7 @@ def forecast(scans: Scans, regimens: Sequence[str], *, given, prior: Prior | Non
         raise InputError(describe("horizon_day", horizon_day, f"a day on or after at_day ({at_day:g})"))
     cov = _check_covariates(covariates)
     courses = [compose_regimen(given_reg, r, decision_day) for r in regimens]  # every candidate checked before any solve
-    prior = load_prior() if prior is None else prior
+    prior = individualize(load_prior() if prior is None else prior, cov, float(scans.size_mm[0]))
     # one dosing horizon for every patient up to day 2000 (the predictor's default), so that the given
     # regimen's compiled posterior serves the next patient too; the likelihood stops at the last scan
     horizon = max(2000.0, horizon_day + 1.0)
@@ -760,7 +824,11 @@ def forecast(scans: Scans, regimens: Sequence[str], *, given, prior: Prior | Non
 
 def _sclever1_note(idata) -> str | None:
     s = idata.constant_data.attrs.get("covariate_baseline_sclever1")
-    return None if s is None else f"baseline sClever-1 {float(s):g} ng/mL (recorded; not in the posterior)"
+    if s is None:
+        return None
+    release = float(idata.posterior[SCLEVER1_PARAMETER].values.reshape(-1)[0]) if SCLEVER1_PARAMETER in idata.posterior else float("nan")
+    return (f"baseline sClever-1 {float(s):g} ng/mL: {SCLEVER1_PARAMETER} set to {release:.3g} ng/mL/(1e6 cells day) (an assumed"
+            " effect; the prior's data have no sClever-1)")
 
 
 def forecast_table(idata) -> str:

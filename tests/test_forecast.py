@@ -169,6 +169,43 @@ def test_map_recovers_a_simulated_patient_and_laplace_draws_match_the_mode():
     assert np.abs(draws.mean(0) - post["mode"]).max() < 4 * np.sqrt(np.diag(c) / len(draws)).max()
 
 
+def test_baseline_sclever1_sets_the_release_that_reproduces_it():
+    import immunopd as ip
+
+    prior = fc.load_prior("immunotherapy")
+    assert fc.individualize(prior, {"body_weight": 70.0}, 30.0) is prior
+    releases = []
+    for measured in (8.0, 30.0):
+        ind = fc.individualize(prior, {"baseline_sclever1": measured}, 30.0)
+        assert ind.free == prior.free + ("sclever1_release",)
+        assert fc.individualize(ind, {"baseline_sclever1": measured}, 30.0) is ind
+        typical = ind.typical(30.0)
+        assert typical["baseline_tumor_volume"] == pytest.approx(prior.estimates["V0_RATIO"] * math.pi / 6 * 30.0**3)
+        ds = ip.simulate(None, {k: float(v) for k, v in typical.items()}, times=[0.0, 1.0], outputs=("sclever1_plasma",))
+        assert float(ds.sclever1_plasma.values.reshape(-1)[0]) == pytest.approx(measured, rel=1e-5)
+        releases.append(typical["sclever1_release"])
+    assert releases[0] < ip.PARAMETERS["sclever1_release"].default < releases[1]
+    with pytest.raises(InputError, match=re.escape("covariates.baseline_sclever1 = 4.0 is not allowed; allowed: a level above the"
+                                                   " model's tumor-free plasma sClever-1, sclever1_healthy = 5 ng/mL (assumed; the"
+                                                   " release is set from the excess over it)")):
+        fc.individualize(prior, {"baseline_sclever1": 4.0}, 30.0)
+
+
+@pytest.mark.slow
+def test_higher_baseline_sclever1_forecasts_less_shrinkage():
+    scans = fc.scans_from_arrays([0, 42, 84], [30.0, 27.0, 25.0])
+    change = {}
+    for measured in (12.0, 30.0):
+        idata = fc.forecast(scans, ["continue"], given=GIVEN, covariates={"baseline_sclever1": measured}, draws=200,
+                            predictive_draws=100, seed=1)
+        release = idata.posterior.sclever1_release.values
+        assert np.all(release == release.reshape(-1)[0])  # a fixed individual parameter, no eta
+        assert "sclever1_release set to" in fc.forecast_table(idata)
+        change[measured] = float(idata.forecast.pct_change_mean.sel(regimen="continue"))
+    # more sClever-1, weaker effectors: the same scans forecast less shrinkage (the model's assumption)
+    assert change[30.0] > change[12.0] + 5.0
+
+
 @pytest.mark.slow
 def test_forecast_endpoints_agree_with_the_trajectories(tmp_path):
     import arviz as az
