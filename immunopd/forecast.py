@@ -262,6 +262,7 @@ class Prior:
     description: str
     source: str
     training_subjects: tuple = ()
+    status: str = "?"  # the population fit's status ("converged", or "not converged: ..." / "covariance step failed: ...")
 
     def typical(self, baseline_mm: float) -> dict:
         """Typical individual parameters of a lesion whose baseline scan is ``baseline_mm``."""
@@ -309,7 +310,8 @@ def load_prior(path=None) -> Prior:
     if "prior_training" in ds.attrs:
         desc += f"; trained on {ds.attrs['prior_training']}"
     subjects = tuple(str(x) for x in ds.subject.values) if "subject" in ds.coords else ()
-    return Prior(est, tuple(str(x) for x in ds.individual_parameter.values), etas, om, sigma, law, desc, str(path), subjects)
+    return Prior(est, tuple(str(x) for x in ds.individual_parameter.values), etas, om, sigma, law, desc, str(path), subjects,
+                 str(ds.attrs.get("status", "?")))
 
 
 # ----------------------------------------------------------------------------- regimens
@@ -796,6 +798,7 @@ def forecast(scans: Scans, regimens: Sequence[str], *, given, prior: Prior | Non
         coords={"chain": np.arange(n_chain), "draw": np.arange(n_draw), "random_effect": eta_names},
         attrs={"method": "MAP + Laplace" if method == "laplace" else "NumPyro NUTS", "status": post["status"],
                "elapsed_s": post["elapsed_s"], "prior": prior.description, "prior_file": prior.source,
+               "prior_status": prior.status,
                **{f"r_hat_{e}": float(v) for e, v in zip(eta_names, post["diagnostics"].get("r_hat", []))},
                **{f"ess_bulk_{e}": float(v) for e, v in zip(eta_names, post["diagnostics"].get("ess_bulk", []))},
                **({"divergences": post["diagnostics"]["divergences"]} if post["diagnostics"] else {})})
@@ -837,7 +840,9 @@ def forecast_table(idata) -> str:
     at = f.attrs["at_day"]
     lvl = int(round(100 * f.attrs["interval"]))
     ref = f.attrs["reference"]
-    lines = [f"posterior: {idata.posterior.attrs['method']}, status {idata.posterior.attrs['status']}",
+    post = idata.posterior.attrs
+    lines = [f"prior: {Path(str(post.get('prior_file', '?'))).name} (population fit status: {post.get('prior_status', '?')})",
+             f"posterior: {post['method']}, status {post['status']}",
              f"endpoints by day {at:g} (decision day {f.attrs['decision_day']:g}); differences vs {ref!r}, {lvl} % intervals",
              f"{'regimen':<44} {'P(resp)':>8} {'P(prog)':>8} {'% change':>22} {'diff % change vs ref':>26} {'diff P(resp)':>22}"]
     for r in f.regimen.values:

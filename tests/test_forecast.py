@@ -138,6 +138,7 @@ def test_shipped_prior_is_a_mechanistic_population_fit_on_unscored_lesions(arm):
     assert len(p.training_subjects) >= 20 and all(isinstance(x, str) for x in p.training_subjects)
     assert "scored only on lesions not among this fit's subjects" in p.description
     assert p.typical(20.0)["baseline_tumor_volume"] == pytest.approx(p.estimates["V0_RATIO"] * math.pi / 6 * 8000.0)
+    assert f"status: {p.status}" in p.description and p.status != "?"
 
 
 # ----------------------------------------------------------------------------- the posterior and the forecast
@@ -200,7 +201,9 @@ def test_higher_baseline_sclever1_forecasts_less_shrinkage():
                             predictive_draws=100, seed=1)
         release = idata.posterior.sclever1_release.values
         assert np.all(release == release.reshape(-1)[0])  # a fixed individual parameter, no eta
-        assert "sclever1_release set to" in fc.forecast_table(idata)
+        table = fc.forecast_table(idata)
+        assert "sclever1_release set to" in table
+        assert f"prior: laleh2022_immunotherapy.nc (population fit status: {fc.load_prior().status})" in table
         change[measured] = float(idata.forecast.pct_change_mean.sel(regimen="continue"))
     # more sClever-1, weaker effectors: the same scans forecast less shrinkage (the model's assumption)
     assert change[30.0] > change[12.0] + 5.0
