@@ -16,9 +16,13 @@ Forecasters (each sees only the first k scans):
   the prior's residual error;
 - ``mechanistic population only``: the same prior without the patient's scans beyond the baseline
   (eta = 0 for the point, eta ~ N(0, OMEGA) for the intervals);
+- ``general Bertalanffy, population MAP``: the curve the way the mechanistic model is used, MAP +
+  Laplace from the same k scans with the curve's own FOCE-I population (immunopd.popcurves; etas
+  on the initial volume, rate and plateau, the exponent a population value) as the prior, fitted
+  to the lesions the mechanistic prior was fitted to (never a scored one);
 - ``general Bertalanffy`` and ``exponential`` curves fitted by least squares to the same k scans
-  (bench/laleh2022's batched fitter; a curve with more parameters than scans is not identifiable
-  and is reported as such, not scored).
+  alone (bench/laleh2022's batched fitter; a curve with more parameters than scans is not
+  identifiable and is reported as such, not scored).
 
 Speed (item 6): MAP + Laplace of one patient warm (``immunopd.forecast.posterior``), and NUTS
 with 4 chains x 1,000 draws (500 warm-up) warm, on one lesion.
@@ -46,7 +50,7 @@ from immunopd.dosing import Regimen  # noqa: E402
 from immunopd.models.drugs import ARM_REGIMENS  # noqa: E402
 
 from forecast_prior import ARM_PARAMS  # noqa: E402
-from popforecast import all_records  # noqa: E402
+from popforecast import all_records, nonmem_rows  # noqa: E402
 
 LEVELS = (0.8, 0.9)
 
@@ -83,6 +87,41 @@ def _misses(pred, obs, mask, lvl=0.9):
 def _miss_note(pred, obs, mask):
     above, below, signed = _misses(pred, obs, mask)
     return f"outside the 90 % PI: {above:.1f} % above, {below:.1f} % below; median - observed {signed:+.2f} mm"
+
+
+def _curve_population(records, prior, name="general_bertalanffy"):
+    """FOCE-I fit of the curve's population model (immunopd.popcurves) to the lesions the prior was
+    fitted to (never a scored one): the prior of the curve's MAP forecasts."""
+    from immunopd.popcurves import fit_curve_population
+
+    train = nonmem_rows(records[records.lesion.isin(prior.training_subjects)])
+    t0 = time.perf_counter()
+    fit = fit_curve_population(name, train, covariance=None, maxiter=300)
+    return fit, f"population fit on the prior's {train.ID.nunique()} lesions ({time.perf_counter() - t0:.0f} s): {fit.status}"
+
+
+def _curve_map(fit, cond, times_all, draws, rng):
+    """MAP + Laplace forecasts of a curve population model: point (S, O) and predictive draws (S, M, O)."""
+    import jax.numpy as jnp
+
+    model = fit.model
+    est = fit.estimates()
+    post = nlme.map_estimates(model, cond, est)
+    point = nlme.predict_individuals(model, post.individual.values, times_all)
+    theta = {t.name: jnp.asarray(est[t.name]) for t in model.thetas}
+    basevol = cond.groupby("ID", sort=False).BASEVOL.first().to_numpy()
+    ind = []
+    for s in range(len(basevol)):
+        tv = model.typical(theta, {c: jnp.asarray(basevol[s]) for c in model.covariates})
+        eta = rng.multivariate_normal(post.ebe.values[s], post.ebe_covariance.values[s], size=draws)
+        ind.append(np.stack([float(tv[n]) * (np.exp(eta[:, model.etas.index(n)]) if n in model.etas else 1.0)
+                             * np.ones(draws) for n in model.parameters], axis=1))
+    ind = np.stack(ind)
+    s_, m, p = ind.shape
+    f = nlme.predict_individuals(model, ind.reshape(s_ * m, p), np.repeat(times_all, m, axis=0)).reshape(s_, m, -1)
+    prop, add = est["SIGMA(proportional)"], est["SIGMA(additive)"]
+    pred = np.maximum(f + np.sqrt(prop * f**2 + add) * rng.standard_normal(f.shape), 0.0)
+    return point, pred, int((~post.map_found.values).sum())
 
 
 def _mae(pred, obs, mask):
@@ -122,6 +161,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     df = all_records()
+    records = df
     vol_scale = float((df.Lesion_vol / df.Lesion_normvol).median())  # the dataset's largest volume, mm3
     prior = fc.load_prior(args.arm)
     df = df[(df.arm == args.arm) & (df.readings >= 6)]
@@ -144,6 +184,9 @@ def main() -> None:
     diam_all = np.stack([np.pad(g.Lesion_diam.to_numpy(float), (0, n_max - len(g)), mode="edge") for g in groups])
     valid = np.stack([np.arange(n_max) < len(g) for g in groups])
     rows = []
+    curve_fit = None if args.speed_only else _curve_population(records, prior)
+    if curve_fit is not None:
+        print(f"general Bertalanffy {curve_fit[1]}", flush=True)
     for k in () if args.speed_only else (2, 3):
         t0 = time.perf_counter()
         cond = pd.DataFrame({"ID": np.repeat(lesions, k), "TIME": times_all[:, :k].ravel(), "AMT": 0.0,
@@ -182,6 +225,15 @@ def main() -> None:
         nv0 = _mae(0.52 * np.maximum(point0, 0) ** 3 / vol_scale, 0.52 * obs**3 / vol_scale, later)[0]
         rows.append((k, "mechanistic population only", mae0, nv0, cov0[0.8], cov0[0.9],
                      f"{time.perf_counter() - t1:.0f} s; {_miss_note(pred0, obs, later)}"))
+        # the general Bertalanffy curve as the mechanistic model is used: MAP + Laplace with its own
+        # population (fitted to the prior's lesions) as the prior, from the same k scans
+        t2 = time.perf_counter()
+        pc, predc, nf = _curve_map(curve_fit[0], cond, times_all, args.draws, rng)
+        mae_c, _ = _mae(pc, obs, later)
+        cov_c = _coverage(predc, obs, later)
+        nv_c = _mae(0.52 * np.maximum(pc, 0) ** 3 / vol_scale, 0.52 * obs**3 / vol_scale, later)[0]
+        rows.append((k, "general Bertalanffy, population MAP", mae_c, nv_c, cov_c[0.8], cov_c[0.9],
+                     f"{nf} modes not found; {time.perf_counter() - t2:.0f} s; {_miss_note(predc, obs, later)}"))
         for curve in ("general_bertalanffy", "exponential"):
             preds, note = _curve(df, lesions, k, curve)
             if preds is None:
@@ -200,11 +252,11 @@ def main() -> None:
     if not args.speed_only:
         print(f"\nheld-out scans: {n_later[2]} (from 2 scans), {n_later[3]} (from 3 scans); {args.draws} predictive draws per lesion")
     if rows:
-        print(f"{'scans':>5} {'forecaster':<30} {'MAE mm':>8} {'MAE norm. vol':>14} {'80 % PI cover':>14} {'90 % PI cover':>14}  note")
+        print(f"{'scans':>5} {'forecaster':<36} {'MAE mm':>8} {'MAE norm. vol':>14} {'80 % PI cover':>14} {'90 % PI cover':>14}  note")
     for k, name, mae, nv, c80, c90, note in rows:
         def f(x, fmt):
             return "-" if not np.isfinite(x) else format(x, fmt)
-        print(f"{k:>5} {name:<30} {f(mae, '.2f'):>8} {f(nv, '.5f'):>14} {f(c80, '.1f'):>14} {f(c90, '.1f'):>14}  {note}")
+        print(f"{k:>5} {name:<36} {f(mae, '.2f'):>8} {f(nv, '.5f'):>14} {f(c80, '.1f'):>14} {f(c90, '.1f'):>14}  {note}")
     for k, name, mae, nv, c80, c90, note in rows:
         if name.startswith("mechanistic MAP"):
             ok = abs(c80 - 80) <= 5 and abs(c90 - 90) <= 5
