@@ -86,7 +86,7 @@ def main() -> None:
         with xr.open_dataset(args.start) as prev:
             start = {str(k): float(v) for k, v in zip(prev.parameter.values, prev.estimate.values)}
     start = {k: v for k, v in start.items() if "baseline_tumor_volume" not in k}
-    model = mechanistic_nlme_model(args.arm, free, random=random, initial=start, omega=args.omega or INITIAL_OMEGA[args.arm], params=ARM_PARAMS[args.arm] or None)
+    model = mechanistic_nlme_model(args.arm, free, random=random, initial=start, omega=INITIAL_OMEGA[args.arm] if args.omega is None else args.omega, params=ARM_PARAMS[args.arm] or None)
     t0 = time.perf_counter()
     pf = popfit(data, model=model, initial=start if args.start else None, maxiter=args.maxiter, replicates=100, seed=args.seed, progress=True)
     print(f"{len(pick)} lesions (of {pool.size} eligible; {len(held_out)} long courses held out), {len(data)} scans: {time.perf_counter() - t0:.0f} s")

@@ -34,7 +34,7 @@ model's ``tcell_exclusion`` (0, or 0.9 as :class:`immunopd.population.Covariates
 tumors; the shipped prior was fitted without it). ``baseline_sclever1`` (ng/mL) sets the
 patient's ``sclever1_release`` (a fixed individual parameter, no eta): the release that makes
 the model's pre-treatment plasma sClever-1, at the prior's typical parameters and the patient's
-baseline volume, equal the measurement (the level is linear in the release above
+baseline volume, equal the measurement (found by fixed-point steps on the level's excess over
 ``sclever1_healthy``). Through ``sclever1_suppression`` it then weakens the patient's effectors
 in the posterior and in every forecast. This is the model's assumption, not an estimate: the
 prior was fitted to diameters only (no sClever-1 in its data), and the ng/mL scale, the release
@@ -406,9 +406,10 @@ def individualize(prior: Prior, covariates: Mapping | None, baseline_mm: float) 
 
     The release is the one at which the model's pre-treatment plasma sClever-1, at the prior's
     typical parameters, the patient's baseline volume (from ``baseline_mm``) and fixed covariates,
-    equals the measurement: that level is ``sclever1_healthy`` plus a term linear in the release,
-    so one steady state at the default release gives it. A prior that already carries it is
-    returned as it is."""
+    equals the measurement: the excess of that level over ``sclever1_healthy`` is proportional to
+    the release up to sClever-1's own feedback, so each step scales the release by the ratio of
+    the wanted to the current excess until they agree to :data:`_SCLEVER1_RTOL`. A prior that
+    already carries it is returned as it is."""
     from .popfit import _theta_name
     from .solve import resolve_model, simulate
 
@@ -432,9 +433,8 @@ def individualize(prior: Prior, covariates: Mapping | None, baseline_mm: float) 
     # the excess over the healthy level is proportional to the release times the macrophages' IFN-driven
     # boost, and sClever-1 feeds back (weaker effectors, less IFN): fixed-point steps on that ratio
     release = float(model.parameters[SCLEVER1_PARAMETER].default)
-    typical_level = level(release)
+    typical_level = current = level(release)
     for _ in range(_SCLEVER1_ITERATIONS):
-        current = level(release)
         if not np.isfinite(current) or current <= healthy:
             raise InputError(describe("covariates.baseline_sclever1", measured, "a model whose baseline sClever-1 is above "
                                       f"sclever1_healthy (the typical patient's is {typical_level:g} ng/mL)"))
@@ -445,6 +445,7 @@ def individualize(prior: Prior, covariates: Mapping | None, baseline_mm: float) 
             raise InputError(describe("covariates.baseline_sclever1", measured, "a level the model reaches with sclever1_release"
                                       f" <= {upper:g} ng/mL/(1e6 cells day) (its bound; the typical patient's level is"
                                       f" {typical_level:.3g} ng/mL)"))
+        current = level(release)
     else:
         raise InputError(describe("covariates.baseline_sclever1", measured, f"a level the model's baseline reaches (after"
                                   f" {_SCLEVER1_ITERATIONS} steps it was {current:.6g} ng/mL)"))
