@@ -54,9 +54,10 @@ def design(n: int, rng) -> pd.DataFrame:
 
 def run(replicates: int, lesions: int, seed: int = 0, maxiter: int = 200, verbose: bool = True) -> pd.DataFrame:
     model = mechanistic_nlme_model("immunotherapy", FREE, random=RANDOM)
-    return sse.simulate_reestimate(model, lambda s: design(lesions, np.random.default_rng(s)), TRUE,
-                                   replicates=replicates, seed=seed, fit_options={"maxiter": maxiter, "gtol": 1e-2},
-                                   progress=(lambda line: print(line, flush=True)) if verbose else None)
+    res = sse.simulate_reestimate(model, lambda rng: design(lesions, rng), TRUE,
+                                  replicates=replicates, seed=seed, fit_options={"maxiter": maxiter, "gtol": 1e-2},
+                                  progress=(lambda line: print(line, flush=True)) if verbose else None)
+    return res.assign(lesions=lesions, seed=seed)
 
 
 def main() -> None:
@@ -68,14 +69,16 @@ def main() -> None:
     ap.add_argument("--from-csv", default=None, help="summarize a saved run (--out of an earlier run) instead of running")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    if args.out and args.from_csv:
+        ap.error("--out is for a new run; --from-csv summarizes a saved one")
     if args.out:  # checked before hours of fitting, not after
         _check_output(args.out, "--out", (".csv",))
     if args.from_csv:
         res = pd.read_csv(args.from_csv)
-        args.replicates = res.replicate.nunique()  # --lesions and --seed are the run's, as given
+        args.replicates, args.lesions, args.seed = res.replicate.nunique(), int(res.lesions.iloc[0]), int(res.seed.iloc[0])
     else:
         res = run(args.replicates, args.lesions, args.seed)
-    if args.out and not args.from_csv:
+    if args.out:
         tmp = args.out + ".part"
         res.to_csv(tmp, index=False)
         os.replace(tmp, args.out)

@@ -19,8 +19,8 @@ EXP_TRUTH = {"V0_RATIO": 1.0, "POP_GROWTH_RATE": 0.004, "OMEGA(initial_size,init
              "OMEGA(growth_rate,growth_rate)": 0.09, "SIGMA(proportional)": 0.0025, "SIGMA(additive)": 0.25}
 
 
-def _design(n, seed, times=(0.0, 42.0, 84.0, 126.0, 189.0, 252.0)):
-    rng = np.random.default_rng(seed)
+def _design(n, rng, times=(0.0, 42.0, 84.0, 126.0, 189.0, 252.0)):
+    rng = np.random.default_rng(rng)
     rows = []
     for i in range(n):
         d0 = float(rng.uniform(15, 40))
@@ -31,6 +31,7 @@ def _design(n, seed, times=(0.0, 42.0, 84.0, 126.0, 189.0, 252.0)):
 def test_simulated_rows_are_the_curve_at_zero_variances_whatever_the_row_order():
     model = curve_nlme_model("exponential")
     design = _design(5, 1).sample(frac=1.0, random_state=3).set_index(np.arange(100, 130))  # interleaved subjects
+    design["DV"] = 0  # an integer placeholder column
     exact = dict(EXP_TRUTH, **{"OMEGA(initial_size,initial_size)": 0.0, "OMEGA(growth_rate,growth_rate)": 0.0,
                                "SIGMA(proportional)": 0.0, "SIGMA(additive)": 0.0})
     out = sse.simulate(model, design, exact, seed=0)
@@ -42,19 +43,29 @@ def test_simulated_rows_are_the_curve_at_zero_variances_whatever_the_row_order()
 
 
 def test_summary_arithmetic_by_hand():
-    res = pd.DataFrame({"parameter": ["A"] * 4 + ["B"] * 4, "true": [2.0] * 4 + [1.0] * 4,
-                        "estimate": [2.2, 1.8, 2.4, 2.0, 1.0, 1.5, 1.1, 0.9],
-                        "se": [0.1, 0.1, 0.1, np.nan, 1.0, 0.2, 0.1, 0.1],
-                        "covariance_ok": [True, True, True, False, True, True, True, True]})
+    res = pd.DataFrame({"parameter": ["A"] * 5 + ["B"] * 5, "true": [2.0] * 5 + [1.0] * 5,
+                        "estimate": [2.2, 1.8, 2.4, 2.0, 2.0, 1.0, 1.5, 1.1, 0.9, np.nan],
+                        "se": [0.1, 0.1, 0.1, np.nan, 1.0, 1.0, 0.2, 0.1, 0.1, np.nan],
+                        "covariance_ok": [True, True, True, False, False, True, True, True, True, False],
+                        "converged": [True, True, False, True, True, True, True, True, True, False]})
     tab = sse.summarize(res, fixed=["A"]).set_index("parameter")
     assert tab.loc["A", "kind"] == "fixed effect" and tab.loc["B", "kind"] == "variance"
-    assert tab.loc["A", "bias %"] == pytest.approx(100 * (0.1 - 0.1 + 0.2 + 0.0) / 4)
-    assert tab.loc["A", "rRMSE %"] == pytest.approx(100 * math.sqrt((0.01 + 0.01 + 0.04) / 4))
-    # A: intervals 2.2 +- 0.164, 1.8 +- 0.164, 2.4 +- 0.164 (the 4th has no SE): none holds 2
+    assert tab.loc["A", "bias %"] == pytest.approx(100 * (0.1 - 0.1 + 0.2 + 0.0 + 0.0) / 5)
+    assert tab.loc["A", "rRMSE %"] == pytest.approx(100 * math.sqrt((0.01 + 0.01 + 0.04) / 5))
+    # A: intervals 2.2 +- 0.164, 1.8 +- 0.164, 2.4 +- 0.164; the 4th has no SE and the 5th (which
+    # would hold 2) no covariance step: none counts
     assert tab.loc["A", "90% CI coverage %"] == 0.0 and tab.loc["A", "n with SE"] == 3
+    assert tab.loc["A", "n estimated"] == 5 and tab.loc["A", "n converged"] == 4
+    # B's failed 5th replicate (no estimate) is left out of everything
     # B: 1.0 +- 1.64 holds 1, 1.5 +- 0.33 does not, 1.1 +- 0.164 and 0.9 +- 0.164 do
     assert tab.loc["B", "90% CI coverage %"] == pytest.approx(75.0)
-    assert sse.Z90 == pytest.approx(1.6448536269514722, rel=1e-15)
+    assert tab.loc["B", "bias %"] == pytest.approx(100 * (0.0 + 0.5 + 0.1 - 0.1) / 4)
+    assert tab.loc["B", "n estimated"] == 4
+    from scipy.stats import norm
+
+    assert sse.Z90 == pytest.approx(norm.ppf(0.95), rel=1e-12)
+    with pytest.raises(InputError, match=r"^fixed = \['C'\] is not allowed; allowed: parameters of the results: \['A', 'B'\]$"):
+        sse.summarize(res, fixed=["C"])
 
 
 def test_refusals_name_the_field():
@@ -72,6 +83,32 @@ def test_refusals_name_the_field():
     dosed.loc[0, "AMT"] = 200.0
     with pytest.raises(InputError, match=r"^design.AMT = 'non-zero dose rows' is not allowed"):
         sse.simulate_reestimate(model, dosed, EXP_TRUTH, replicates=1)
+    with pytest.raises(InputError, match=r"^truth = \{'V0_RATIO': 0.0\} is not allowed; allowed: non-zero values"):
+        sse.simulate_reestimate(model, _design(3, 0), dict(EXP_TRUTH, V0_RATIO=0.0), replicates=1)
+    with pytest.raises(InputError, match=r"^truth = \{'V0_RATIO': nan\} is not allowed; allowed: finite values$"):
+        sse.simulate(model, _design(3, 0), dict(EXP_TRUTH, V0_RATIO=float("nan")), seed=0)
+    no_id = _design(3, 0)
+    no_id.loc[4, "ID"] = None
+    with pytest.raises(InputError, match=r"^design.ID = 'missing values' is not allowed"):
+        sse.simulate(model, no_id, EXP_TRUTH, seed=0)
+
+
+def test_a_failed_replicate_is_kept_as_failed_and_the_others_go_on():
+    model = curve_nlme_model("exponential")
+    calls = []
+
+    def design(rng):
+        calls.append(1)
+        frame = _design(10, rng)
+        if len(calls) == 3:  # the first call is the up-front check; replicate 1 gets a broken design
+            frame.loc[0, "BASEVOL"] = np.nan
+        return frame
+
+    res = sse.simulate_reestimate(model, design, EXP_TRUTH, replicates=3, seed=0)
+    status = res.groupby("replicate").status.first()
+    assert status[1].startswith("failed: InputError: data['BASEVOL'] = 'NaN or infinite values' is not allowed")
+    assert not status[0].startswith("failed") and not status[2].startswith("failed")
+    assert res[res.replicate == 1].estimate.isna().all() and res[res.replicate != 1].estimate.notna().all()
 
 
 def test_exponential_population_is_recovered():
@@ -79,7 +116,7 @@ def test_exponential_population_is_recovered():
     error under 10 % (the SSE bar of issue 16, on a model that takes seconds), every fit converged
     with a covariance step."""
     model = curve_nlme_model("exponential")
-    res = sse.simulate_reestimate(model, lambda s: _design(30, s), EXP_TRUTH, replicates=5, seed=10)
+    res = sse.simulate_reestimate(model, lambda rng: _design(30, rng), EXP_TRUTH, replicates=5, seed=10)
     assert res.converged.all() and res.covariance_ok.all(), res.status.unique()
     tab = sse.summarize(res, fixed=("V0_RATIO", "POP_GROWTH_RATE")).set_index("parameter")
     assert (tab.loc[["V0_RATIO", "POP_GROWTH_RATE"], "bias %"].abs() < 10).all(), tab
