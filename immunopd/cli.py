@@ -275,6 +275,12 @@ def _build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--replicates", type=int, default=100, help="VPC replicates (default 100)")
     pf.add_argument("--out", required=True, help="output .nc: the nlme result with the VPC")
     pf.add_argument("--plot", default=None, help="also write the VPC and goodness-of-fit figure (.png)")
+    pf.add_argument("--covariate", action="append", default=[], metavar="PARAMETER=COLUMN",
+                    help="a categorical effect on a parameter's typical value, e.g. kill_rate=STUDY (repeatable; the"
+                         " data carry STUDY, the study's number, and ARM; the smallest value is the reference)")
+    pf.add_argument("--vpc-stratify", default=None, metavar="COLUMN", help="one VPC per value of a data column (e.g. STUDY)")
+    pf.add_argument("--pc-vpc", action="store_true",
+                    help="prediction-corrected VPC (Bergstrand et al. 2011) of the % change in diameter")
     pf.add_argument("--population-out", default=None,
                     help="also write a virtual population drawn from the fit (.nc, for `immunopd trial --population`)")
     pf.add_argument("--patients", type=int, default=1000, help="patients in --population-out (default 1000)")
@@ -524,13 +530,20 @@ def _popfit(args) -> int:
     from .popfit import plot_popfit, popfit, population_from_fit
 
     random = None if args.random is None else tuple(r.strip() for r in args.random.split(",") if r.strip())
+    covariates = {}
+    for item in args.covariate:
+        parameter, sep, column = item.partition("=")
+        if not sep or not parameter.strip() or not column.strip():
+            raise InputError(describe("--covariate", item, "PARAMETER=COLUMN, e.g. kill_rate=STUDY"))
+        covariates[parameter.strip()] = column.strip()
     model = None
     if args.model != "mechanistic":
         from .popcurves import curve_nlme_model
 
         model = curve_nlme_model(args.model, random)
     pf = popfit(dataset=args.data, arm=args.arm, lesions=args.lesions, min_scans=args.min_scans, maxiter=args.maxiter,
-                replicates=args.replicates, model=model, random=random, progress=True)
+                replicates=args.replicates, model=model, random=random, progress=True, covariates=covariates,
+                stratify=args.vpc_stratify, prediction_corrected=args.pc_vpc)
     write_netcdf(pf.to_dataset(), args.out)
     print(pf.report())
     if args.plot:

@@ -67,7 +67,7 @@ import numpy as np
 
 from .errors import InputError, InputTypeError, ModelSpecError, ParameterError, describe
 
-__all__ = ["Theta", "NLMEModel", "NLMEFit", "fit", "map_estimates", "predict_individuals", "pk_predictor", "pheno_model", "read_nonmem_table",
+__all__ = ["Theta", "NLMEModel", "CategoricalEffect", "with_categorical_effect", "NLMEFit", "fit", "map_estimates", "predict_individuals", "pk_predictor", "pheno_model", "read_nonmem_table",
            "ERROR_MODELS", "METHOD"]
 
 ERROR_MODELS = ("additive", "proportional", "combined")
@@ -112,6 +112,10 @@ class NLMEModel:
     omega_structure: str = "diagonal"
     covariates: tuple[str, ...] = ()
     units: Mapping[str, str] = field(default_factory=dict)  # parameter -> unit; "DV", "TIME", "AMT" too
+    #: categorical covariates -> their allowed levels (the data are checked against them)
+    categories: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    #: the categorical effects on typical values (see :func:`with_categorical_effect`)
+    categorical_effects: tuple["CategoricalEffect", ...] = ()
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.thetas]
@@ -155,6 +159,72 @@ class NLMEModel:
                     names.append(f"OMEGA({self.etas[i]},{self.etas[j]})")
         names += [f"SIGMA({s})" for s in self.sigma_names]
         return names
+
+
+@dataclass(frozen=True)
+class CategoricalEffect:
+    """Typical ``parameter`` times THETA ``theta`` where covariate ``covariate`` equals ``level``."""
+
+    theta: str
+    parameter: str
+    covariate: str
+    level: float
+    reference: float
+
+
+def with_categorical_effect(model: NLMEModel, parameter: str, covariate: str, levels: Sequence[float]) -> NLMEModel:
+    """``model`` with a categorical covariate effect on the typical value of ``parameter``.
+
+    ``levels``: the covariate's values (numbers, as in a NONMEM data set); the first is the
+    reference. For each other level L a THETA ``<PARAMETER>_<COVARIATE><L>`` (initial 1, bounds
+    0 to infinity) multiplies the typical value of subjects with ``covariate == L``, NONMEM's
+    ``TV = THETA(1) * THETA(k)**(STUDY.EQ.L)``. A subject whose value is not among ``levels`` is
+    refused when the data are read.
+    """
+    import jax.numpy as jnp
+
+    if parameter not in model.parameters:
+        raise InputError(describe("parameter", parameter, f"one of the model's individual parameters {list(model.parameters)}"))
+    if not isinstance(covariate, str) or not covariate:
+        raise InputError(describe("covariate", covariate, "a data column name"))
+    try:
+        lv = tuple(float(v) for v in levels)
+    except (TypeError, ValueError):
+        raise InputError(describe("levels", levels, "numbers (the covariate's codes in the data)")) from None
+    if len(lv) < 2 or len(set(lv)) != len(lv) or not all(math.isfinite(v) for v in lv):
+        raise InputError(describe("levels", list(levels), "two or more distinct finite numbers (the first is the reference)"))
+    if covariate in model.categories and set(model.categories[covariate]) != set(lv):
+        raise InputError(describe("levels", list(levels), f"the levels {covariate} already has in this model:"
+                                  f" {list(model.categories[covariate])}"))
+    effects = []
+    for v in lv[1:]:
+        name = f"{parameter.upper()}_{covariate}{v:g}"
+        effects.append(CategoricalEffect(name, parameter, covariate, v, lv[0]))
+    taken = [t.name for t in model.thetas]
+    clash = [e.theta for e in effects if e.theta in taken]
+    if clash:
+        raise InputError(describe("parameter", parameter, f"a parameter without an effect of {covariate} already (THETAs"
+                                  f" {clash} exist)"))
+    thetas = tuple(Theta(e.theta, 1.0, 0.0, unit="1", description=f"typical {parameter} at {covariate} = {e.level:g}"
+                         f" relative to {covariate} = {e.reference:g}") for e in effects)
+    base = model.typical
+
+    def typical(theta, cov):
+        out = dict(base(theta, cov))
+        factor = 1.0
+        for e in effects:
+            factor = factor * jnp.where(cov[covariate] == e.level, theta[e.theta], 1.0)
+        out[parameter] = out[parameter] * factor
+        return out
+
+    from dataclasses import replace
+
+    covs = model.covariates if covariate in model.covariates else (*model.covariates, covariate)
+    units = dict(model.units)
+    units.setdefault(covariate, "1")
+    return replace(model, thetas=model.thetas + thetas, typical=typical, covariates=covs, units=units,
+                   categories={**model.categories, covariate: lv},
+                   categorical_effects=model.categorical_effects + tuple(effects))
 
 
 # ----------------------------------------------------------------------------- predictors
@@ -289,6 +359,9 @@ def _prepare(model: NLMEModel, data) -> _Data:
             if len(vals) != 1:
                 raise InputError(describe(f"covariate {c} of subject ID {sid}", vals.tolist(),
                                           "one value per subject (time-varying covariates are not supported)"))
+            if c in model.categories and vals[0] not in model.categories[c]:
+                raise InputError(describe(f"covariate {c} of subject ID {sid}", float(vals[0]),
+                                          f"one of the model's levels {list(model.categories[c])}"))
             cov[c].append(vals[0])
         ids.append(sid)
         dts.append(g["TIME"].to_numpy(float)[dose])
@@ -965,6 +1038,10 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
                      "covariance_matrix": {"sandwich": "R^-1 S R^-1", "R": "R^-1", "S": "S^-1", None: "none"}[covariance],
                      "estimation_status": estimation_status, "covariance_status": covariance_status,
                      "status": "", "ofv_convention": "-2 log-likelihood without the N log(2 pi) constant (NONMEM)"})
+    if model.categorical_effects:  # read back by popfit.population_from_fit
+        import json
+
+        ds.attrs["categorical_effects"] = json.dumps([e.__dict__ for e in model.categorical_effects])
     out = NLMEFit(model, ds, estimation_status, covariance_status)
     ds.attrs["status"] = out.status
     return out

@@ -30,6 +30,7 @@ in eta, exact outer gradients through the conditional etas).
 
 from __future__ import annotations
 
+import json
 import math
 import time as _time
 from collections.abc import Sequence
@@ -166,10 +167,11 @@ def mechanistic_nlme_model(regimen="immunotherapy", free: Sequence[str] = DEFAUL
                      sigma=tuple(sigma), error="combined", covariates=("BASEVOL",) if uses_base else (), units=units)
 
 
-def lesion_data(courses, min_scans: int = 4, lesions: int | None = None):
+def lesion_data(courses, min_scans: int = 4, lesions: int | None = None, columns=None):
     """NONMEM-layout data (ID, TIME, AMT, DV, BASEVOL) of ``courses`` ``[(lesion, days, mm), ...]``
     (as :func:`immunopd.calibration.observed_courses` gives): the first ``lesions`` with at
-    least ``min_scans`` scans, in their order."""
+    least ``min_scans`` scans, in their order. ``columns``: further per-lesion columns,
+    ``{column: {lesion: value}}`` (e.g. :func:`lesion_covariates`)."""
     import pandas as pd
 
     rows = []
@@ -181,11 +183,29 @@ def lesion_data(courses, min_scans: int = 4, lesions: int | None = None):
             break
         kept += 1
         basevol = math.pi / 6 * float(d[0]) ** 3
+        extra = {}
+        for col, values in (columns or {}).items():
+            if str(lesion) not in values:
+                raise InputError(describe(f"columns[{col!r}]", f"no value for lesion {lesion}", "a value for every lesion"))
+            extra[col] = values[str(lesion)]
         for ti, di in zip(t, d):
-            rows.append({"ID": str(lesion), "TIME": float(ti), "AMT": 0.0, "DV": float(di), "BASEVOL": basevol})
+            rows.append({"ID": str(lesion), "TIME": float(ti), "AMT": 0.0, "DV": float(di), "BASEVOL": basevol, **extra})
     if not kept:
         raise InputError(describe("lesions", 0, f"at least one lesion with >= {min_scans} scans"))
     return pd.DataFrame(rows)
+
+
+def lesion_covariates(dataset: str = "laleh2022", arm: str = "immunotherapy") -> dict[str, dict[str, float]]:
+    """Per-lesion covariates of a shipped dataset for :func:`lesion_data`: ``STUDY`` (the study's
+    number in the data, 1-5 for Laleh 2022) and ``ARM`` (0 immunotherapy, 1 chemotherapy)."""
+    from .datasets import load
+
+    df = load(dataset, clean=True)
+    if arm != "all":
+        df = df[df.arm == arm]
+    first = df.groupby("lesion", sort=False).first()
+    return {"STUDY": {str(k): float(v) for k, v in first["study"].items()},
+            "ARM": {str(k): float(v == "chemotherapy") for k, v in first["arm"].items()}}
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -196,13 +216,26 @@ def _subjects(model, data):
     return _prepare(model, data)
 
 
-def _simulate(model, d, estimates: dict, replicates: int, seed: int):
-    """Simulated DV (replicates, S, O) from the population: eta ~ N(0, Omega), combined error."""
+def _population_predictions(model, d, estimates: dict, eta):
+    """Predictions (R, S, O) at etas ``eta`` (R, S, k) and the ``estimates``' THETAs."""
     import jax
     import jax.numpy as jnp
 
-    rng = np.random.default_rng(seed)
     theta = {t.name: jnp.asarray(float(estimates[t.name])) for t in model.thetas}
+    cov = {c: jnp.asarray(v) for c, v in d.cov.items()}
+
+    def one(eta_s, cov_s, ts):
+        tv = model.typical(theta, cov_s)
+        p = {n: tv[n] * jnp.exp(eta_s[model.etas.index(n)]) if n in model.etas else tv[n] for n in model.parameters}
+        return model.predict(p, jnp.zeros(1), jnp.zeros(1), ts)
+
+    per_sub = jax.jit(jax.vmap(one))
+    return np.stack([np.asarray(per_sub(jnp.asarray(e), cov, jnp.asarray(d.obs_t))) for e in eta])
+
+
+def _simulate(model, d, estimates: dict, replicates: int, seed: int):
+    """Simulated DV (replicates, S, O) from the population: eta ~ N(0, Omega), combined error."""
+    rng = np.random.default_rng(seed)
     k = len(model.etas)
     om = np.zeros((k, k))
     for i, a in enumerate(model.etas):
@@ -212,29 +245,72 @@ def _simulate(model, d, estimates: dict, replicates: int, seed: int):
     sig = [float(estimates[f"SIGMA({s})"]) for s in model.sigma_names]
     n_sub, n_obs = d.obs_t.shape
     eta = rng.multivariate_normal(np.zeros(k), om, size=(replicates, n_sub))
-    cov = {c: jnp.asarray(v) for c, v in d.cov.items()}
-
-    def one(eta_s, cov_s, ts):
-        tv = model.typical(theta, cov_s)
-        p = {n: tv[n] * jnp.exp(eta_s[model.etas.index(n)]) if n in model.etas else tv[n] for n in model.parameters}
-        return model.predict(p, jnp.zeros(1), jnp.zeros(1), ts)
-
-    per_sub = jax.jit(jax.vmap(one))
-    f = np.stack([np.asarray(per_sub(jnp.asarray(eta[r]), cov, jnp.asarray(d.obs_t))) for r in range(replicates)])
+    f = _population_predictions(model, d, estimates, eta)
     var = {"additive": lambda f: sig[0] + 0 * f, "proportional": lambda f: sig[0] * f**2,
            "combined": lambda f: sig[0] * f**2 + sig[1]}[model.error](f)
     return f + np.sqrt(var) * rng.standard_normal(f.shape)
 
 
-def _pct_change(y, t, mask):
-    """100 (y / y at t = 0 - 1) per subject, NaN where masked or at the baseline scan."""
+def _ratio(y, t, mask):
+    """y / y at the baseline scan per subject, NaN where masked or at the baseline scan."""
     base = y[..., :1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = 100.0 * (y / base - 1.0)
+        out = y / base
     return np.where(mask & (t > 0), out, np.nan)
 
 
-def vpc(model, data, estimates: dict, *, replicates: int = 100, bins: int = 6, seed: int = 0):
+def _pct_change(y, t, mask):
+    """100 (y / y at t = 0 - 1) per subject, NaN where masked or at the baseline scan."""
+    return 100.0 * (_ratio(y, t, mask) - 1.0)
+
+
+def _quiet_nanpercentile(a, q, axis):
+    import warnings
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanpercentile(a, q, axis=axis)
+
+
+def _vpc_bins(obs_ratio, sim_ratio, obs_t, pred_ratio, bins: int):
+    """Percentiles of the % change over ``bins`` equal-count time bins of one stratum's subjects;
+    ``pred_ratio`` (S, O) prediction-corrects (Bergstrand et al. 2011) when given."""
+    pcts = np.asarray(_VPC_PERCENTILES)
+    finite = np.isfinite(obs_ratio)
+    t_obs = obs_t[finite]
+    edges = np.unique(np.quantile(t_obs, np.linspace(0, 1, int(bins) + 1)))
+    edges[-1] += 1e-9
+    nb = len(edges) - 1
+    which = np.clip(np.searchsorted(edges, obs_t, side="right") - 1, 0, nb - 1)
+    if pred_ratio is not None:
+        # pcY = Y PRED_bin / PRED on the ratio to baseline (bounded below by 0), PRED_bin the
+        # median PRED ratio of the bin's observations
+        factor = np.full(obs_t.shape, np.nan)
+        for b in range(nb):
+            inb = (which == b) & finite
+            if inb.any():
+                factor[inb] = np.median(pred_ratio[inb]) / pred_ratio[inb]
+        obs_ratio, sim_ratio = obs_ratio * factor, sim_ratio * factor[None]
+    obs, sim = 100.0 * (obs_ratio - 1.0), 100.0 * (sim_ratio - 1.0)
+    observed = np.full((nb, len(pcts)), np.nan)
+    simulated = np.full((sim.shape[0], nb, len(pcts)), np.nan)
+    count, mid = np.zeros(nb, int), np.full(nb, np.nan)
+    for b in range(nb):
+        inb = which == b
+        o = obs[inb]
+        o = o[np.isfinite(o)]
+        count[b] = o.size
+        if o.size:
+            mid[b] = np.median(obs_t[inb & np.isfinite(obs)])
+            observed[b] = np.percentile(o, pcts)
+        simulated[:, b] = _quiet_nanpercentile(sim[:, inb], pcts, axis=1).T
+    lo, med, hi = (_quiet_nanpercentile(simulated, q, axis=0) for q in (5, 50, 95))
+    return {"observed": observed, "simulated_median": med, "simulated_lower": lo, "simulated_upper": hi,
+            "n_observed": count, "time": mid, "bin_start": edges[:-1], "bin_end": edges[1:]}
+
+
+def vpc(model, data, estimates: dict, *, replicates: int = 100, bins: int = 6, seed: int = 0,
+        stratify: str | None = None, prediction_corrected: bool = False):
     """Visual predictive check of the % change in diameter from each lesion's baseline scan.
 
     ``replicates`` copies of the data set are simulated from the population at ``estimates``
@@ -243,59 +319,78 @@ def vpc(model, data, estimates: dict, *, replicates: int = 100, bins: int = 6, s
     over ``bins`` time bins of equal observation counts (baseline scans excluded: 0 % by
     definition). Returns an xarray Dataset over (bin, percentile) with the simulated
     percentiles' median and 90 % interval across replicates.
+
+    ``stratify``: a data column with one value per lesion (e.g. ``STUDY``): one VPC per value,
+    each with its own bins, over a leading ``stratum`` dimension (bins a stratum lacks are NaN).
+    ``prediction_corrected``: the pcVPC of Bergstrand et al. 2011 (AAPS J 13:143,
+    doi:10.1208/s12248-011-9255-z) on the diameter's ratio to its baseline, observed and
+    simulated alike multiplied by the bin's median population prediction (eta = 0) over the
+    observation's own, so that lesions scanned at different times within a bin are comparable.
     """
     import xarray as xr
 
-    if int(replicates) < 2:
+    if isinstance(replicates, bool) or int(replicates) != replicates or int(replicates) < 2:
         raise InputError(describe("replicates", replicates, "an integer >= 2"))
-    if int(bins) < 1:
+    if isinstance(bins, bool) or int(bins) != bins or int(bins) < 1:
         raise InputError(describe("bins", bins, "an integer >= 1"))
+    if stratify is not None:
+        if stratify not in getattr(data, "columns", ()):
+            raise InputError(describe("stratify", stratify, f"a column of the data: {list(getattr(data, 'columns', []))}"))
+        per_subject = data.groupby("ID", sort=False)[stratify].nunique()
+        if (per_subject > 1).any():
+            raise InputError(describe("stratify", stratify, "a column with one value per lesion (ID)"))
     d = _subjects(model, data)
-    obs = _pct_change(d.y, d.obs_t, d.mask)
-    sim = _pct_change(_simulate(model, d, estimates, int(replicates), seed), d.obs_t[None], d.mask[None])
-    t_obs = d.obs_t[np.isfinite(obs)]
-    edges = np.unique(np.quantile(t_obs, np.linspace(0, 1, int(bins) + 1)))
-    edges[-1] += 1e-9
-    nb = len(edges) - 1
+    obs = _ratio(d.y, d.obs_t, d.mask)
+    sim = _ratio(_simulate(model, d, estimates, int(replicates), seed), d.obs_t[None], d.mask[None])
+    pred = None
+    if prediction_corrected:
+        pred = _ratio(_population_predictions(model, d, estimates, np.zeros((1, len(d.ids), len(model.etas))))[0],
+                      d.obs_t, d.mask)
+    if stratify is None:
+        groups = [(None, np.ones(len(d.ids), bool))]
+    else:
+        value = data.groupby("ID", sort=False)[stratify].first()
+        per_id = np.asarray([value.loc[i] for i in d.ids])
+        groups = [(v, per_id == v) for v in sorted(_unique(per_id))]
+    tables = [_vpc_bins(obs[sel], sim[:, sel], d.obs_t[sel], None if pred is None else pred[sel], bins) for _, sel in groups]
+    nb = max(len(t["n_observed"]) for t in tables)
+
+    def stack(key, fill):
+        out = []
+        for t in tables:
+            a = np.asarray(t[key], float)
+            pad = [(0, 0)] * a.ndim
+            pad[0] = (0, nb - a.shape[0])
+            out.append(np.pad(a, pad, constant_values=fill))
+        return np.stack(out)
+
     pcts = np.asarray(_VPC_PERCENTILES)
-    observed = np.full((nb, len(pcts)), np.nan)
-    simulated = np.full((int(replicates), nb, len(pcts)), np.nan)
-    count, mid = np.zeros(nb, int), np.zeros(nb)
-    which = np.clip(np.searchsorted(edges, d.obs_t, side="right") - 1, 0, nb - 1)
-    for b in range(nb):
-        inb = which == b
-        o = obs[inb]
-        o = o[np.isfinite(o)]
-        count[b] = o.size
-        mid[b] = np.median(d.obs_t[inb & np.isfinite(obs)]) if o.size else np.nan
-        if o.size:
-            observed[b] = np.percentile(o, pcts)
-        s = sim[:, inb]
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                simulated[:, b] = np.nanpercentile(s, pcts, axis=1).T
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lo, med, hi = (np.nanpercentile(simulated, q, axis=0) for q in (5, 50, 95))
-    pc = {"units": "%", "long_name": "change in diameter from the lesion's baseline scan"}
-    return xr.Dataset(
-        {"observed": (("bin", "percentile"), observed, pc | {"long_name": "observed percentile of the % change"}),
-         "simulated_median": (("bin", "percentile"), med, pc | {"long_name": "median over replicates of the simulated percentile"}),
-         "simulated_lower": (("bin", "percentile"), lo, pc | {"long_name": "5th percentile over replicates of the simulated percentile"}),
-         "simulated_upper": (("bin", "percentile"), hi, pc | {"long_name": "95th percentile over replicates of the simulated percentile"}),
-         "n_observed": ("bin", count, {"units": "1", "long_name": "observations in the bin (baselines excluded)"}),
-         "time": ("bin", mid, {"units": "day", "long_name": "median observation time in the bin (days since baseline)"}),
-         "bin_start": ("bin", edges[:-1], {"units": "day"}), "bin_end": ("bin", edges[1:], {"units": "day"})},
-        coords={"bin": np.arange(nb), "percentile": ("percentile", pcts, {"units": "%"})},
-        attrs={"replicates": int(replicates), "seed": int(seed),
+    pc = {"units": "%", "long_name": "change in diameter from the lesion's baseline scan"
+          + (", prediction-corrected" if prediction_corrected else "")}
+    dims2, dims1 = ("stratum", "bin", "percentile"), ("stratum", "bin")
+    ds = xr.Dataset(
+        {"observed": (dims2, stack("observed", np.nan), pc | {"long_name": "observed percentile of the % change"}),
+         "simulated_median": (dims2, stack("simulated_median", np.nan), pc | {"long_name": "median over replicates of the simulated percentile"}),
+         "simulated_lower": (dims2, stack("simulated_lower", np.nan), pc | {"long_name": "5th percentile over replicates of the simulated percentile"}),
+         "simulated_upper": (dims2, stack("simulated_upper", np.nan), pc | {"long_name": "95th percentile over replicates of the simulated percentile"}),
+         "n_observed": (dims1, stack("n_observed", 0).astype(int), {"units": "1", "long_name": "observations in the bin (baselines excluded)"}),
+         "time": (dims1, stack("time", np.nan), {"units": "day", "long_name": "median observation time in the bin (days since baseline)"}),
+         "bin_start": (dims1, stack("bin_start", np.nan), {"units": "day"}), "bin_end": (dims1, stack("bin_end", np.nan), {"units": "day"})},
+        coords={"bin": np.arange(nb), "percentile": ("percentile", pcts, {"units": "%"}),
+                "stratum": ("stratum", [v if v is not None else "all" for v, _ in groups],
+                            {"long_name": f"value of {stratify}" if stratify else "all lesions (not stratified)"})},
+        attrs={"replicates": int(replicates), "seed": int(seed), "prediction_corrected": int(bool(prediction_corrected)),
+               "stratified_by": stratify or "",
                "description": "VPC of the % change in diameter; simulated from the population estimates with each lesion's"
-                              " own scan times (eta ~ N(0, OMEGA), residual error as fitted)"})
+                              " own scan times (eta ~ N(0, OMEGA), residual error as fitted)"
+                              + ("; prediction-corrected (Bergstrand et al. 2011)" if prediction_corrected else "")})
+    return ds if stratify is not None else ds.isel(stratum=0, drop=True)
+
+
+def _unique(values):
+    import pandas as pd
+
+    return pd.unique(np.asarray(values))
 
 
 def gof(fit_dataset):
@@ -322,11 +417,14 @@ class PopFit:
         """The nlme result with the VPC variables added (prefixed ``vpc_``), for one netCDF file."""
         ds = self.fit.dataset.copy()
         for k, v in self.vpc.data_vars.items():
-            ds[f"vpc_{k}"] = v.rename({"bin": "vpc_bin", "percentile": "vpc_percentile"}) if "percentile" in v.dims else \
-                v.rename({"bin": "vpc_bin"})
+            ds[f"vpc_{k}"] = v.rename({dim: f"vpc_{dim}" for dim in v.dims if dim in ("bin", "percentile", "stratum")})
         ds = ds.drop_vars(["vpc_bin"], errors="ignore")
         ds = ds.assign_coords(vpc_percentile=("vpc_percentile", self.vpc.percentile.values, {"units": "%"}))
+        if "stratum" in self.vpc.dims:
+            ds = ds.assign_coords(vpc_stratum=("vpc_stratum", self.vpc.stratum.values, self.vpc.stratum.attrs))
         ds.attrs["vpc_replicates"] = self.vpc.attrs["replicates"]
+        ds.attrs["vpc_prediction_corrected"] = self.vpc.attrs.get("prediction_corrected", 0)
+        ds.attrs["vpc_stratified_by"] = self.vpc.attrs.get("stratified_by", "")
         ds.attrs["elapsed_total_s"] = float(self.elapsed_s)
         ds.attrs["kind"] = "popfit"
         return ds
@@ -339,7 +437,8 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
            min_scans: int = 4, free: Sequence[str] = DEFAULT_RANDOM, random: Sequence[str] | None = None, model=None,
            initial: dict | None = None,
            covariance: str | None = "sandwich", maxiter: int = 200, gtol: float = 1e-2, replicates: int = 100,
-           seed: int = 0, progress: bool = False) -> PopFit:
+           seed: int = 0, progress: bool = False, covariates=None, stratify: str | None = None,
+           prediction_corrected: bool = False) -> PopFit:
     """FOCE-I fit of the mechanistic model to lesions, with a VPC and goodness-of-fit data.
 
     ``data``: NONMEM-layout lesion data (ID, TIME days since baseline, AMT, DV mm, BASEVOL
@@ -349,6 +448,10 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
     BFGS convergence tolerance on the unconstrained scale (1e-2: the ODE solve's own tolerance
     limits how far the gradient can be driven). ``initial``: initial values by parameter name
     (THETA names, ``OMEGA(a,b)``, ``SIGMA(...)``), as :func:`immunopd.nlme.fit` takes them.
+    ``covariates``: categorical effects on typical values, ``{parameter: column}`` (e.g.
+    ``{"kill_rate": "STUDY"}``), the column's smallest value the reference
+    (:func:`immunopd.nlme.with_categorical_effect`); the default data carry ``STUDY`` and ``ARM``
+    (:func:`lesion_covariates`). ``stratify`` and ``prediction_corrected`` go to :func:`vpc`.
     """
     from . import nlme
     from .models.drugs import ARM_REGIMENS
@@ -360,19 +463,43 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
     if data is None:
         from .calibration import observed_courses
 
-        data = lesion_data(observed_courses(dataset, arm=arm), min_scans=min_scans, lesions=lesions)
+        data = lesion_data(observed_courses(dataset, arm=arm), min_scans=min_scans, lesions=lesions,
+                           columns=lesion_covariates(dataset, arm))
     if model is None:
         model = mechanistic_nlme_model(arm, free, random=random, initial=initial)
+    for parameter, column in (covariates or {}).items():
+        if column not in data.columns:
+            raise InputError(describe(f"covariates[{parameter!r}]", column, f"a column of the data: {list(data.columns)}"))
+        levels = sorted(float(v) for v in np.unique(data[column].to_numpy(float)))
+        if len(levels) < 2:
+            raise InputError(describe(f"covariates[{parameter!r}]", column, f"a column with two or more values in the"
+                                      f" fitted lesions (it has {levels})"))
+        model = nlme.with_categorical_effect(model, parameter, column, levels)
+    if stratify is not None and stratify not in data.columns:
+        raise InputError(describe("stratify", stratify, f"a column of the data: {list(data.columns)}"))
     t0 = _time.perf_counter()
     result = nlme.fit(model, data, initial=initial, covariance=covariance, maxiter=maxiter, gtol=gtol, progress=progress)
-    v = vpc(model, data, result.estimates(), replicates=replicates, seed=seed)
+    v = vpc(model, data, result.estimates(), replicates=replicates, seed=seed, stratify=stratify,
+            prediction_corrected=prediction_corrected)
     g = gof(result.dataset)
     return PopFit(result, v, g, _time.perf_counter() - t0)
 
 
+def _draw_vpc(ax, v, title):
+    for j, (q, style) in enumerate(zip(v.percentile.values, ("--", "-", "--"))):
+        ax.fill_between(v.time, v.simulated_lower[:, j], v.simulated_upper[:, j], color="C0" if j != 1 else "C1", alpha=0.25)
+        ax.plot(v.time, v.observed[:, j], "k" + style, marker="o", ms=3, label=f"observed P{q:g}")
+    ax.axhline(-30, color="grey", lw=0.5)
+    ax.axhline(20, color="grey", lw=0.5)
+    pc = "pc" if v.attrs.get("prediction_corrected") else ""
+    ax.set(xlabel="days since baseline scan", ylabel=f"{'prediction-corrected ' if pc else ''}change in diameter (%)",
+           title=f"{pc}VPC {title}({v.attrs['replicates']} replicates)")
+    ax.legend(fontsize=7)
+
+
 def plot_popfit(pf: PopFit, path) -> None:
     """A PNG at ``path``: the VPC and four goodness-of-fit panels (DV vs PRED, DV vs IPRED,
-    CWRES vs TIME, CWRES vs PRED)."""
+    CWRES vs TIME, CWRES vs PRED); a stratified VPC adds one panel per stratum below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -381,15 +508,18 @@ def plot_popfit(pf: PopFit, path) -> None:
     from .io import save_figure
 
     v, g = pf.vpc, pf.gof
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8))
-    ax = axes[0, 0]
-    for j, (q, style) in enumerate(zip(v.percentile.values, ("--", "-", "--"))):
-        ax.fill_between(v.time, v.simulated_lower[:, j], v.simulated_upper[:, j], color="C0" if j != 1 else "C1", alpha=0.25)
-        ax.plot(v.time, v.observed[:, j], "k" + style, marker="o", ms=3, label=f"observed P{q:g}")
-    ax.axhline(-30, color="grey", lw=0.5)
-    ax.axhline(20, color="grey", lw=0.5)
-    ax.set(xlabel="days since baseline scan", ylabel="change in diameter (%)", title=f"VPC ({v.attrs['replicates']} replicates)")
-    ax.legend(fontsize=7)
+    strata = list(v.stratum.values) if "stratum" in v.dims else []
+    extra = -(-len(strata) // 3)
+    fig, axes = plt.subplots(2 + extra, 3, figsize=(14, 8 + 4 * extra), squeeze=False)
+    if strata:
+        axes[0, 0].axis("off")
+        axes[0, 0].text(0, 0.5, f"VPC stratified by {v.attrs['stratified_by']}: one panel per value below", fontsize=9)
+        for k, value in enumerate(strata):
+            _draw_vpc(axes[2 + k // 3, k % 3], v.isel(stratum=k), f"{v.attrs['stratified_by']} = {value} ")
+        for k in range(len(strata), 3 * extra):
+            axes[2 + k // 3, k % 3].axis("off")
+    else:
+        _draw_vpc(axes[0, 0], v, "")
     dv, pred, ipred, cw, t = (g[k].values for k in ("DV", "PRED", "IPRED", "CWRES", "TIME"))
     for ax, x, name in ((axes[0, 1], pred, "PRED"), (axes[0, 2], ipred, "IPRED")):
         ax.scatter(x, dv, s=6, alpha=0.6)
@@ -444,15 +574,23 @@ def population_from_fit(result, n: int, *, seed: int = 0, model=None):
             om[i, j] = est.get(f"OMEGA({a},{b})", est.get(f"OMEGA({b},{a})", 0.0))
     rng = np.random.default_rng(seed)
     eta = rng.multivariate_normal(np.zeros(k), om, size=int(n))
+    effects = json.loads(ds.attrs.get("categorical_effects", "[]"))
+    # with covariate effects each patient takes one fitted lesion's covariates together (its
+    # study and its baseline volume); without, only the baseline volume is drawn (as before)
+    lesion = rng.choice(ds.sizes["subject"], size=int(n), replace=True) if effects else None
     params = {}
     for name in free:
         theta = est[_theta_name(name)]
         if name == "baseline_tumor_volume":
             if "covariate_BASEVOL" not in ds:
                 raise InputError(describe("result", "a fit without the BASEVOL covariate", "a mechanistic popfit result"))
-            value = theta * rng.choice(ds["covariate_BASEVOL"].values, size=int(n), replace=True)
+            basevol = ds["covariate_BASEVOL"].values
+            value = theta * (basevol[lesion] if effects else rng.choice(basevol, size=int(n), replace=True))
         else:
             value = np.full(int(n), theta)
+        for e in effects:
+            if e["parameter"] == name:
+                value = value * np.where(ds[f"covariate_{e['covariate']}"].values[lesion] == e["level"], est[e["theta"]], 1.0)
         if name in etas:
             value = value * np.exp(eta[:, etas.index(name)])
         params[name] = value

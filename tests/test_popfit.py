@@ -181,22 +181,3 @@ def test_cli_population_out_is_checked_before_fitting(tmp_path, capsys):
     assert cli.main(["popfit", "--out", out, "--population-out", str(tmp_path / "p.nc"), "--patients", "0"]) == 2
     assert "--patients = 0 is not allowed; allowed: a positive integer" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
-
-
-@pytest.mark.slow
-def test_sse_small():
-    """bench/sse.py in small: 2 replicates x 12 lesions, re-estimated from the initial values; the
-    typical values come back within 35 % (12 lesions), and the summary's coverage is computed
-    from the sandwich SEs where the covariance step succeeded."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    import sse
-
-    res = sse.run(2, 12, seed=11, maxiter=100, verbose=False)
-    tab = sse.summarize(res).set_index("parameter")
-    for k in ("V0_RATIO", "POP_GROWTH_RATE", "POP_KILL_RATE"):
-        assert abs(tab.loc[k, "bias %"]) < 35, (k, tab.loc[k, "bias %"])
-    assert set(tab.columns) >= {"bias %", "rRMSE %", "90% CI coverage %", "n with SE"}
-    assert (tab["n with SE"] <= 2).all()
