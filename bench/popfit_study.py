@@ -1,0 +1,72 @@
+"""The mechanistic population fit with study as a covariate, on lesions from every study of an arm
+(issue 16, item 4), with the VPC stratified by study and prediction-corrected.
+
+Takes the first ``--per-study`` lesions with >= ``--min-scans`` scans of each study of the arm
+(Laleh 2022: studies 1-5 for immunotherapy, 2 and 4 for docetaxel), fits the FOCE-I population
+(etas on growth and kill rates, V0_RATIO x the baseline scan's volume, combined error) with a
+categorical effect of STUDY on the typical kill rate (``KILL_RATE_STUDY<k>``, study 1 or the
+smallest number the reference), then draws the stratified pcVPC and the GOF panels. Prints the
+report, writes the result (.nc) and the figure (.png) when asked. A subset: a fit of every lesion
+is out of reach on a 2-core machine (README, "Not met").
+
+Reproduce with:  .venv/bin/python bench/popfit_study.py --per-study 6 --out study.nc --plot study.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import immunopd  # noqa: E402,F401
+from immunopd.calibration import observed_courses  # noqa: E402
+from immunopd.cli import _check_output  # noqa: E402
+from immunopd.io import write_netcdf  # noqa: E402
+from immunopd.popfit import lesion_covariates, lesion_data, plot_popfit, popfit  # noqa: E402
+
+
+def study_subset(arm: str, per_study: int, min_scans: int):
+    cov = lesion_covariates("laleh2022", arm)
+    data = lesion_data(observed_courses("laleh2022", arm=arm), min_scans=min_scans, columns=cov)
+    keep = data.groupby("STUDY", sort=True).ID.unique().map(lambda ids: list(ids[:per_study]))
+    ids = [i for group in keep for i in group]
+    return data[data.ID.isin(ids)].reset_index(drop=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arm", default="immunotherapy", choices=["immunotherapy", "chemotherapy"])
+    ap.add_argument("--per-study", type=int, default=6)
+    ap.add_argument("--min-scans", type=int, default=4)
+    ap.add_argument("--maxiter", type=int, default=100)
+    ap.add_argument("--out", default=None, help="the popfit result (.nc)")
+    ap.add_argument("--plot", default=None, help="the stratified pcVPC and GOF figure (.png)")
+    args = ap.parse_args()
+    if args.out:
+        _check_output(args.out, "--out", (".nc",))
+    if args.plot:
+        _check_output(args.plot, "--plot", (".png",))
+    data = study_subset(args.arm, args.per_study, args.min_scans)
+    counts = data.groupby("STUDY").ID.nunique()
+    print(f"{data.ID.nunique()} lesions, {len(data)} scans; lesions per study: "
+          + ", ".join(f"{int(k)}: {v}" for k, v in counts.items()), flush=True)
+    t0 = time.perf_counter()
+    pf = popfit(data, arm=args.arm, random=("growth_rate", "kill_rate"), covariates={"kill_rate": "STUDY"},
+                stratify="STUDY", prediction_corrected=True, maxiter=args.maxiter, progress=True)
+    print(pf.report())
+    print(f"wall time, compilation included: {time.perf_counter() - t0:.1f} s")
+    if args.out:
+        write_netcdf(pf.to_dataset(), args.out)
+        print(f"wrote {args.out}")
+    if args.plot:
+        plot_popfit(pf, args.plot)
+        print(f"wrote {args.plot}")
+    print(f"reproduce: .venv/bin/python bench/popfit_study.py --arm {args.arm} --per-study {args.per_study}"
+          f" --min-scans {args.min_scans} --maxiter {args.maxiter}")
+
+
+if __name__ == "__main__":
+    main()
