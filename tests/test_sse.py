@@ -123,10 +123,18 @@ def test_exponential_population_is_recovered():
     assert tab.loc["SIGMA(proportional)", "bias %"] == pytest.approx(0, abs=40), tab
 
 
+#: relative RMSE (%) of each fixed effect over the 40 replicates of `bench/sse.py --replicates 40
+#: --lesions 20` (README): the spread one replicate's estimate has about the truth
+BENCH_RRMSE = {"V0_RATIO": 3.8, "POP_GROWTH_RATE": 13.9, "POP_KILL_RATE": 24.4}
+
+
 @pytest.mark.slow
 def test_mechanistic_population_is_recovered():
     """The small version of bench/sse.py: 2 replicates x 20 lesions of the mechanistic population
-    model on atezolizumab (etas on growth and kill), from the model's initial values."""
+    model on atezolizumab (etas on growth and kill), from the model's initial values. Two
+    replicates cannot test the 10 % bias bar (the bench does, over 40): each fixed effect's mean
+    error must be within three standard errors of a 2-replicate mean, 3 rRMSE / sqrt(2), with the
+    bench's rRMSE; an estimator off by more than that (or not converging) fails."""
     import importlib.util
     from pathlib import Path
 
@@ -136,4 +144,5 @@ def test_mechanistic_population_is_recovered():
     res = bench.run(2, 20, seed=0, verbose=False)
     assert res.converged.all() and res.covariance_ok.all(), res.status.unique()
     tab = sse.summarize(res, fixed=bench.FIXED).set_index("parameter")
-    assert (tab.loc[list(bench.FIXED), "bias %"].abs() < 10).all(), tab
+    for name in bench.FIXED:
+        assert abs(tab.loc[name, "bias %"]) < 3 * BENCH_RRMSE[name] / math.sqrt(2), (name, tab.loc[name, "bias %"])
