@@ -277,7 +277,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--plot", default=None, help="also write the VPC and goodness-of-fit figure (.png)")
     pf.add_argument("--covariate", action="append", default=[], metavar="PARAMETER=COLUMN",
                     help="a categorical effect on a parameter's typical value, e.g. kill_rate=STUDY (repeatable; the"
-                         " data carry STUDY, the study's number, and ARM; the smallest value is the reference)")
+                         " data carry STUDY, the study's number; the smallest value is the reference)")
     pf.add_argument("--vpc-stratify", default=None, metavar="COLUMN", help="one VPC per value of a data column (e.g. STUDY)")
     pf.add_argument("--pc-vpc", action="store_true",
                     help="prediction-corrected VPC (Bergstrand et al. 2011) of the % change in diameter")
@@ -535,6 +535,9 @@ def _popfit(args) -> int:
         parameter, sep, column = item.partition("=")
         if not sep or not parameter.strip() or not column.strip():
             raise InputError(describe("--covariate", item, "PARAMETER=COLUMN, e.g. kill_rate=STUDY"))
+        if parameter.strip() in covariates:
+            raise InputError(describe("--covariate", item, f"one effect per parameter ({parameter.strip()} has"
+                                      f" {covariates[parameter.strip()]} already)"))
         covariates[parameter.strip()] = column.strip()
     model = None
     if args.model != "mechanistic":

@@ -298,6 +298,9 @@ def load_prior(path=None) -> Prior:
     etas = tuple(str(x) for x in ds.eta.values)
     k = len(etas)
     om = np.array([[est.get(f"OMEGA({a},{b})", est.get(f"OMEGA({b},{a})", 0.0)) for b in etas] for a in etas]).reshape(k, k)
+    if ds.attrs.get("categorical_effects"):
+        raise InputError(describe("prior", str(path), "a population fit without covariate effects (`popfit --covariate`):"
+                                  " a forecast would take every patient at the reference level"))
     if ds.attrs.get("error_model") != "combined":
         raise InputError(describe("prior error model", ds.attrs.get("error_model"), "'combined' (what popfit fits)"))
     sigma = (est["SIGMA(proportional)"], est["SIGMA(additive)"])

@@ -279,6 +279,8 @@ def _vpc_bins(obs_ratio, sim_ratio, obs_t, pred_ratio, bins: int):
     finite = np.isfinite(obs_ratio)
     t_obs = obs_t[finite]
     edges = np.unique(np.quantile(t_obs, np.linspace(0, 1, int(bins) + 1)))
+    if len(edges) == 1:  # every scan on one day: one bin
+        edges = np.repeat(edges, 2)
     edges[-1] += 1e-9
     nb = len(edges) - 1
     which = np.clip(np.searchsorted(edges, obs_t, side="right") - 1, 0, nb - 1)
@@ -336,6 +338,8 @@ def vpc(model, data, estimates: dict, *, replicates: int = 100, bins: int = 6, s
     if stratify is not None:
         if stratify not in getattr(data, "columns", ()):
             raise InputError(describe("stratify", stratify, f"a column of the data: {list(getattr(data, 'columns', []))}"))
+        if data[stratify].isna().any():
+            raise InputError(describe("stratify", stratify, "a column with a value on every row (it has missing values)"))
         per_subject = data.groupby("ID", sort=False)[stratify].nunique()
         if (per_subject > 1).any():
             raise InputError(describe("stratify", stratify, "a column with one value per lesion (ID)"))
@@ -346,12 +350,20 @@ def vpc(model, data, estimates: dict, *, replicates: int = 100, bins: int = 6, s
     if prediction_corrected:
         pred = _ratio(_population_predictions(model, d, estimates, np.zeros((1, len(d.ids), len(model.etas))))[0],
                       d.obs_t, d.mask)
+        used = np.isfinite(obs)
+        if not np.all(np.isfinite(pred[used]) & (pred[used] > 0)):
+            raise InputError(describe("prediction_corrected", True, "population predictions (PRED) that are finite and"
+                                      " positive at every scan and baseline; some are not at these estimates"))
     if stratify is None:
         groups = [(None, np.ones(len(d.ids), bool))]
     else:
         value = data.groupby("ID", sort=False)[stratify].first()
         per_id = np.asarray([value.loc[i] for i in d.ids])
         groups = [(v, per_id == v) for v in sorted(_unique(per_id))]
+    empty = [v for v, sel in groups if not np.isfinite(obs[sel]).any()]
+    if empty:
+        raise InputError(describe("stratify", stratify or "(none)", f"strata with at least one scan after the baseline;"
+                                  f" {empty} have none"))
     tables = [_vpc_bins(obs[sel], sim[:, sel], d.obs_t[sel], None if pred is None else pred[sel], bins) for _, sel in groups]
     nb = max(len(t["n_observed"]) for t in tables)
 
@@ -365,14 +377,14 @@ def vpc(model, data, estimates: dict, *, replicates: int = 100, bins: int = 6, s
         return np.stack(out)
 
     pcts = np.asarray(_VPC_PERCENTILES)
-    pc = {"units": "%", "long_name": "change in diameter from the lesion's baseline scan"
-          + (", prediction-corrected" if prediction_corrected else "")}
+    pc = {"units": "%", "long_name": "change in diameter from the lesion's baseline scan"}
+    note = " (prediction-corrected)" if prediction_corrected else ""
     dims2, dims1 = ("stratum", "bin", "percentile"), ("stratum", "bin")
     ds = xr.Dataset(
-        {"observed": (dims2, stack("observed", np.nan), pc | {"long_name": "observed percentile of the % change"}),
-         "simulated_median": (dims2, stack("simulated_median", np.nan), pc | {"long_name": "median over replicates of the simulated percentile"}),
-         "simulated_lower": (dims2, stack("simulated_lower", np.nan), pc | {"long_name": "5th percentile over replicates of the simulated percentile"}),
-         "simulated_upper": (dims2, stack("simulated_upper", np.nan), pc | {"long_name": "95th percentile over replicates of the simulated percentile"}),
+        {"observed": (dims2, stack("observed", np.nan), pc | {"long_name": "observed percentile of the % change" + note}),
+         "simulated_median": (dims2, stack("simulated_median", np.nan), pc | {"long_name": "median over replicates of the simulated percentile" + note}),
+         "simulated_lower": (dims2, stack("simulated_lower", np.nan), pc | {"long_name": "5th percentile over replicates of the simulated percentile" + note}),
+         "simulated_upper": (dims2, stack("simulated_upper", np.nan), pc | {"long_name": "95th percentile over replicates of the simulated percentile" + note}),
          "n_observed": (dims1, stack("n_observed", 0).astype(int), {"units": "1", "long_name": "observations in the bin (baselines excluded)"}),
          "time": (dims1, stack("time", np.nan), {"units": "day", "long_name": "median observation time in the bin (days since baseline)"}),
          "bin_start": (dims1, stack("bin_start", np.nan), {"units": "day"}), "bin_end": (dims1, stack("bin_end", np.nan), {"units": "day"})},
@@ -607,7 +619,9 @@ def population_from_fit(result, n: int, *, seed: int = 0, model=None):
     return Population.from_params(params, model=model, seed=int(seed), source="immunopd popfit", clipped=clipped,
                                   description=f"drawn from a FOCE-I population fit ({ds.attrs.get('n_subjects')} lesions,"
                                               f" OFV {float(ds.ofv):.2f}): typical values x exp(eta), eta ~ N(0, OMEGA);"
-                                              " baseline volumes V0_RATIO x BASEVOL resampled from the fitted lesions")
+                                              " baseline volumes V0_RATIO x BASEVOL resampled from the fitted lesions"
+                                              + ("; each patient's covariates (" + ", ".join(sorted({e["covariate"] for e in effects}))
+                                                 + ") and BASEVOL from the same fitted lesion" if effects else ""))
 
 
 def time_course_check(model, data, estimates: dict, *, seed: int = 0) -> dict:

@@ -26,14 +26,18 @@ def _model():
     return nlme.with_categorical_effect(curve_nlme_model("exponential"), "growth_rate", "STUDY", [1, 2])
 
 
-def _design(n, rng, jitter=0.0):
+def _design(n, rng, jitter=0.0, study_shift=0.0):
+    """n lesions alternating between studies 1 and 2; ``jitter`` staggers lesions' scans, and
+    ``study_shift`` (days) moves study 2's post-baseline scans later."""
     rng = np.random.default_rng(rng)
     rows = []
     for i in range(n):
         d0 = float(rng.uniform(15, 40))
+        study = 1.0 + (i % 2)
         for k, t in enumerate((0.0, 42.0, 84.0, 126.0, 189.0, 252.0)):
-            rows.append({"ID": f"L{i:03d}", "TIME": t + (jitter * i * k / n if k else 0.0), "AMT": 0.0, "DV": d0,
-                         "BASEVOL": math.pi / 6 * d0**3, "STUDY": 1.0 + (i % 2)})
+            late = (jitter * i * k / n + study_shift * (study == 2.0)) if k else 0.0
+            rows.append({"ID": f"L{i:03d}", "TIME": t + late, "AMT": 0.0, "DV": d0,
+                         "BASEVOL": math.pi / 6 * d0**3, "STUDY": study})
     return pd.DataFrame(rows)
 
 
@@ -99,40 +103,115 @@ def test_population_from_fit_applies_each_drawn_lesions_study():
 
 def test_stratified_vpc_is_the_vpc_of_each_stratum():
     model = _model()
-    data = sse.simulate(model, _design(12, 3), TRUTH, seed=4)
+    data = sse.simulate(model, _design(12, 3, study_shift=10.0), TRUTH, seed=4)  # each study its own scan days
     v = vpc(model, data, TRUTH, replicates=4, bins=3, stratify="STUDY")
     assert v.observed.dims == ("stratum", "bin", "percentile") and list(v.stratum.values) == [1.0, 2.0]
     for k, study in enumerate((1.0, 2.0)):
         alone = vpc(model, data[data.STUDY == study], TRUTH, replicates=4, bins=3)
         np.testing.assert_allclose(v.observed.isel(stratum=k).values, alone.observed.values, rtol=1e-12)
+        np.testing.assert_allclose(v.bin_start.isel(stratum=k).values, alone.bin_start.values, rtol=1e-12)
         assert int(v.n_observed.isel(stratum=k).sum()) == 6 * 5
+        pc = vpc(model, data, TRUTH, replicates=4, bins=3, stratify="STUDY", prediction_corrected=True)
+        pc_alone = vpc(model, data[data.STUDY == study], TRUTH, replicates=4, bins=3, prediction_corrected=True)
+        np.testing.assert_allclose(pc.observed.isel(stratum=k).values, pc_alone.observed.values, rtol=1e-12)
+    assert float(v.bin_start.sel(stratum=2.0)[1]) > float(v.bin_start.sel(stratum=1.0)[1])  # bins of its own
     # the observed percentiles by hand: the first bin of study 2 holds its 42-day scans
     s2 = data[(data.STUDY == 2.0)]
     base = s2.groupby("ID").DV.transform("first")
-    first = 100 * (s2.DV / base - 1)[s2.TIME == 42.0]
+    first = 100 * (s2.DV / base - 1)[s2.TIME == 52.0]
     assert float(v.observed.sel(stratum=2.0).isel(bin=0, percentile=1)) == pytest.approx(np.median(first), rel=1e-12)
     with pytest.raises(InputError, match=r"^stratify = 'TRIAL' is not allowed; allowed: a column of the data"):
         vpc(model, data, TRUTH, replicates=2, stratify="TRIAL")
+    holes = data.copy()
+    holes.loc[3, "STUDY"] = np.nan
+    with pytest.raises(InputError, match=r"^stratify = 'STUDY' is not allowed; allowed: a column with a value on every row"):
+        vpc(model, holes, TRUTH, replicates=2, stratify="STUDY")
+    only_baseline = pd.concat([data, data[data.TIME == 0].assign(ID=lambda f: f.ID + "b", STUDY=3.0)], ignore_index=True)
+    with pytest.raises(InputError, match=r"^stratify = 'STUDY' is not allowed; allowed: strata with at least one scan after"
+                                         r" the baseline; \[[^,\]]*3\.0[^,\]]*\] have none$"):
+        vpc(nlme.with_categorical_effect(curve_nlme_model("exponential"), "growth_rate", "STUDY", [1, 2, 3]),
+            only_baseline, dict(TRUTH, GROWTH_RATE_STUDY3=1.0), replicates=2, stratify="STUDY")
 
 
-def test_prediction_correction_removes_the_spread_of_scan_times_within_a_bin():
-    """Lesions read exactly on the typical curve (no eta, no error) but scanned at staggered
-    times: the pcVPC's observed percentiles in each bin collapse onto the bin's median
-    prediction, 100 (median over the bin of exp(g t / 3) - 1) (Bergstrand et al. 2011)."""
+def test_prediction_correction_by_hand():
+    """Lesions scanned at staggered times, each read at its own constant multiple c_i of the
+    typical curve's ratio to baseline (exp(g t / 3)). Prediction correction (Bergstrand et al.
+    2011) on the ratio: pc ratio = c_i exp(g t / 3) m_b / exp(g t / 3) = c_i m_b, m_b the bin's
+    median of exp(g t / 3), so the observed percentiles are 100 (m_b percentile(c) - 1). The
+    simulations (no eta, no error) are corrected by the same PRED: every percentile 100 (m_b - 1)."""
     model = curve_nlme_model("exponential")
-    truth = {"V0_RATIO": 1.0, "POP_GROWTH_RATE": 0.004, "OMEGA(initial_size,initial_size)": 0.01,
-             "OMEGA(growth_rate,growth_rate)": 0.04, "SIGMA(proportional)": 0.0025, "SIGMA(additive)": 0.25}
-    exact = dict(truth, **{k: 0.0 for k in truth if k.startswith(("OMEGA", "SIGMA"))})
-    data = sse.simulate(model, _design(10, 5, jitter=30.0).drop(columns="STUDY"), exact, seed=0)
+    truth = {"V0_RATIO": 1.0, "POP_GROWTH_RATE": 0.004, "OMEGA(initial_size,initial_size)": 0.0,
+             "OMEGA(growth_rate,growth_rate)": 0.0, "SIGMA(proportional)": 0.0, "SIGMA(additive)": 0.0}
+    data = sse.simulate(model, _design(10, 5, jitter=30.0).drop(columns="STUDY"), truth, seed=0)
+    c = {f"L{i:03d}": 0.7 + 0.07 * i for i in range(10)}
+    later = data.TIME > 0
+    data.loc[later, "DV"] *= data.loc[later, "ID"].map(c)
     plain = vpc(model, data, truth, replicates=3, bins=5)
     pc = vpc(model, data, truth, replicates=3, bins=5, prediction_corrected=True)
-    assert pc.attrs["prediction_corrected"] == 1
-    later = data[data.TIME > 0]
+    assert pc.attrs["prediction_corrected"] == 1 and "prediction-corrected" in pc.observed.attrs["long_name"]
+    obs = data[later]
     for b in range(5):
-        inb = (later.TIME >= float(pc.bin_start[b])) & (later.TIME < float(pc.bin_end[b]))
-        expected = 100 * (np.median(np.exp(0.004 * later.TIME[inb] / 3)) - 1)
-        np.testing.assert_allclose(pc.observed.isel(bin=b).values, expected, rtol=1e-10)
-        assert float(plain.observed.isel(bin=b, percentile=2) - plain.observed.isel(bin=b, percentile=0)) > 0.1
+        inb = (obs.TIME >= float(pc.bin_start[b])) & (obs.TIME < float(pc.bin_end[b]))
+        m = np.median(np.exp(0.004 * obs.TIME[inb] / 3))
+        np.testing.assert_allclose(pc.observed.isel(bin=b).values,
+                                   100 * (m * np.percentile(obs.ID[inb].map(c), [5, 50, 95]) - 1), rtol=1e-10)
+        for k in ("simulated_lower", "simulated_median", "simulated_upper"):
+            np.testing.assert_allclose(pc[k].isel(bin=b).values, 100 * (m - 1), rtol=1e-10)
+        # uncorrected, the simulations keep the spread of the scan times
+        assert float(plain.simulated_median.isel(bin=b, percentile=2) - plain.simulated_median.isel(bin=b, percentile=0)) > 0.1
+
+
+def test_stratified_pcvpc_travels_to_netcdf_and_the_figure(tmp_path):
+    from immunopd.io import open_result, write_netcdf
+    from immunopd.popfit import PopFit, gof, plot_popfit
+
+    model = _model()
+    data = sse.simulate(model, _design(16, 6), TRUTH, seed=7)
+    fit = nlme.fit(model, data, covariance=None, maxiter=30)
+    v = vpc(model, data, fit.estimates(), replicates=5, bins=3, stratify="STUDY", prediction_corrected=True)
+    pf = PopFit(fit, v, gof(fit.dataset), 1.0)
+    write_netcdf(pf.to_dataset(), tmp_path / "fit.nc")
+    back = open_result(tmp_path / "fit.nc")
+    assert list(back.vpc_stratum.values) == [1.0, 2.0] and back.vpc_observed.dims == ("vpc_stratum", "vpc_bin", "vpc_percentile")
+    assert back.attrs["vpc_prediction_corrected"] == 1 and back.attrs["vpc_stratified_by"] == "STUDY"
+    np.testing.assert_allclose(back.vpc_observed.values, v.observed.values, rtol=1e-12)
+    assert json.loads(back.attrs["categorical_effects"])[0]["theta"] == "GROWTH_RATE_STUDY2"
+    plot_popfit(pf, tmp_path / "fit.png")
+    assert (tmp_path / "fit.png").stat().st_size > 10_000
+
+
+def test_a_forecast_prior_with_covariate_effects_is_refused(tmp_path):
+    import xarray as xr
+
+    from immunopd.forecast import DEFAULT_PRIOR, load_prior
+
+    with xr.open_dataset(DEFAULT_PRIOR) as ds:
+        ds = ds.load()
+    ds.attrs["categorical_effects"] = json.dumps([{"theta": "KILL_RATE_STUDY2", "parameter": "kill_rate",
+                                                   "covariate": "STUDY", "level": 2.0, "reference": 1.0}])
+    ds.to_netcdf(tmp_path / "prior.nc")
+    with pytest.raises(InputError, match=r"allowed: a population fit without covariate effects"):
+        load_prior(tmp_path / "prior.nc")
+
+
+def test_cli_passes_the_vpc_flags_to_popfit(tmp_path, monkeypatch):
+    import immunopd.popfit as popfit_module
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(popfit_module, "popfit", fake)
+    with pytest.raises(Stop):
+        cli.main(["popfit", "--lesions", "30", "--covariate", "kill_rate=STUDY", "--vpc-stratify", "STUDY", "--pc-vpc",
+                  "--out", str(tmp_path / "fit.nc")])
+    assert seen["covariates"] == {"kill_rate": "STUDY"} and seen["stratify"] == "STUDY"
+    assert seen["prediction_corrected"] is True and seen["lesions"] == 30
 
 
 def test_cli_covariate_flags_are_checked(tmp_path, capsys):
@@ -145,6 +224,9 @@ def test_cli_covariate_flags_are_checked(tmp_path, capsys):
     assert cli.main(["popfit", "--lesions", "2", "--covariate", "kill_rate=STUDY", "--out", out]) == 2
     assert ("covariates['kill_rate'] = 'STUDY' is not allowed; allowed: a column with two or more values in the fitted"
             " lesions (it has [1.0])") in capsys.readouterr().err
+    assert cli.main(["popfit", "--covariate", "kill_rate=STUDY", "--covariate", "kill_rate=ARM", "--out", out]) == 2
+    assert ("--covariate = 'kill_rate=ARM' is not allowed; allowed: one effect per parameter (kill_rate has STUDY"
+            " already)") in capsys.readouterr().err
     assert cli.main(["popfit", "--lesions", "2", "--vpc-stratify", "TRIAL", "--out", out]) == 2
     assert "stratify = 'TRIAL' is not allowed; allowed: a column of the data" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
