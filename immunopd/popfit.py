@@ -259,11 +259,6 @@ def _ratio(y, t, mask):
     return np.where(mask & (t > 0), out, np.nan)
 
 
-def _pct_change(y, t, mask):
-    """100 (y / y at t = 0 - 1) per subject, NaN where masked or at the baseline scan."""
-    return 100.0 * (_ratio(y, t, mask) - 1.0)
-
-
 def _quiet_nanpercentile(a, q, axis):
     import warnings
 
@@ -359,7 +354,7 @@ def vpc(model, data, estimates: dict, *, replicates: int = 100, bins: int = 6, s
     else:
         value = data.groupby("ID", sort=False)[stratify].first()
         per_id = np.asarray([value.loc[i] for i in d.ids])
-        groups = [(v, per_id == v) for v in sorted(_unique(per_id))]
+        groups = [(v, per_id == v) for v in sorted(set(per_id.tolist()))]
     empty = [v for v, sel in groups if not np.isfinite(obs[sel]).any()]
     if empty:
         raise InputError(describe("stratify", stratify or "(none)", f"strata with at least one scan after the baseline;"
@@ -397,12 +392,6 @@ def vpc(model, data, estimates: dict, *, replicates: int = 100, bins: int = 6, s
                               " own scan times (eta ~ N(0, OMEGA), residual error as fitted)"
                               + ("; prediction-corrected (Bergstrand et al. 2011)" if prediction_corrected else "")})
     return ds if stratify is not None else ds.isel(stratum=0, drop=True)
-
-
-def _unique(values):
-    import pandas as pd
-
-    return pd.unique(np.asarray(values))
 
 
 def gof(fit_dataset):
