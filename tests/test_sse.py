@@ -31,7 +31,7 @@ def _design(n, rng, times=(0.0, 42.0, 84.0, 126.0, 189.0, 252.0)):
 def test_simulated_rows_are_the_curve_at_zero_variances_whatever_the_row_order():
     model = curve_nlme_model("exponential")
     design = _design(5, 1).sample(frac=1.0, random_state=3).set_index(np.arange(100, 130))  # interleaved subjects
-    design["DV"] = 0  # an integer placeholder column
+    design["DV"] = 0  # an integer DV column: simulate must still write float diameters into it
     exact = dict(EXP_TRUTH, **{"OMEGA(initial_size,initial_size)": 0.0, "OMEGA(growth_rate,growth_rate)": 0.0,
                                "SIGMA(proportional)": 0.0, "SIGMA(additive)": 0.0})
     out = sse.simulate(model, design, exact, seed=0)
