@@ -165,8 +165,13 @@ def test_cli_ctrl_c_during_a_trial_exits_130_without_a_traceback(tmp_path):
     bar, no traceback, the existing file unchanged and nothing else left."""
     out = tmp_path / "existing.nc"
     out.write_bytes(b"a good result\n")
-    proc = subprocess.Popen([sys.executable, "-m", "immunopd.cli", "trial", "--regimen", "pembrolizumab 200 mg q3w",
-                             "--patients", "20000", "--out", str(out)],
+    # Ctrl-C in a terminal reaches a process whose SIGINT is at its default; a test suite started in
+    # the background by a shell without job control (`make test &`) passes SIGINT on as ignored, and
+    # Python then rightly leaves it ignored, so the child restores Python's own handler first
+    argv = ["trial", "--regimen", "pembrolizumab 200 mg q3w", "--patients", "20000", "--out", str(out)]
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             f"sys.argv = ['immunopd'] + {argv!r}; runpy.run_module('immunopd.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", start],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=tmp_path)
     err = bytearray()
     reader = threading.Thread(target=lambda: [err.extend(b) for b in iter(lambda: os.read(proc.stderr.fileno(), 4096), b"")])
