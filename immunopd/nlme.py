@@ -331,6 +331,10 @@ def _prepare(model: NLMEModel, data) -> _Data:
             raise InputTypeError(describe(f"data[{c!r}]", str(data[c].dtype), "numbers (code a categorical covariate as integers)"))
         if not np.all(np.isfinite(data[c].to_numpy(float))):
             raise InputError(describe(f"data[{c!r}]", "NaN or infinite values", "finite numbers"))
+    if not data.index.is_unique:
+        dup = data.index[data.index.duplicated()].unique()[:3].tolist()
+        raise InputError(describe("data index", f"repeated labels {dup}", "one label per row (the results name each observation"
+                                  " by its row label): data.reset_index(drop=True), or pd.concat(..., ignore_index=True)"))
     if "EVID" in data.columns:
         is_dose = data["EVID"].to_numpy() == 1
         is_obs = data["EVID"].to_numpy() == 0

@@ -248,6 +248,12 @@ def test_bad_input_is_named():
     with pytest.raises(InputError) as err:
         nlme.fit(base, data.drop(columns="WGT"))
     assert "columns including ['WGT']" in str(err.value)
+    twice = pd.concat([data.assign(DV=1.0), data.assign(ID=data.ID + 2, DV=1.0)])  # concat keeps each frame's labels
+    with pytest.raises(InputError) as err:
+        nlme.fit(base, twice)
+    assert str(err.value) == ("data index = 'repeated labels [0, 1, 2]' is not allowed; allowed: one label per row (the"
+                              " results name each observation by its row label): data.reset_index(drop=True), or"
+                              " pd.concat(..., ignore_index=True)")
 
 
 def test_progress_reports_iterations_and_the_objective(capsys):
