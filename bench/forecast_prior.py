@@ -13,6 +13,7 @@ baseline scan fixes the volume). The Dataset it writes (the one `immunopd popfit
 --out` writes) is package data: immunopd/priors/laleh2022_<arm>.nc (`immunopd forecast --prior <arm>`).
 
 Reproduce with:  .venv/bin/python bench/forecast_prior.py [--arm immunotherapy|chemotherapy] [--lesions 60] [--maxiter 60] [--omega 0.1]
+[--add-random carrying_capacity --out FILE]
 (a fit that stops at --maxiter can go on with --start FILE; the shipped file's attrs['reproduce'] says how it was made)
 """
 
@@ -65,12 +66,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--omega", type=float, default=None, help="initial OMEGA (variance) of every eta (default: the arm's,"
                                                                " INITIAL_OMEGA)")
+    ap.add_argument("--add-random", default="", help="comma-separated further parameters to fit with an eta each (e.g."
+                                                     " carrying_capacity: K_RATIO x the lesion's baseline volume)")
     ap.add_argument("--out", default=None, help="default: immunopd/priors/laleh2022_<arm>.nc")
     ap.add_argument("--start", default=None, help="start from the estimates of an earlier run's file (a second leg of a fit"
                                                   " that stopped at --maxiter)")
     args = ap.parse_args()
     out = args.out or OUT.format(arm=args.arm)
     free, random, start_values = ARMS[args.arm]
+    extra = tuple(x.strip() for x in args.add_random.split(",") if x.strip())
+    free, random = free + tuple(x for x in extra if x not in free), random + tuple(x for x in extra if x not in random)
     df = all_records()
     rng = np.random.default_rng(args.seed)
     arm = df[df.arm == args.arm]

@@ -266,13 +266,13 @@ class Prior:
 
     def typical(self, baseline_mm: float) -> dict:
         """Typical individual parameters of a lesion whose baseline scan is ``baseline_mm``."""
-        from .popfit import _theta_name
+        from .popfit import RELATIVE_TO_BASEVOL, _theta_name
 
         basevol = math.pi / 6.0 * baseline_mm**3
         out = {}
         for name in self.free:
             theta = self.estimates[_theta_name(name)]
-            out[name] = theta * basevol if name == "baseline_tumor_volume" else theta
+            out[name] = theta * basevol if name in RELATIVE_TO_BASEVOL else theta
         return out
 
 

@@ -15,7 +15,8 @@ Conventions (documented simplifications):
 - the typical baseline volume is tied to the lesion's baseline scan:
   ``baseline_tumor_volume = V0_RATIO * BASEVOL`` with the covariate ``BASEVOL = pi/6 D0^3``
   (mm3, D0 the baseline diameter), so ``V0_RATIO`` near 1 and its eta absorbs measurement
-  error at the baseline scan; growth and kill rates have population typical values;
+  error at the baseline scan; a free carrying capacity likewise is ``K_RATIO * BASEVOL``;
+  growth and kill rates have population typical values;
 - the residual error is combined (proportional + additive, mm): lesions that disappear are
   measured as 0 mm.
 
@@ -44,7 +45,12 @@ __all__ = ["mechanistic_predictor", "mechanistic_nlme_model", "lesion_data", "po
 
 #: parameters carrying a between-lesion random effect by default (what single-lesion fits identify)
 DEFAULT_RANDOM = ("baseline_tumor_volume", "growth_rate", "kill_rate")
-_THETA_OF = {"baseline_tumor_volume": "V0_RATIO"}
+#: parameters whose typical value is a THETA times the lesion's baseline volume ``BASEVOL`` (mm3):
+#: name -> (THETA name, description). The carrying capacity too: lesions span three decades of
+#: volume, and a plateau is a multiple of the lesion's own size far more than a common volume.
+RELATIVE_TO_BASEVOL = {"baseline_tumor_volume": ("V0_RATIO", "typical baseline volume / (pi/6 D0^3)"),
+                       "carrying_capacity": ("K_RATIO", "typical carrying capacity / (pi/6 D0^3)")}
+_THETA_OF = {name: theta for name, (theta, _) in RELATIVE_TO_BASEVOL.items()}
 _VPC_PERCENTILES = (5.0, 50.0, 95.0)
 
 
@@ -134,8 +140,10 @@ def mechanistic_nlme_model(regimen="immunotherapy", free: Sequence[str] = DEFAUL
                            sigma=(0.01, 1.0), **predictor_kws):
     """The :class:`immunopd.nlme.NLMEModel` of ``free`` with log-normal etas on ``random`` (default:
     every free parameter), typical values ``POP_<NAME>`` (the parameter defaults unless
-    ``initial`` says otherwise) and, for the baseline volume, ``V0_RATIO * BASEVOL`` (covariate,
-    mm3); combined residual error in mm (``sigma``: proportional then additive variance)."""
+    ``initial`` says otherwise) and, for the baseline volume and the carrying capacity,
+    ``V0_RATIO * BASEVOL`` and ``K_RATIO * BASEVOL`` (covariate, mm3; initial 1 and the ratio of
+    the two parameters' defaults); combined residual error in mm (``sigma``: proportional then
+    additive variance)."""
     from .nlme import NLMEModel, Theta
 
     predict = mechanistic_predictor(regimen, free, model=model, **predictor_kws)
@@ -149,17 +157,19 @@ def mechanistic_nlme_model(regimen="immunotherapy", free: Sequence[str] = DEFAUL
         spec = m.parameters[name]
         units[name] = spec.unit
         t = _theta_name(name)
-        init = (initial or {}).get(t, 1.0 if name == "baseline_tumor_volume" else float(spec.default))
-        unit = "1" if name == "baseline_tumor_volume" else spec.unit
-        desc = ("typical baseline volume / (pi/6 D0^3)" if name == "baseline_tumor_volume" else f"typical {name}")
+        relative = name in RELATIVE_TO_BASEVOL
+        default = float(spec.default) / float(m.parameters["baseline_tumor_volume"].default) if relative else float(spec.default)
+        init = (initial or {}).get(t, default)
+        unit = "1" if relative else spec.unit
+        desc = RELATIVE_TO_BASEVOL[name][1] if relative else f"typical {name}"
         thetas.append(Theta(t, init, 0.0, unit=unit, description=desc))
-    uses_base = "baseline_tumor_volume" in free
+    uses_base = any(name in RELATIVE_TO_BASEVOL for name in free)
 
     def typical(theta, cov):
         out = {}
         for name in free:
             t = theta[_theta_name(name)]
-            out[name] = t * cov["BASEVOL"] if name == "baseline_tumor_volume" else t
+            out[name] = t * cov["BASEVOL"] if name in RELATIVE_TO_BASEVOL else t
         return out
 
     return NLMEModel(name=f"{m.name} ({m.variant}), {predict.regimen} from the baseline scan", thetas=tuple(thetas),
@@ -577,16 +587,19 @@ def population_from_fit(result, n: int, *, seed: int = 0, model=None):
     eta = rng.multivariate_normal(np.zeros(k), om, size=int(n))
     effects = json.loads(ds.attrs.get("categorical_effects", "[]"))
     # with covariate effects each patient takes one fitted lesion's covariates together (its
-    # study and its baseline volume); without, only the baseline volume is drawn (as before)
-    lesion = rng.choice(ds.sizes["subject"], size=int(n), replace=True) if effects else None
+    # study and its baseline volume); without, only the baseline volume is drawn (as before), unless
+    # a second parameter scales with it (the carrying capacity): then both come from one lesion
+    relative = [name for name in free if name in RELATIVE_TO_BASEVOL]
+    same_lesion = bool(effects) or len(relative) > 1
+    lesion = rng.choice(ds.sizes["subject"], size=int(n), replace=True) if same_lesion else None
     params = {}
     for name in free:
         theta = est[_theta_name(name)]
-        if name == "baseline_tumor_volume":
+        if name in RELATIVE_TO_BASEVOL:
             if "covariate_BASEVOL" not in ds:
                 raise InputError(describe("result", "a fit without the BASEVOL covariate", "a mechanistic popfit result"))
             basevol = ds["covariate_BASEVOL"].values
-            value = theta * (basevol[lesion] if effects else rng.choice(basevol, size=int(n), replace=True))
+            value = theta * (basevol[lesion] if same_lesion else rng.choice(basevol, size=int(n), replace=True))
         else:
             value = np.full(int(n), theta)
         for e in effects:

@@ -172,6 +172,30 @@ def test_population_from_fit_draws_the_estimated_distribution():
         population_from_fit(_fit_dataset(), 0)
 
 
+def test_carrying_capacity_scales_with_the_lesions_baseline_volume():
+    """A free carrying capacity is K_RATIO x BASEVOL, like the baseline volume (lesions span three
+    decades of volume); its initial K_RATIO is the ratio of the two defaults (1e6 / 1e4 mm3), and a
+    population drawn from such a fit takes both volumes from one lesion."""
+    from immunopd.popfit import population_from_fit
+
+    free = ("baseline_tumor_volume", "growth_rate", "kill_rate", "carrying_capacity")
+    m = mechanistic_nlme_model("immunotherapy", free, random=("growth_rate", "carrying_capacity"))
+    init = {t.name: t.initial for t in m.thetas}
+    assert init["K_RATIO"] == pytest.approx(100.0) and init["V0_RATIO"] == 1.0 and m.covariates == ("BASEVOL",)
+    typ = m.typical({"V0_RATIO": 0.9, "POP_GROWTH_RATE": 0.004, "POP_KILL_RATE": 2.0, "K_RATIO": 5.0}, {"BASEVOL": 8000.0})
+    assert typ["carrying_capacity"] == 40_000.0 and typ["baseline_tumor_volume"] == 7200.0 and typ["kill_rate"] == 2.0
+    names = ["V0_RATIO", "POP_GROWTH_RATE", "POP_KILL_RATE", "K_RATIO", "OMEGA(growth_rate,growth_rate)",
+             "OMEGA(carrying_capacity,carrying_capacity)", "SIGMA(proportional)", "SIGMA(additive)"]
+    ds = _fit_dataset().drop_vars(["estimate", "parameter"]).assign_coords(
+        parameter=names, individual_parameter=list(free), eta=["growth_rate", "carrying_capacity"])
+    ds["estimate"] = ("parameter", [0.9, 0.004, 2.0, 5.0, 0.16, 0.25, 0.01, 1.0])
+    p = population_from_fit(ds, 5_000, seed=1).params()
+    ratio = p["carrying_capacity"] / p["baseline_tumor_volume"]  # = 5 / 0.9 x exp(eta), whatever the lesion
+    assert np.log(ratio).mean() == pytest.approx(math.log(5.0 / 0.9), abs=0.03)
+    assert np.log(ratio).var() == pytest.approx(0.25, rel=0.06)
+    assert set(np.unique(p["baseline_tumor_volume"])) == {900.0, 7200.0, 24300.0}
+
+
 def test_cli_population_out_is_checked_before_fitting(tmp_path, capsys):
     out, pop = str(tmp_path / "fit.nc"), str(tmp_path / "pop.csv")
     assert cli.main(["popfit", "--out", out, "--population-out", pop]) == 2
