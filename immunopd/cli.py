@@ -269,8 +269,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          " general_bertalanffy, stein")
     pf.add_argument("--random", default=None,
                     help="comma-separated parameters with a between-lesion eta (mechanistic default: baseline_tumor_volume,"
-                         "growth_rate,kill_rate; baseline_tumor_volume and carrying_capacity are fitted as ratios to"
-                         " the lesion's baseline volume, V0_RATIO and K_RATIO)")
+                         "growth_rate,kill_rate)")
     pf.add_argument("--min-scans", type=int, default=4, help="scans a lesion needs, baseline included (default 4)")
     pf.add_argument("--maxiter", type=int, default=200, help="BFGS iterations at most (default 200)")
     pf.add_argument("--replicates", type=int, default=100, help="VPC replicates (default 100)")

@@ -566,7 +566,8 @@ def population_from_fit(result, n: int, *, seed: int = 0, model=None):
     ``result``: :class:`PopFit`, :class:`immunopd.nlme.NLMEFit` or the Dataset ``immunopd popfit``
     writes. Each patient's fitted parameters are their typical values times ``exp(eta)``, eta ~
     N(0, OMEGA) as estimated; the baseline volume is ``V0_RATIO`` times the baseline volume of a
-    fitted lesion drawn with replacement (the data's covariate distribution); every other
+    fitted lesion drawn with replacement (the data's covariate distribution; a free carrying
+    capacity is ``K_RATIO`` times the same lesion's); every other
     parameter keeps the value the fit held it at (the model default). Usable by every trial
     command (``Population.to_netcdf``), beside the acceptance-rejection calibration.
     """

@@ -141,6 +141,18 @@ def test_shipped_prior_is_a_mechanistic_population_fit_on_unscored_lesions(arm):
     assert f"status: {p.status}" in p.description and p.status != "?"
 
 
+def test_prior_typical_values_scale_volumes_with_the_baseline_scan():
+    """A prior's typical baseline volume and carrying capacity are V0_RATIO and K_RATIO times the
+    volume of the patient's baseline scan (pi/6 D0^3); rates are the THETAs themselves."""
+    est = {"V0_RATIO": 0.9, "POP_GROWTH_RATE": 0.004, "POP_KILL_RATE": 2.0, "K_RATIO": 5.0}
+    prior = fc.Prior(est, ("baseline_tumor_volume", "growth_rate", "kill_rate", "carrying_capacity"), ("growth_rate",),
+                     np.eye(1), (0.01, 1.0), "gompertz", "hand-written", "test")
+    typ = prior.typical(20.0)
+    base = math.pi / 6 * 20.0**3
+    assert typ == pytest.approx({"baseline_tumor_volume": 0.9 * base, "growth_rate": 0.004, "kill_rate": 2.0,
+                                 "carrying_capacity": 5.0 * base}, rel=1e-12)
+
+
 # ----------------------------------------------------------------------------- the posterior and the forecast
 @pytest.mark.slow
 def test_map_recovers_a_simulated_patient_and_laplace_draws_match_the_mode():
