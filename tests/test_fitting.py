@@ -262,7 +262,16 @@ def test_cli_fit_writes_flagged_results(tmp_path, capsys):
     ds = open_result(out)
     assert ds.sizes["lesion"] == 399 and ds.attrs["arm"] == "chemotherapy"
     assert set(ds.parameter.values) == {"initial_size", "shrinkage_rate", "growth_rate"}
-    assert int(ds.converged.sum()) == 194  # of 399 chemotherapy lesions (the others: a rate at 0, no SE, ... in 'convergence')
+    # of 399 chemotherapy lesions, the 128 with 3 scans cannot converge (3 parameters, no degree of
+    # freedom for SEs); of the rest, a few end with a rate a hair from its bound or short of the
+    # tolerance, and which ones depends on the CPU's floating point (194 converged on the CI
+    # machine, 198 on an AMD EPYC with the same code), so the count is checked within that margin
+    few = ds.n_obs.values == 3
+    assert int(few.sum()) == 128 and ds.n_obs.values.min() == 3 and not ds.converged.values[few].any()
+    assert 190 <= int(ds.converged.sum()) <= 202
+    ok = ds.converged.values
+    assert np.all(np.isfinite(ds.stderr.values[ok])) and np.all(ds.stderr.values[ok] > 0)
+    assert np.all(ds.estimate.values[ok] > 1e-6)  # interior: no rate at its lower bound
     assert all((c == "converged") == bool(ok) for c, ok in zip(ds.convergence.values, ds.converged.values))
     assert np.all(np.isnan(ds.estimate.values[~ds.converged.values & (ds.status.values != "ok")]))
     assert "converged" in capsys.readouterr().out
