@@ -100,12 +100,13 @@ def tumorgrowth_protocol(priors: dict) -> pd.DataFrame:
     curve_s = time.perf_counter() - t0
     mech = {}
     for arm in priors:
+        groups = list(scored[scored.arm == arm].groupby("lesion", sort=False))
         series = []
-        for lesion, g in scored[scored.arm == arm].groupby("lesion", sort=False):
+        for lesion, g in groups:
             t = g.T_days.to_numpy(float) - g.T_days.iloc[0]
             series.append((lesion, t[:-2], g.Lesion_diam.to_numpy(float)[:-2], t[-2:]))
         pred, counts = mechanistic_forecast(arm, priors[arm], series)
-        for lesion, g in scored[scored.arm == arm].groupby("lesion", sort=False):
+        for lesion, g in groups:
             vol = 0.52 * np.maximum(pred[lesion], 0.0) ** 3 / vol_scale
             mech[lesion] = float(np.mean(np.abs(vol - g.Lesion_normvol.to_numpy(float)[-2:])))
         print(f"TumorGrowth.jl protocol, {arm}: {counts['series']} scored lesions ({len(trained & set(df[(df.arm == arm) & (df.readings >= 6)].lesion))}"
@@ -155,9 +156,9 @@ def laleh_protocol(priors: dict) -> pd.DataFrame:
     arm_name = per.StudyArm.first()
     trained = set().union(*(p.training_subjects for p in priors.values()))
     series_of = s1_series_of_flat_lesions()
-    seen = {series_of[lesion]: lesion for lesion in trained}
+    seen = {series_of[lesion] for lesion in trained}  # the S1 series the priors were fitted to
     arm = pd.Series(np.where(arm_name.isin(laleh2022.IMMUNOTHERAPY), "immunotherapy", "chemotherapy"), index=arm_name.index)
-    keep = ~repeated & ~repeated.index.isin(list(seen)) & arm.loc[repeated.index].isin(list(priors))
+    keep = ~repeated & ~repeated.index.isin(seen) & arm.loc[repeated.index].isin(list(priors))
     data = df[df.lesion.isin(repeated.index[keep])]
     t0 = time.perf_counter()
     table = pd.DataFrame({m: laleh2022.holdout_errors(data, m, size="normvol", held_out=3, scored=1) for m in laleh2022.MODELS})
