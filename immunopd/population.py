@@ -33,6 +33,7 @@ The same ``seed`` and recipe give the same population on every machine (NumPy's 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 from collections.abc import Mapping
@@ -190,6 +191,7 @@ def sample(
     seed: int,
     cv: Mapping[str, float] | None = None,
     uniform: Mapping[str, tuple[float, float]] | None = None,
+    log_uniform: Mapping[str, tuple[float, float]] | None = None,
     correlation: Mapping[tuple[str, str], float] | None = None,
     typical: Mapping[str, float] | None = None,
     covariates: Covariates | None = None,
@@ -209,6 +211,10 @@ def sample(
         :data:`DEFAULT_CV`; ``{}`` for none).
     uniform
         Parameter name -> ``(low, high)`` in the parameter's unit, sampled uniformly.
+    log_uniform
+        Parameter name -> ``(low, high)``, ``0 < low < high``, in the parameter's unit, sampled
+        uniformly on the log scale (each decade equally likely): for a parameter whose default
+        is 0 (off) and whose magnitude is unknown over decades.
     correlation
         ``{(name_a, name_b): rho}`` between log-normal parameters (on the eta scale).
     typical
@@ -227,18 +233,20 @@ def sample(
         raise InputError(describe("seed", seed, "an integer >= 0"))
     cv = dict(DEFAULT_CV if cv is None else cv)
     uniform = dict(uniform or {})
+    log_uniform = dict(log_uniform or {})
     typical = dict(typical or {})
     covariates = Covariates() if covariates is None else covariates
     if not isinstance(covariates, Covariates):
         raise InputTypeError(describe("covariates", covariates, "a Covariates instance"))
     if eligibility not in ELIGIBILITY:
         raise InputError(describe("eligibility", eligibility, f"one of {list(ELIGIBILITY)}"))
-    for label, names in (("cv", cv), ("uniform", uniform), ("typical", typical)):
+    for label, names in (("cv", cv), ("uniform", uniform), ("log_uniform", log_uniform), ("typical", typical)):
         for name in names:
             table[name]  # unknown names raise with a suggestion
-    both = sorted(set(cv) & set(uniform))
-    if both:
-        raise InputError(describe("cv and uniform", both, "each parameter in at most one of them"))
+    for (label_a, a), (label_b, b) in itertools.combinations((("cv", cv), ("uniform", uniform), ("log_uniform", log_uniform)), 2):
+        both = sorted(set(a) & set(b))
+        if both:
+            raise InputError(describe(f"{label_a} and {label_b}", both, "each parameter in at most one of them"))
     for name, c in cv.items():
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c) or c < 0:
             raise InputError(describe(f"cv[{name!r}]", c, "a coefficient of variation >= 0 (0.3 = 30%)"))
@@ -250,6 +258,15 @@ def sample(
             raise InputError(describe(f"uniform[{name!r}]", bounds, "a (low, high) pair")) from None
         if not (spec.lower <= lo < hi <= spec.upper):
             raise InputError(describe(f"uniform[{name!r}]", bounds, f"low < high within [{spec.lower:g}, {spec.upper:g}] {spec.unit}"))
+    for name, bounds in log_uniform.items():
+        spec = table[name]
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise InputError(describe(f"log_uniform[{name!r}]", bounds, "a (low, high) pair")) from None
+        if not (0 < lo < hi and spec.lower <= lo and hi <= spec.upper):
+            raise InputError(describe(f"log_uniform[{name!r}]", bounds,
+                                      f"0 < low < high within [{spec.lower:g}, {spec.upper:g}] {spec.unit}"))
     typical_values, _ = table.resolve(typical)
 
     rng = np.random.default_rng(seed)
@@ -284,6 +301,8 @@ def sample(
             )
         for name, (lo, hi) in uniform.items():
             values[name] = rng.uniform(lo, hi, m)
+        for name, (lo, hi) in log_uniform.items():
+            values[name] = np.exp(rng.uniform(np.log(lo), np.log(hi), m))
 
         if cov.weight_median_kg is not None:
             s = np.sqrt(np.log1p(cov.weight_cv**2))
@@ -305,7 +324,7 @@ def sample(
         height = None
         # drawn last, so that adding it left every earlier draw of a seed unchanged
         # a body surface area the caller gives (typical, cv or uniform) is kept, not replaced by Mosteller's
-        given_bsa = "body_surface_area" in cv or "body_surface_area" in uniform or "body_surface_area" in typical
+        given_bsa = any("body_surface_area" in given for given in (cv, uniform, log_uniform, typical))
         if cov.height_median_cm is not None and cov.weight_median_kg is not None and "body_surface_area" in table.names and not given_bsa:
             from .units import mosteller_bsa
 
@@ -343,6 +362,7 @@ def sample(
         seed=int(seed),
         cv=cv,
         uniform={k: list(v) for k, v in uniform.items()},
+        log_uniform={k: list(v) for k, v in log_uniform.items()},
         correlation={f"{a},{b}": r for (a, b), r in (correlation or {}).items()},
         typical=typical,
         covariates={k: getattr(cov, k) for k in cov.__dataclass_fields__},

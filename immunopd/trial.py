@@ -454,7 +454,7 @@ class Experiment:
         cov = Covariates(**pop.get("covariates", {}))
         corr = {tuple(k.split(",")): v for k, v in pop.get("correlation", {}).items()}
         return sample(pop.get("patients", 1000), seed=pop.get("seed", 0), cv=pop.get("cv"), uniform=pop.get("uniform"),
-                      correlation=corr or None, typical=pop.get("typical"), covariates=cov)
+                      log_uniform=pop.get("log_uniform"), correlation=corr or None, typical=pop.get("typical"), covariates=cov)
 
     def run(self, progress: bool = False) -> xr.Dataset:
         ds = run_trial(self.regimens, self.build_population(), progress=progress, **self.settings)
@@ -465,7 +465,7 @@ class Experiment:
 _TOP = {"experiment", "population", "regimens"}
 _SETTINGS = {"name", "days", "scan_interval_days", "outputs", "missed_dose_probability", "seed", "growth_law", "solver", "rtol", "atol",
              "adverse_events", "hold_days"}
-_POPULATION = {"patients", "seed", "cv", "uniform", "correlation", "typical", "covariates", "file"}
+_POPULATION = {"patients", "seed", "cv", "uniform", "log_uniform", "correlation", "typical", "covariates", "file"}
 
 
 def _is_number(v) -> bool:
@@ -484,6 +484,7 @@ def _check_population_tables(fname: str, pop: dict) -> None:
         raise InputError(describe(f"{fname} [population] file", pop["file"], "a path (string) to a population netCDF file"))
     examples = {"cv": "[population.cv] with lines such as growth_rate = 0.5",
                 "uniform": "[population.uniform] with lines such as growth_rate = [0.001, 0.01]",
+                "log_uniform": "[population.log_uniform] with lines such as antigen_loss_rate = [1e-5, 0.01]",
                 "typical": "[population.typical] with lines such as growth_rate = 0.004",
                 "correlation": '[population.correlation] with lines such as "growth_rate,kill_rate" = 0.3',
                 "covariates": "[population.covariates] with lines such as weight_median_kg = 75.0"}

@@ -1,5 +1,7 @@
 """Virtual populations: reproducible sampling, the log-normal CV, correlations, covariates, netCDF."""
 
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -59,6 +61,17 @@ def test_uniform_plausible_sampling():
     assert x.min() >= 0.1 and x.max() < 0.5 and np.mean(x) == pytest.approx(0.3, abs=0.01)
 
 
+def test_log_uniform_sampling_gives_each_decade_equal_weight():
+    """ln x is uniform on (ln 1e-5, ln 0.1): a quarter of the draws below 10^(-5 + 0.25 x 4) = 1e-4,
+    the median at sqrt(1e-5 x 0.1) = 1e-3."""
+    pop = sample(20000, seed=2, cv={}, log_uniform={"antigen_loss_rate": (1e-5, 0.1)})
+    x = pop.data.antigen_loss_rate.values
+    assert x.min() >= 1e-5 and x.max() < 0.1
+    assert np.median(x) == pytest.approx(1e-3, rel=0.03)
+    assert np.mean(x < 1e-4) == pytest.approx(0.25, abs=0.01)
+    assert json.loads(pop.data.attrs["log_uniform"]) == {"antigen_loss_rate": [1e-5, 0.1]}
+
+
 def test_netcdf_round_trip_and_subset(tmp_path):
     pop = sample(30, seed=9)
     pop.to_netcdf(tmp_path / "pop.nc")
@@ -81,5 +94,9 @@ def test_bad_population_input():
                correlation={("growth_rate", "kill_rate"): 0.9, ("growth_rate", "effector_influx"): 0.9, ("kill_rate", "effector_influx"): -0.9})
     with pytest.raises(InputError, match=r"uniform\['resistant_fraction0'\]"):
         sample(10, seed=1, uniform={"resistant_fraction0": (0.5, 2.0)})
+    with pytest.raises(InputError, match=r"log_uniform\['antigen_loss_rate'\] = \(0\.0, 0\.01\) is not allowed.*0 < low < high"):
+        sample(10, seed=1, log_uniform={"antigen_loss_rate": (0.0, 0.01)})
+    with pytest.raises(InputError, match=r"uniform and log_uniform = \['antigen_loss_rate'\]"):
+        sample(10, seed=1, uniform={"antigen_loss_rate": (0.0, 0.01)}, log_uniform={"antigen_loss_rate": (1e-4, 0.01)})
     with pytest.raises(InputError, match="covariates.cold_fraction = 1.5"):
         Covariates(cold_fraction=1.5)
