@@ -59,6 +59,7 @@ _PD = (
     "macrophage_death", "recruitment_half_volume", "treg_suppression", "mdsc_suppression", "reprogramming_rate",
     "sclever1_healthy", "sclever1_release", "sclever1_inflammation_boost", "sclever1_release_block",
     "sclever1_clearance", "sclever1_suppression", "metabolic_suppression", "memory_formation", "memory_death", "memory_recall",
+    "inflammatory_swelling", "inflammation_clearance",
 )
 _PK = ("clearance", "central_volume", "intercompartmental_clearance", "peripheral_volume", "tumor_partition", "ec50")
 _TARGETS = ("pd1", "clever1")  # the peer's two antibody slots (the core model's targets, in its order)
@@ -90,7 +91,7 @@ N_SLOTS = len(_SLOT_NAMES)
 
 #: the PD states, in immunopd's state order (tumor_sensitive integrated as its log, as immunopd does)
 PD_STATES = ("tumor_sensitive", "tumor_resistant", "tumor_dead", "effector", "exhausted", "treg", "mdsc",
-             "clever1_macrophage", "sclever1_plasma", "memory")
+             "clever1_macrophage", "sclever1_plasma", "memory", "inflammation")
 N_STATES = len(PD_STATES) + 2 * len(_TARGETS)  # + central and peripheral amount per antibody
 _TINY_VOLUME = 1e-6  # as immunopd.models.growth: volumes below this are this inside the log
 
@@ -107,12 +108,12 @@ def _compiled():
         d = carray(du, (N_STATES,))
         p = carray(data, (N_SLOTS,))
         vs = np.exp(y[0])
-        vr, dead, e, x, r, m, mc, s, mem = y[1], y[2], y[3], y[4], y[5], y[6], y[7], y[8], y[9]
+        vr, dead, e, x, r, m, mc, s, mem, infl = y[1], y[2], y[3], y[4], y[5], y[6], y[7], y[8], y[9], y[10]
         v = vs + vr
         # receptor occupancies in the tumor from the central concentrations (ug/mL)
-        exposed1 = p[S.pd1_tumor_partition] * max(y[10] / p[S.pd1_v1], 0.0)
+        exposed1 = p[S.pd1_tumor_partition] * max(y[11] / p[S.pd1_v1], 0.0)
         ro1 = exposed1 / (exposed1 + p[S.pd1_ec50])
-        exposed2 = p[S.clever1_tumor_partition] * max(y[12] / p[S.clever1_v1], 0.0)
+        exposed2 = p[S.clever1_tumor_partition] * max(y[13] / p[S.clever1_v1], 0.0)
         ro2 = exposed2 / (exposed2 + p[S.clever1_ec50])
         # the checkpoint, suppression, sClever-1 and metabolic factors of immunopd.models.core
         ifn = e / (e + p[S.ifn_half_effector])
@@ -137,6 +138,7 @@ def _compiled():
         d[0] = g * (1.0 - ext_s) - kill - p[S.antigen_loss_rate] - p[S.extinction_rate] * ext_s
         d[1] = g * (1.0 - ext_r) * vr - killed_r - p[S.extinction_rate] * ext_r * vr + p[S.antigen_loss_rate] * vs
         d[2] = kill * vs + killed_r + p[S.extinction_rate] * (ext_s * vs + ext_r * vr) - p[S.dead_clearance] * dead
+        d[10] = p[S.inflammatory_swelling] * (kill * vs + killed_r) - p[S.inflammation_clearance] * infl
         antigen = vs / (p[S.expansion_half_volume] + vs)  # memory forms as antigen wanes, recalls effectors when it returns
         formation = p[S.memory_formation] * (1.0 - antigen) * e
         d[3] = (p[S.effector_influx] * (1.0 - p[S.tcell_exclusion]) + expansion - p[S.effector_death] * e
@@ -150,15 +152,15 @@ def _compiled():
         release = p[S.sclever1_release] * mc * (1.0 + p[S.sclever1_inflammation_boost] * ifn)
         d[8] = release * (1.0 - p[S.sclever1_release_block] * ro2) - p[S.sclever1_clearance] * (s - p[S.sclever1_healthy])
         # two-compartment PK with zero-order input (two-compartment PK as in immunopd.pkmodels.LinearPK.rhs)
-        a1c, a1p, a2c, a2p = y[10], y[11], y[12], y[13]
-        d[10] = p[S.pd1_rate] - (p[S.pd1_k10] + p[S.pd1_k12]) * a1c + p[S.pd1_k21] * a1p
-        d[11] = p[S.pd1_k12] * a1c - p[S.pd1_k21] * a1p
-        d[12] = p[S.clever1_rate] - (p[S.clever1_k10] + p[S.clever1_k12]) * a2c + p[S.clever1_k21] * a2p
-        d[13] = p[S.clever1_k12] * a2c - p[S.clever1_k21] * a2p
+        a1c, a1p, a2c, a2p = y[11], y[12], y[13], y[14]
+        d[11] = p[S.pd1_rate] - (p[S.pd1_k10] + p[S.pd1_k12]) * a1c + p[S.pd1_k21] * a1p
+        d[12] = p[S.pd1_k12] * a1c - p[S.pd1_k21] * a1p
+        d[13] = p[S.clever1_rate] - (p[S.clever1_k10] + p[S.clever1_k12]) * a2c + p[S.clever1_k21] * a2p
+        d[14] = p[S.clever1_k12] * a2c - p[S.clever1_k21] * a2p
 
     @njit(inline="always")
-    def measured(ln_vs, vr, dead, vc):
-        lesion = np.exp(ln_vs) + vr + dead
+    def measured(ln_vs, vr, dead, infl, vc):
+        lesion = np.exp(ln_vs) + vr + dead + infl
         return lesion if lesion >= vc else 0.0
 
     address = rhs.address
@@ -166,13 +168,13 @@ def _compiled():
     @njit(parallel=True, nogil=True, cache=False)
     def patients(y0s, data, seg_rates, t_eval, seg_offsets, out_index, rtol, atol, mxstep, volume, status):
         """Every patient, each segment one LSODA call from its start edge to its end edge through
-        the output times inside it; writes the measured tumor volume (Vs + Vr + D, 0 below one cell) and a status (0 ok, else 1 +
+        the output times inside it; writes the measured tumor volume (Vs + Vr + D + I, 0 below one cell) and a status (0 ok, else 1 +
         the failed segment). Patients write disjoint rows: no reduction, so thread-independent."""
         n_seg = seg_offsets.size - 1
         for i in prange(y0s.shape[0]):
             p = data[i].copy()
             y = y0s[i].copy()
-            volume[i, 0] = measured(y[0], y[1], y[2], p[S.tumor_cell_volume])
+            volume[i, 0] = measured(y[0], y[1], y[2], y[10], p[S.tumor_cell_volume])
             for j in range(n_seg):
                 p[S.pd1_rate] = seg_rates[i, j, 0]
                 p[S.clever1_rate] = seg_rates[i, j, 1]
@@ -184,7 +186,7 @@ def _compiled():
                     break
                 for k in range(1, b - a):
                     if out_index[a + k] >= 0:
-                        volume[i, out_index[a + k]] = measured(usol[k, 0], usol[k, 1], usol[k, 2], p[S.tumor_cell_volume])
+                        volume[i, out_index[a + k]] = measured(usol[k, 0], usol[k, 1], usol[k, 2], usol[k, 10], p[S.tumor_cell_volume])
                 y = usol[b - a - 1].copy()
 
     return patients
@@ -192,7 +194,7 @@ def _compiled():
 
 # ----------------------------------------------------------------------------- problem
 class PeerProblem(namedtuple("PeerProblem", "y0s data seg_rates t_eval seg_offsets out_index times")):
-    """Arrays for :func:`solve`: initial states (n, 14), per-patient parameter arrays (n, N_SLOTS),
+    """Arrays for :func:`solve`: initial states (n, 15), per-patient parameter arrays (n, N_SLOTS),
     infusion rates per segment (n, segments, 2) in mg/day, the flattened per-segment LSODA
     times with their offsets, the output index of each of those times (-1: an edge that is
     not an output time), and the output times."""

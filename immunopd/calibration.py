@@ -60,9 +60,19 @@ PLAUSIBLE_CV = {
     "pdl1_upregulation": 0.7,
     "sclever1_release": 0.7,
     "dead_clearance": 1.0,
+    "inflammation_clearance": 1.0,  # assumed, as dead_clearance: no rate published
     "chemo_kill_ratio": 1.5,  # the docetaxel arms' spread, from progression to response (calibrated, see immunopd params)
 }
-PLAUSIBLE_UNIFORM = {"resistant_fraction0": (0.0, 0.95)}
+PLAUSIBLE_UNIFORM = {
+    "resistant_fraction0": (0.0, 0.95),
+}
+#: parameters whose magnitude is unknown over decades, each decade equally likely (assumed)
+PLAUSIBLE_LOG_UNIFORM = {
+    # from negligible swelling to the swelling that takes the default hot patient on pembrolizumab
+    # 200 mg Q3W to +23 % at the 6-week scan and still to a response by week 12 (q = 4); uniform
+    # on the log scale, so most plausible patients swell little (pseudo-progression is rare)
+    "inflammatory_swelling": (1e-3, 4.0),
+}
 
 
 def _from_baseline(dataset: str, arm: str):
@@ -179,9 +189,11 @@ def time_course_figures(courses) -> dict[str, float]:
 
 
 def plausible_population(n: int, seed: int, *, model=None) -> Population:
-    """Plausible patients: wide log-normal variability, a uniform antigen-loss fraction at
-    baseline, and the default covariates (baseline volumes as in the data)."""
-    return sample(n, seed=seed, cv=PLAUSIBLE_CV, uniform=PLAUSIBLE_UNIFORM, covariates=Covariates(), model=model)
+    """Plausible patients: wide log-normal variability (:data:`PLAUSIBLE_CV`), a uniform antigen-loss
+    fraction at baseline (:data:`PLAUSIBLE_UNIFORM`), a log-uniform inflammatory swelling
+    (:data:`PLAUSIBLE_LOG_UNIFORM`), and the default covariates (baseline volumes as in the data)."""
+    return sample(n, seed=seed, cv=PLAUSIBLE_CV, uniform=PLAUSIBLE_UNIFORM, log_uniform=PLAUSIBLE_LOG_UNIFORM, covariates=Covariates(),
+                  model=model)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,28 @@ def test_no_runaway_collapse_and_no_subcellular_volume():
     assert 0 < ds.sld.values[0, -1] < 1.0  # what is left is dead cells not yet cleared: below a 1 mm measurement
 
 
+def test_inflammatory_swelling_gives_pseudo_progression_that_resolves():
+    """Issue #14 item 2: the lesion a scan measures includes the infiltrate and oedema of the attack
+    (inflammatory_swelling q, mm3 per mm3 killed), so it can grow before it responds. The default
+    hot patient on pembrolizumab, scanned every 6 weeks: without swelling its first scan is below
+    +20 %; with q = 4 the first scan is >= +20 % (RECIST progression) and a later one <= -30 %
+    (pseudo-progression), the swelling itself clears (below 1 % of its peak by day 365), and the
+    viable tumor is the same either way (the swelling is measured, it does not act)."""
+    days = np.arange(0.0, 366.0, 1.0)
+    out = ["pct_change", "inflammation", "viable_volume"]
+    tight = {"rtol": 1e-10, "atol": 1e-12}  # the viable volumes are compared to 1e-6, beyond the default tolerance
+    plain = ip.simulate("pembrolizumab 200 mg q3w", times=days, outputs=out, **tight)
+    swollen = ip.simulate("pembrolizumab 200 mg q3w", {"inflammatory_swelling": 4.0}, times=days, outputs=out, **tight)
+    scans = np.arange(42, 366, 42)
+    first, later = swollen.pct_change.values[0, scans[0]], swollen.pct_change.values[0, scans[1:]]
+    assert plain.pct_change.values[0, scans[0]] < 20.0
+    assert first >= 20.0 and later.min() <= -30.0
+    infl = swollen.inflammation.values[0]
+    assert float(plain.inflammation.max()) == 0.0 and infl[-1] < 0.01 * infl.max()
+    alive = plain.viable_volume.values > 1e-3
+    np.testing.assert_allclose(swollen.viable_volume.values[alive], plain.viable_volume.values[alive], rtol=1e-6)
+
+
 @pytest.mark.parametrize("regimen", ["pembrolizumab 200 mg q3w", "pembrolizumab 2 mg/kg q3w", "nivolumab 240 mg q2w",
                                      "nivolumab 480 mg q4w"])
 def test_steady_state_trough_pd1_occupancy_is_on_the_plateau(regimen):

@@ -203,41 +203,47 @@ def test_populations_stay_non_negative(seed):
     assert float(ds.drug_amount.min()) >= -1e-12
 
 
-def test_all_mechanisms_off_reduces_to_documented_model():
-    """Every switch at 0 and no drug: (V, D, E) follow the reduced model of the core docstring.
+@pytest.mark.parametrize("swelling", [0.0, 2.0])
+def test_all_mechanisms_off_reduces_to_documented_model(swelling):
+    """Every switch at 0 (but the inflammatory swelling q, 0 or 2) and no drug: (V, D, I, E)
+    follow the reduced model of the core docstring.
 
-    The reduced model is typed here independently (V viable, D dead tumor volume, mm3; E in
-    1e6 cells; x the effector:tumor cell ratio, with v_c the volume of one cell):
+    The reduced model is typed here independently (V viable, D dead tumor volume, I inflammatory
+    swelling, mm3; E in 1e6 cells; x the effector:tumor cell ratio, with v_c the volume of one cell):
         x = 1e6 v_c E / V;  kill = d x^l / (h^l + x^l)            (de Pillis et al. 2005)
-        dV/dt = lam ln(K/V) V - kill V;  dD/dt = kill V - k_D D
+        dV/dt = lam ln(K/V) V - kill V;  dD/dt = kill V - k_D D;  dI/dt = q kill V - k_I I
         dE/dt = sigma + alpha E V/(K_a + V) - delta E
-    and integrated with scipy Radau at rtol 1e-10; the measured volume is V + D.
+    and integrated with scipy Radau at rtol 1e-10; the measured volume is V + D + I.
     """
     switches = [p.name for p in ip.PARAMETERS if p.switch]
     params = {name: 0.0 for name in switches}
-    params.update({"effector_expansion": 0.03, "kill_rate": 0.1})  # kill near growth: a non-degenerate V(t)
+    params.update({"effector_expansion": 0.03, "kill_rate": 0.1, "inflammatory_swelling": swelling})  # kill near growth: a non-degenerate V(t)
     ds = ip.simulate(None, params, days=400, **TIGHT)
     d = ip.PARAMETERS.defaults() | params
     lam, k_cap, k_kill, l_kill, h_kill = d["growth_rate"], d["carrying_capacity"], d["kill_rate"], d["kill_exponent"], d["kill_half_ratio"]
-    v_cell, k_dead = d["tumor_cell_volume"], d["dead_clearance"]
+    v_cell, k_dead, k_infl = d["tumor_cell_volume"], d["dead_clearance"], d["inflammation_clearance"]
     sigma, alpha, k_a, delta = d["effector_influx"], d["effector_expansion"], d["expansion_half_volume"], d["effector_death"]
 
     def reduced(t, y):
-        v, dead, e = y
+        v, dead, infl, e = y
         x = 1e6 * v_cell * e / v
         kill = k_kill * x**l_kill / (h_kill**l_kill + x**l_kill)
-        return [lam * np.log(k_cap / v) * v - kill * v, kill * v - k_dead * dead, sigma + alpha * e * v / (k_a + v) - delta * e]
+        return [lam * np.log(k_cap / v) * v - kill * v, kill * v - k_dead * dead, swelling * kill * v - k_infl * infl,
+                sigma + alpha * e * v / (k_a + v) - delta * e]
 
-    y0 = [float(ds.tumor_volume[0, 0]), 0.0, float(ds.effector[0, 0])]
+    y0 = [float(ds.tumor_volume[0, 0]), 0.0, 0.0, float(ds.effector[0, 0])]
     h0 = y0[0] / (k_a + y0[0])
-    assert y0[2] == pytest.approx(sigma / (delta - alpha * h0), rel=1e-9)  # the quasi-steady start, in closed form
+    assert y0[3] == pytest.approx(sigma / (delta - alpha * h0), rel=1e-9)  # the quasi-steady start, in closed form
     sol = solve_ivp(reduced, (0, 400), y0, method="Radau", rtol=1e-10, atol=1e-12, t_eval=ds.time.values)
     assert np.ptp(sol.y[0]) > 0.1 * sol.y[0, 0]  # V(t) really changes
     np.testing.assert_allclose(ds.viable_volume.values[0], sol.y[0], rtol=1e-6)
     np.testing.assert_allclose(ds.tumor_dead.values[0], sol.y[1], rtol=1e-6)
-    np.testing.assert_allclose(ds.tumor_volume.values[0], sol.y[0] + sol.y[1], rtol=1e-6)
-    np.testing.assert_allclose(ds.effector.values[0], sol.y[2], rtol=1e-6)
+    np.testing.assert_allclose(ds.inflammation.values[0], sol.y[2], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ds.tumor_volume.values[0], sol.y[0] + sol.y[1] + sol.y[2], rtol=1e-6)
+    np.testing.assert_allclose(ds.effector.values[0], sol.y[3], rtol=1e-6)
     assert np.all(ds.tumor_resistant.values == 0.0)
+    if swelling:
+        assert float(ds.inflammation.max()) > 0.05 * float(ds.tumor_volume[0, 0])  # the swelling is not negligible
 
 
 @pytest.mark.parametrize("params", [{}, {"tcell_exclusion": 0.9, "sclever1_release": 4.0}, {"baseline_tumor_volume": 50.0}])

@@ -86,5 +86,6 @@ def test_unit_parts():
 def test_cli_export_sbml(tmp_path, capsys):
     out = tmp_path / "model.xml"
     assert main(["export-sbml", "--regimen", "pembrolizumab 200 mg q3w x4", "--days", "100", "--out", str(out)]) == 0
-    assert roadrunner.RoadRunner(str(out)).simulate(0, 10, 11).shape == (11, 1 + 11 + 3)  # time, 11 model states (with dead cells, memory and the adverse-event hazard), 3 PK states
+    # time, 12 model states (with dead cells, inflammatory swelling, memory and the adverse-event hazard), 3 PK states
+    assert roadrunner.RoadRunner(str(out)).simulate(0, 10, 11).shape == (11, 1 + 12 + 3)
     assert "wrote" in capsys.readouterr().out

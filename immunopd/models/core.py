@@ -33,7 +33,9 @@ v_c one cell's volume)::
     dMc/dt = sigma_Mc + alpha_Mc V/(K_V + V) - delta_Mc Mc - r_rep RO_CLEVER1 Mc
     dS/dt  = k_rel Mc (1 + gamma E/(E + K_ifn)) (1 - I_max RO_CLEVER1) - k_S (S - S0)
 
-    measured lesion volume Vs + Vr + D (0 below one cell); sld its spherical diameter
+    dI/dt  = q (kill Vs + eps kill Vr) - k_I I          inflammatory swelling (infiltrate, oedema)
+
+    measured lesion volume Vs + Vr + D + I (0 below one cell); sld its spherical diameter
 
 Why this shape (issue #14): killing saturates in the effector:tumor ratio, so no lesion is killed
 faster than d per day however few cells are left; killed cells stay in the lesion until cleared
@@ -134,6 +136,17 @@ _ALL = {p.name: p for p in (
        "slope is near Laleh 2022's (bench/fidelity.py); Simeoni et al. 2004 (doi:10.1158/0008-5472.CAN-03-2524) estimated 0.97/day "
        "for mouse xenografts, far faster than human lesions shrink",
        "clearance of dead tumor cells from the lesion"),
+    _p("inflammatory_swelling", 0.0, "mm3/mm3", 0.0, 20.0,
+       "assumed: pseudo-progression, a lesion that grows on scans before it shrinks, is attributed to immune infiltrate, oedema "
+       "and necrosis around the attack (Wolchok et al. 2009, Clin Cancer Res 15:7412, doi:10.1158/1078-0432.CCR-09-1624; "
+       "Chiou & Burotto 2015, J Clin Oncol 33:3541, doi:10.1200/JCO.2015.61.6870); no magnitude published: 0 (off) for the "
+       "default patient, varied in the plausible population (immunopd.calibration.PLAUSIBLE_UNIFORM)",
+       "non-tumor volume (infiltrate and oedema) the lesion gains per unit of tumor volume killed by effectors",
+       switch="inflammatory swelling (pseudo-progression)", scale="linear"),
+    _p("inflammation_clearance", 0.05, "1/day", 1e-3, 1.0,
+       "assumed: half-life 14 days, so swelling seen at the first (6-week) scan resolves by the next ones, as pseudo-progression "
+       "does within weeks to a few months (Wolchok et al. 2009, doi:10.1158/1078-0432.CCR-09-1624); no rate published",
+       "clearance of the inflammatory swelling from the lesion"),
     _p("extinction_rate", 1.0, "1/day", 1e-2, 10.0,
        "assumed: a clone under one cell is gone; its remaining volume is drained at this rate so it cannot regrow (a numerical "
        "device, value immaterial once large against growth)",
@@ -261,7 +274,7 @@ _ALL = {p.name: p for p in (
        "calibrated: Norton-Simon kill, proportional to the unperturbed growth rate (Norton & Simon 1977, Cancer Treat Rep 61:1307); "
        "once killed cells are cleared slowly (issue #14) the earlier 10 gave no docetaxel response (0 of 1,500 plausible patients "
        "shrank 8 %); 30 with a between-patient CV of 1.5 in the plausible population lets the best-response calibration accept "
-       "2,163 of 8,000 patients for the 399 docetaxel lesions of Laleh 2022 (ORR 27.0 vs 27.3 %; seed 1); not fitted",
+       "2,257 of 8,000 patients for the 399 docetaxel lesions of Laleh 2022 (ORR 27.2 vs 27.3 %; seed 1); not fitted",
        "tumor kill at full cytotoxic effect, as a multiple of the specific growth rate g(V)",
        switch="cytotoxic chemotherapy", scale="linear"),
     _p("chemo_lymphodepletion", 0.2, "1/day", 0.0, 5.0,
@@ -333,9 +346,10 @@ _TUMOR = Mechanism(
                        "bertalanffy_exponent", "resistant_kill_fraction", "tumor_cell_volume", "dead_clearance", "extinction_rate"),
     assignments=(
         Assignment("viable_volume", "tumor_sensitive + tumor_resistant", "mm3", "viable tumor volume Vs + Vr"),
-        Assignment("lesion_volume", "viable_volume + tumor_dead", "mm3", "viable and dead tumor volume Vs + Vr + D"),
+        Assignment("lesion_volume", "viable_volume + tumor_dead + inflammation", "mm3",
+                   "what a scan measures: viable and dead tumor and inflammatory swelling Vs + Vr + D + I"),
         Assignment("tumor_volume", "where(lesion_volume >= tumor_cell_volume, lesion_volume, 0)", "mm3",
-                   "measured lesion volume Vs + Vr + D (0 below one cell)"),
+                   "measured lesion volume Vs + Vr + D + I (0 below one cell)"),
         Assignment("sensitive_extinct", _extinct("tumor_sensitive"), "1", "0-1: the antigen-presenting clone is below one cell"),
         Assignment("resistant_extinct", _extinct("tumor_resistant"), "1", "0-1: the antigen-loss clone is below one cell"),
     ),
@@ -381,6 +395,21 @@ _KILL = {
     ),
 }
 
+
+_INFLAMMATION = Mechanism(
+    "inflammatory swelling",
+    "the immune attack brings infiltrate and oedema into the lesion in proportion to the tumor volume it kills; the swelling is "
+    "measured with the lesion until cleared, so a lesion can grow on scans before it shrinks (pseudo-progression)",
+    states=(State("inflammation", "mm3", "non-tumor volume of the lesion: immune infiltrate and oedema (I)",
+                  initial="0"),),
+    parameters=_params("inflammatory_swelling", "inflammation_clearance"),
+    fluxes=(
+        Flux("inflammatory_swelling",
+             "inflammatory_swelling * kill_per_volume * (tumor_sensitive + resistant_kill_fraction * tumor_resistant)",
+             sink="inflammation"),
+        Flux("inflammation_clearance", "inflammation_clearance", source="inflammation", per="inflammation"),
+    ),
+)
 
 _ANTIGEN_LOSS = Mechanism(
     "antigen loss",
@@ -575,7 +604,7 @@ _READOUTS = Mechanism(
         Assignment("cd8_density", "1e6 * effector / max(tumor_volume, 1e-9)", "cells/mm3", "functional CD8 effectors per mm3 of tumor"),
     ),
     observables=(
-        Observable("tumor_volume", "mm3", "measured lesion volume: viable and dead tumor Vs + Vr + D (0 below one cell)"),
+        Observable("tumor_volume", "mm3", "measured lesion volume: viable and dead tumor and inflammatory swelling Vs + Vr + D + I (0 below one cell)"),
         Observable("viable_volume", "mm3", "viable tumor volume Vs + Vr"),
         Observable("sld", "mm", "longest diameter of one spherical lesion of the tumor volume, (6 V / pi)^(1/3)"),
         Observable("pct_change", "%", "change of sld from its value at time 0 (treatment start)", "100 * (sld / sld_at_start - 1)"),
@@ -597,7 +626,7 @@ def _growth_mechanism(law: str) -> Mechanism:
 
 
 #: the mechanisms of the core model, growth and kill laws excepted (core_model chooses them)
-MECHANISMS: tuple[Mechanism, ...] = (_TUMOR, _ANTIGEN_LOSS, _EFFECTORS, _MEMORY, _CHECKPOINT, _SUPPRESSORS, _CLEVER1, _CTLA4,
+MECHANISMS: tuple[Mechanism, ...] = (_TUMOR, _INFLAMMATION, _ANTIGEN_LOSS, _EFFECTORS, _MEMORY, _CHECKPOINT, _SUPPRESSORS, _CLEVER1, _CTLA4,
                                      _CHEMOTHERAPY, _MIR25, _ADVERSE_EVENTS, _METABOLISM, _READOUTS)
 
 
