@@ -6,8 +6,9 @@ simulation on CPUs (a compiled right-hand side, a stiff/non-stiff switching solv
 per step), so it measures what the compiled, batched diffrax solve buys over that, not over
 interpreter overhead as the scipy loop does.
 
-What it integrates: the 8 PD states of immunopd.models.core (ln Vs, Vr, E, X, R, M, Mc, S, with
-the Gompertz law) plus the two-compartment PK of both antibodies as 4 ODE states (central,
+What it integrates: the 11 PD states of immunopd.models.core (ln Vs, Vr, D, E, X, R, M, Mc, S,
+memory and the inflammatory swelling I, with the Gompertz law; the adverse-event hazard, read by
+nothing, is left out) plus the two-compartment PK of both antibodies as 4 ODE states (central,
 peripheral); the bookkeeping "eliminated" states are left out, since nothing read here depends
 on them. Like tests/reference.py it integrates segment by segment between infusion edges, so
 the zero-order infusion rate is constant within each LSODA call (LSODA knows nothing about the
@@ -89,7 +90,7 @@ _Slots = namedtuple("_Slots", _SLOT_NAMES)
 S = _Slots(*range(len(_SLOT_NAMES)))  # a global tuple of ints: numba freezes it as constants
 N_SLOTS = len(_SLOT_NAMES)
 
-#: the PD states, in immunopd's state order (tumor_sensitive integrated as its log, as immunopd does)
+#: the PD states, in the peer's own order (matched to immunopd's by name; tumor_sensitive integrated as its log, as immunopd does)
 PD_STATES = ("tumor_sensitive", "tumor_resistant", "tumor_dead", "effector", "exhausted", "treg", "mdsc",
              "clever1_macrophage", "sclever1_plasma", "memory", "inflammation")
 N_STATES = len(PD_STATES) + 2 * len(_TARGETS)  # + central and peripheral amount per antibody

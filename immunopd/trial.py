@@ -383,7 +383,8 @@ def _assemble(model, drugs, regs, texts, population, ts, scans, store, ends, sta
         **settings,
         "endpoints": "RECIST 1.1 on SLD at scan times (immunopd.endpoints): CR <= 1 mm, PR <= -30%, PD >= +20% and +5 mm over nadir",
         "population_seed": population.data.attrs.get("seed", -1),
-        "population_recipe": str({k: population.data.attrs[k] for k in ("cv", "uniform", "covariates") if k in population.data.attrs}),
+        "population_recipe": str({k: population.data.attrs[k] for k in ("cv", "uniform", "log_uniform", "covariates")
+                                   if k in population.data.attrs}),
     })
     return ds
 

@@ -24,11 +24,11 @@ from immunopd.sbml import to_sbml  # noqa: E402
 DAYS = 150
 # (model id, regimen, parameters, growth law). Every dose is an infusion (pembrolizumab over 30 min by
 # default), so each case but the first runs the export's start/end events; the second has covariate
-# effects on the PK, the third two drugs on two targets, the fourth nivolumab's clearance in ``time``.
+# effects on the PK, the third two drugs on two targets and the inflammatory swelling, the fourth nivolumab's clearance in ``time``.
 CASES = [
     ("untreated", None, {}, "gompertz"),
     ("pembro_q3w", "pembrolizumab 200 mg q3w x4", {"albumin": 32.0, "egfr": 70.0, "female": 1.0}, "gompertz"),
-    ("pembro_bexm", "pembrolizumab 200 mg q3w x6; bexmarilimab 1 mg/kg q3w x4 over 60 min", {}, "gompertz"),
+    ("pembro_bexm", "pembrolizumab 200 mg q3w x6; bexmarilimab 1 mg/kg q3w x4 over 60 min", {"inflammatory_swelling": 2.0}, "gompertz"),
     ("nivo_q4w", "nivolumab 480 mg q4w x3", {"tcell_exclusion": 0.9, "sclever1_release": 4.0}, "logistic"),
 ]
 

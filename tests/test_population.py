@@ -63,12 +63,13 @@ def test_uniform_plausible_sampling():
 
 def test_log_uniform_sampling_gives_each_decade_equal_weight():
     """ln x is uniform on (ln 1e-5, ln 0.1): a quarter of the draws below 10^(-5 + 0.25 x 4) = 1e-4,
-    the median at sqrt(1e-5 x 0.1) = 1e-3."""
+    the median at sqrt(1e-5 x 0.1) = 1e-3. Tolerances about 4 standard errors at n = 20,000 (the
+    median's is 3.3 % relative, the quarter's 0.0031)."""
     pop = sample(20000, seed=2, cv={}, log_uniform={"antigen_loss_rate": (1e-5, 0.1)})
     x = pop.data.antigen_loss_rate.values
     assert x.min() >= 1e-5 and x.max() < 0.1
-    assert np.median(x) == pytest.approx(1e-3, rel=0.03)
-    assert np.mean(x < 1e-4) == pytest.approx(0.25, abs=0.01)
+    assert np.median(x) == pytest.approx(1e-3, rel=0.14)
+    assert np.mean(x < 1e-4) == pytest.approx(0.25, abs=0.013)
     assert json.loads(pop.data.attrs["log_uniform"]) == {"antigen_loss_rate": [1e-5, 0.1]}
 
 

@@ -28,7 +28,9 @@ CASES = [
     ("pembrolizumab 200 mg q3w x6; bexmarilimab 1 mg/kg q3w x4 over 60 min", {}, "gompertz"),
     ("nivolumab 480 mg q4w x3", {"tcell_exclusion": 0.9, "sclever1_release": 4.0, "female": 1.0, "egfr": 60.0, "ecog_1_or_more": 1.0}, "gompertz"),
     ("pembrolizumab 200 mg q3w x4", {"albumin": 32.0, "egfr": 70.0, "female": 1.0}, "gompertz"),
-    ("pembrolizumab 400 mg q6w x2 delay 2 by 1w", {"antigen_loss_rate": 1e-3, "growth_rate": 0.006}, "logistic"),
+    # antigen loss, and the inflammatory swelling that a scan measures with the lesion
+    ("pembrolizumab 400 mg q6w x2 delay 2 by 1w", {"antigen_loss_rate": 1e-3, "growth_rate": 0.006, "inflammatory_swelling": 2.0,
+                                                   "inflammation_clearance": 0.1}, "logistic"),
     ("bexmarilimab 3 mg/kg q2w x5 over 60 min", {"kill_rate": 30.0, "resistant_fraction0": 0.2}, "bertalanffy"),
     # anti-PD-L1 with anti-CTLA-4 (Treg depletion, priming), the proportional clearance-in-time form, the 3-cmt taxane by BSA
     ("atezolizumab 1200 mg q3w x4; ipilimumab 3 mg/kg q3w x4", {"albumin": 35.0, "female": 1.0}, "gompertz"),

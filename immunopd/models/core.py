@@ -140,7 +140,7 @@ _ALL = {p.name: p for p in (
        "assumed: pseudo-progression, a lesion that grows on scans before it shrinks, is attributed to immune infiltrate, oedema "
        "and necrosis around the attack (Wolchok et al. 2009, Clin Cancer Res 15:7412, doi:10.1158/1078-0432.CCR-09-1624; "
        "Chiou & Burotto 2015, J Clin Oncol 33:3541, doi:10.1200/JCO.2015.61.6870); no magnitude published: 0 (off) for the "
-       "default patient, varied in the plausible population (immunopd.calibration.PLAUSIBLE_UNIFORM)",
+       "default patient, log-uniform 0.001-4 in the plausible population (immunopd.calibration.PLAUSIBLE_LOG_UNIFORM)",
        "non-tumor volume (infiltrate and oedema) the lesion gains per unit of tumor volume killed by effectors",
        switch="inflammatory swelling (pseudo-progression)", scale="linear"),
     _p("inflammation_clearance", 0.05, "1/day", 1e-3, 1.0,
@@ -334,16 +334,20 @@ def _extinct(volume: str) -> str:
 _TUMOR = Mechanism(
     "tumor",
     "antigen-presenting and antigen-loss viable volumes growing by one law, killed by effectors into dead cells that are "
-    "cleared slowly; a clone below one cell is extinct",
+    "cleared slowly; the attack brings inflammatory swelling (infiltrate, oedema) that a scan measures with the lesion until "
+    "cleared, so a lesion can grow before it shrinks (pseudo-progression); a clone below one cell is extinct",
     states=(
         State("tumor_sensitive", "mm3", "viable antigen-presenting tumor volume Vs (integrated as ln Vs)", log=True,
               initial="baseline_tumor_volume * (1 - resistant_fraction0 - dead_fraction0)"),
         State("tumor_resistant", "mm3", "viable antigen-loss (immune-escaped) subclone volume Vr",
               initial="baseline_tumor_volume * resistant_fraction0"),
         State("tumor_dead", "mm3", "dead tumor cells not yet cleared from the lesion (D)", initial="baseline_tumor_volume * dead_fraction0"),
+        # starts at 0 like D: an escaped tumor's untreated attack is small, so both build up only slowly untreated
+        State("inflammation", "mm3", "non-tumor volume of the lesion: immune infiltrate and oedema (I)", initial="0"),
     ),
     parameters=_params("baseline_tumor_volume", "resistant_fraction0", "dead_fraction0", "growth_rate", "carrying_capacity",
-                       "bertalanffy_exponent", "resistant_kill_fraction", "tumor_cell_volume", "dead_clearance", "extinction_rate"),
+                       "bertalanffy_exponent", "resistant_kill_fraction", "tumor_cell_volume", "dead_clearance", "extinction_rate",
+                       "inflammatory_swelling", "inflammation_clearance"),
     assignments=(
         Assignment("viable_volume", "tumor_sensitive + tumor_resistant", "mm3", "viable tumor volume Vs + Vr"),
         Assignment("lesion_volume", "viable_volume + tumor_dead + inflammation", "mm3",
@@ -364,6 +368,10 @@ _TUMOR = Mechanism(
         Flux("extinction_resistant", "extinction_rate * resistant_extinct", source="tumor_resistant", sink="tumor_dead",
              per="tumor_resistant"),
         Flux("dead_clearance", "dead_clearance", source="tumor_dead", per="tumor_dead"),
+        Flux("inflammatory_swelling",
+             "inflammatory_swelling * kill_per_volume * (tumor_sensitive + resistant_kill_fraction * tumor_resistant)",
+             sink="inflammation"),
+        Flux("inflammation_clearance", "inflammation_clearance", source="inflammation", per="inflammation"),
     ),
 )
 
@@ -395,21 +403,6 @@ _KILL = {
     ),
 }
 
-
-_INFLAMMATION = Mechanism(
-    "inflammatory swelling",
-    "the immune attack brings infiltrate and oedema into the lesion in proportion to the tumor volume it kills; the swelling is "
-    "measured with the lesion until cleared, so a lesion can grow on scans before it shrinks (pseudo-progression)",
-    states=(State("inflammation", "mm3", "non-tumor volume of the lesion: immune infiltrate and oedema (I)",
-                  initial="0"),),
-    parameters=_params("inflammatory_swelling", "inflammation_clearance"),
-    fluxes=(
-        Flux("inflammatory_swelling",
-             "inflammatory_swelling * kill_per_volume * (tumor_sensitive + resistant_kill_fraction * tumor_resistant)",
-             sink="inflammation"),
-        Flux("inflammation_clearance", "inflammation_clearance", source="inflammation", per="inflammation"),
-    ),
-)
 
 _ANTIGEN_LOSS = Mechanism(
     "antigen loss",
@@ -626,7 +619,7 @@ def _growth_mechanism(law: str) -> Mechanism:
 
 
 #: the mechanisms of the core model, growth and kill laws excepted (core_model chooses them)
-MECHANISMS: tuple[Mechanism, ...] = (_TUMOR, _INFLAMMATION, _ANTIGEN_LOSS, _EFFECTORS, _MEMORY, _CHECKPOINT, _SUPPRESSORS, _CLEVER1, _CTLA4,
+MECHANISMS: tuple[Mechanism, ...] = (_TUMOR, _ANTIGEN_LOSS, _EFFECTORS, _MEMORY, _CHECKPOINT, _SUPPRESSORS, _CLEVER1, _CTLA4,
                                      _CHEMOTHERAPY, _MIR25, _ADVERSE_EVENTS, _METABOLISM, _READOUTS)
 
 
