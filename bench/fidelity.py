@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import immunopd as ip  # noqa: E402
-from immunopd.biomarker import sclever1_adjusted  # noqa: E402
+from immunopd import endpoints as ep  # noqa: E402
+from immunopd.biomarker import logistic_regression, sclever1_adjusted  # noqa: E402
 from immunopd.calibration import calibrate_time_courses, observed_courses, plausible_population, time_course_figures  # noqa: E402
 from immunopd.population import sample  # noqa: E402
 from immunopd.trial import run_trial  # noqa: E402
@@ -156,6 +157,19 @@ def main(argv=None) -> int:
         f"issue #14 item 7; 95 % CI {a['logit_coef_adjusted_lower']:.3g} to {a['logit_coef_adjusted_upper']:.3g}")
     row("calibrated: correlation of ln baseline sClever-1 with ln baseline volume", a["corr_log_sclever1_log_volume"], np.nan,
         "reported", None, "issue #14 item 7")
+    # the same before twin selection, where the outcome does not choose the patients: does the
+    # release rate, and does baseline sClever-1, predict response once baseline volume is known?
+    plaus_trial = run_trial({"atezolizumab": "atezolizumab-1200mg-q3w"}, plausible, days=365, outputs=("sld",), on_failure="flag")
+    arm = plaus_trial.isel(regimen=0)
+    ok = arm.solver_status.values == 0
+    resp = np.isin(arm.best_response.values, (ep.CR, ep.PR))[ok].astype(float)
+    log_v = np.log(plausible.data.baseline_tumor_volume.values[ok])
+    for label, covariate in (("ln sClever-1 release rate", plausible.data.sclever1_release.values),
+                             ("ln baseline sClever-1", plausible.data.baseline_sclever1.values)):
+        fit = logistic_regression(resp, np.column_stack([np.log(covariate[ok]), log_v]), ["x", "log_volume"])["x"]
+        row(f"plausible ({int(ok.sum())}, {int(resp.sum())} responders): logistic coefficient of response on {label}, "
+            "adjusted for ln baseline volume", fit["coef"], np.nan, "reported", None,
+            f"issue #14 item 7; 95 % CI {fit['lower']:.3g} to {fit['upper']:.3g}")
 
     width = max(len(r[0]) for r in rows)
     print(f"{'figure':<{width}}  {'immunopd':>10}  {'data/published':>14}  {'target':<30} {'matches':<8} source")
