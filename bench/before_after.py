@@ -9,7 +9,9 @@ number of solver steps per patient (equal steps mean the two solve the same prob
 Reproduce with:  .venv/bin/python bench/before_after.py --before 81279fc [--rounds 2]
 
 The earlier commit is checked out with ``git worktree`` in a temporary directory (removed after);
-both sides run this repository's .venv interpreter, each importing its own ``immunopd``.
+both sides run this repository's .venv interpreter, each importing its own ``immunopd`` (checked).
+"after" is the working tree as it is, uncommitted changes included (the figures line says so);
+rounds alternate which side runs first.
 """
 
 from __future__ import annotations
@@ -44,11 +46,18 @@ print(json.dumps({"module": ip.__file__, "patient_years_per_s": 2000 / best, "st
 
 
 def run(tree: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", WORKLOAD, tree], cwd=tree, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", WORKLOAD, tree], cwd=tree, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"the workload failed in {tree} (exit {out.returncode}):\n{out.stderr[-4000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    if not result["module"].startswith(tree):
-        raise RuntimeError(f"{tree}: imported immunopd from {result['module']}")
+    expected = os.path.realpath(os.path.join(tree, "immunopd", "__init__.py"))
+    if os.path.realpath(result["module"]) != expected:
+        raise RuntimeError(f"{tree}: imported immunopd from {result['module']}, not {expected}")
     return result
+
+
+def git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
 
 
 def main(argv=None) -> int:
@@ -58,23 +67,34 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error(f"--rounds = {args.rounds} is not allowed; allowed: an integer >= 1")
-    rev = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+    resolved = git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{args.before}^{{commit}}")
+    if resolved.returncode != 0:
+        ap.error(f"--before = {args.before!r} is not allowed; allowed: a git revision naming a commit of this repository")
+    rev = resolved.stdout.strip()[:12]
+    head = git("rev-parse", "--short=12", "HEAD").stdout.strip()
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
     with tempfile.TemporaryDirectory() as tmp:
         before_tree = os.path.join(tmp, "before")
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", before_tree, rev], cwd=ROOT, check=True)
+        added = git("worktree", "add", "--detach", "-q", before_tree, rev)
+        if added.returncode != 0:
+            raise RuntimeError(f"git worktree add failed: {added.stderr.strip()}")
         try:
             rows = []
-            for _ in range(args.rounds):
-                rows.append(("before", run(before_tree)))
-                rows.append(("after", run(ROOT)))
+            for k in range(args.rounds):  # ABBA: each side first in half of the rounds
+                order = (("before", before_tree), ("after", ROOT)) if k % 2 == 0 else (("after", ROOT), ("before", before_tree))
+                rows.extend((side, run(tree)) for side, tree in order)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", before_tree], cwd=ROOT, check=False)
+            removed = git("worktree", "remove", "--force", before_tree)
+            git("worktree", "prune")
+            if removed.returncode != 0:
+                print(f"warning: git worktree remove {before_tree} failed: {removed.stderr.strip()}", file=sys.stderr)
     for side, r in rows:
         print(f"{side:<7} {r['patient_years_per_s']:8.0f} patient-years/s  {r['steps']:6.1f} steps/patient")
     mean = {side: sum(r["patient_years_per_s"] for s, r in rows if s == side) / args.rounds for side in ("before", "after")}
-    print(f"bench: before_after before={rev} rounds={args.rounds} before_py_per_s={mean['before']:.0f} "
+    print(f"bench: before_after before={rev} after={head}{'+uncommitted' if dirty else ''} rounds={args.rounds} "
+          f"before_py_per_s={mean['before']:.0f} "
           f"after_py_per_s={mean['after']:.0f} ratio_after_vs_before={mean['after'] / mean['before']:.2f}")
-    print(f"reproduce: .venv/bin/python bench/before_after.py --before {args.before} --rounds {args.rounds}")
+    print(f"reproduce: .venv/bin/python bench/before_after.py --before {rev} --rounds {args.rounds}")
     return 0
 
 
