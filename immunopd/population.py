@@ -250,23 +250,16 @@ def sample(
     for name, c in cv.items():
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c) or c < 0:
             raise InputError(describe(f"cv[{name!r}]", c, "a coefficient of variation >= 0 (0.3 = 30%)"))
-    for name, bounds in uniform.items():
-        spec = table[name]
-        try:
-            lo, hi = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            raise InputError(describe(f"uniform[{name!r}]", bounds, "a (low, high) pair")) from None
-        if not (spec.lower <= lo < hi <= spec.upper):
-            raise InputError(describe(f"uniform[{name!r}]", bounds, f"low < high within [{spec.lower:g}, {spec.upper:g}] {spec.unit}"))
-    for name, bounds in log_uniform.items():
-        spec = table[name]
-        try:
-            lo, hi = (float(b) for b in bounds)
-        except (TypeError, ValueError):
-            raise InputError(describe(f"log_uniform[{name!r}]", bounds, "a (low, high) pair")) from None
-        if not (0 < lo < hi and spec.lower <= lo and hi <= spec.upper):
-            raise InputError(describe(f"log_uniform[{name!r}]", bounds,
-                                      f"0 < low < high within [{spec.lower:g}, {spec.upper:g}] {spec.unit}"))
+    for label, ranges, floor, floor_text in (("uniform", uniform, -np.inf, ""), ("log_uniform", log_uniform, 0.0, "0 < ")):
+        for name, bounds in ranges.items():
+            spec = table[name]
+            try:
+                lo, hi = (float(b) for b in bounds)
+            except (TypeError, ValueError):
+                raise InputError(describe(f"{label}[{name!r}]", bounds, "a (low, high) pair")) from None
+            if not (floor < lo < hi and spec.lower <= lo and hi <= spec.upper):
+                raise InputError(describe(f"{label}[{name!r}]", bounds,
+                                          f"{floor_text}low < high within [{spec.lower:g}, {spec.upper:g}] {spec.unit}"))
     typical_values, _ = table.resolve(typical)
 
     rng = np.random.default_rng(seed)

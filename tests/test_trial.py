@@ -187,6 +187,13 @@ def test_observed_responses_agree_with_a_direct_computation():
         assert no_pd.loc[lesion, "best_pct_change"] == pytest.approx(100 * (later.min() / base.diameter_mm - 1))
 
 
+def _best_change_bin(best):
+    """Index of each best % change in calibration.BIN_EDGES (-100 % and below in the first bin)."""
+    from immunopd.calibration import BIN_EDGES
+
+    return np.clip(np.searchsorted(BIN_EDGES, np.clip(best, -100, None), side="right") - 1, 0, BIN_EDGES.size - 2)
+
+
 def test_calibration_acceptance_matches_observed_bins():
     from immunopd.calibration import calibrate, observed_responses, plausible_population
 
@@ -198,7 +205,7 @@ def test_calibration_acceptance_matches_observed_bins():
     prob = cal.plausible.accept_probability.values
     from immunopd.calibration import BIN_EDGES
 
-    b = np.clip(np.searchsorted(BIN_EDGES, np.clip(best, -100, None), side="right") - 1, 0, BIN_EDGES.size - 2)
+    b = _best_change_bin(best)
     ok = np.isfinite(best)
     expected = np.bincount(b[ok], weights=prob[ok], minlength=BIN_EDGES.size - 1)
     obs_frac = s.bin_fraction.sel(source="observed").values
@@ -223,11 +230,7 @@ def test_best_response_calibration_reproduces_the_orr_on_the_bins_it_reaches():
     s = cal.summary
     best = observed_responses().best_pct_change.to_numpy()
     best_plausible = cal.plausible.best_pct_change.values
-
-    def bins(x):
-        return np.clip(np.searchsorted(BIN_EDGES, np.clip(x, -100, None), side="right") - 1, 0, BIN_EDGES.size - 2)
-
-    reached = np.isin(bins(best), bins(best_plausible[np.isfinite(best_plausible)]))
+    reached = np.isin(_best_change_bin(best), _best_change_bin(best_plausible[np.isfinite(best_plausible)]))
     assert 0.9 < reached.mean() < 1.0  # the unreached bins hold a few % of the lesions
     observed = float(np.mean(best[reached] <= -30))
     n_cal = int(s.attrs["n_accepted"])
