@@ -601,12 +601,29 @@ class _Engine:
         def solve_all(p, etas0, data, tol, maxiter):
             return jax.vmap(lambda e, s: solve_subject(e, p, s, tol, maxiter))(etas0, data)
 
+        def solve_chunks(p, etas0, data, tol, maxiter, size):
+            """solve_all over consecutive chunks of ``size`` subjects, one chunk after another: a
+            vmapped solve runs as many ODE steps and Newton iterations as the chunk's slowest
+            subject, so on subjects ordered by follow-up each chunk pays for its own, not for the
+            longest follow-up of all (the last chunk is padded with copies of the last subject)."""
+            n = etas0.shape[0]
+            pad = (-n) % size
+
+            def chunked(a):
+                a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
+                return a.reshape((-1, size) + a.shape[1:])
+
+            out = jax.lax.map(lambda c: solve_all(p, c[0], c[1], tol, maxiter),
+                              (chunked(etas0), jax.tree_util.tree_map(chunked, data)))
+            return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+
         self.unpack = unpack
         self.fr = fr
         self.h = h
         self.fisher = fisher
         self.individual = individual
         self.solve_all = jax.jit(solve_all, static_argnums=(4,))
+        self.solve_chunks = jax.jit(solve_chunks, static_argnums=(4, 5))
         self.natural_jit = jax.jit(self.natural)
         self.natural_jacobian = jax.jit(jax.jacfwd(self.natural))
         # per-subject OFV and its exact gradient in p (forward mode over the local quadratic
@@ -688,6 +705,10 @@ _INNER_MAXITER = 40
 _MAX_ETA_STEP = 1.0  # largest change of one eta in one Newton step (a factor e on the parameter)
 _INNER_CHUNK = 8  # Newton iterations per pass over all subjects; the stragglers go on in small batches
 _STRAGGLER_BATCH = 16
+#: subjects per chunk of the first pass once there are more than two chunks' worth (0: one vmap
+#: over everyone). On the 1,061 immunotherapy lesions a plain solve of everyone in sorted chunks
+#: of 64 took 0.32 s against 0.75 s in one vmap (follow-up: median 210 days, longest 772).
+_SORTED_CHUNK = 64
 _COND_LIMIT = 1e13
 _FD_STEP = 1e-4  # relative step of the central differences giving the R matrix  # condition number above which a covariance matrix counts as singular
 
@@ -777,10 +798,21 @@ def _conditional_modes(eng, p, eta0, jd):
 
     # a vmapped Newton loop costs as many iterations as its slowest subject: after a short
     # pass over everyone, the few subjects still iterating go on in small batches
-    eta, gmax, dec, local, stuck = eng.solve_all(p, eta0, jd, _INNER_TOL, _INNER_CHUNK)
+    n_sub = int(eta0.shape[0])
+    # by last observation time, so that a chunk's subjects need about as many solver steps
+    order = np.argsort(np.max(np.asarray(jd["obs_t"]), axis=1), kind="stable")
+    if _SORTED_CHUNK and n_sub > 2 * _SORTED_CHUNK:
+        back = np.empty_like(order)
+        back[order] = np.arange(n_sub)
+        sub = jax.tree_util.tree_map(lambda a: a[order], jd)
+        out = eng.solve_chunks(p, jnp.asarray(eta0)[order], sub, _INNER_TOL, _INNER_CHUNK, _SORTED_CHUNK)
+        eta, gmax, dec, local, stuck = jax.tree_util.tree_map(lambda a: np.asarray(a)[back], out)
+    else:
+        eta, gmax, dec, local, stuck = eng.solve_all(p, eta0, jd, _INNER_TOL, _INNER_CHUNK)
     eta, gmax, dec, stuck = np.array(eta), np.array(gmax), np.array(dec), np.array(stuck)
     local = [np.array(x) for x in local]
-    todo = np.flatnonzero(~(gmax <= _INNER_TOL) & ~(dec <= _DECREMENT_TOL) & ~stuck)
+    still = ~(gmax <= _INNER_TOL) & ~(dec <= _DECREMENT_TOL) & ~stuck
+    todo = order[still[order]]  # the stragglers by follow-up too
     for lo in range(0, todo.size, _STRAGGLER_BATCH):
         part = todo[lo: lo + _STRAGGLER_BATCH]
         idx = np.concatenate([part, np.full(_STRAGGLER_BATCH - part.size, part[0])])

@@ -290,3 +290,18 @@ def test_map_estimates_at_nonmems_estimates_are_its_ebes(pheno, pheno_data):
     np.testing.assert_allclose(ours, tab.CIPREDI.values, rtol=2e-4)
     with pytest.raises(ParameterError, match=r"missing \['SIGMA\(proportional\)'\]"):
         nlme.map_estimates(pheno, pheno_data, {k: v for k, v in est.items() if k != "SIGMA(proportional)"})
+
+
+def test_chunks_ordered_by_follow_up_find_the_same_modes(pheno, pheno_data, monkeypatch):
+    """The inner problem in chunks of subjects ordered by last observation (how many lesions are
+    solved) gives the same conditional modes as one vmap over everyone, and NONMEM's EBEs."""
+    final, _ = nonmem_ext()
+    est = {ours: float(final[col]) for col, ours in EXT_NAMES.items()}
+    monkeypatch.setattr(nlme, "_SORTED_CHUNK", 0)
+    one_vmap = nlme.map_estimates(pheno, pheno_data, est)
+    monkeypatch.setattr(nlme, "_SORTED_CHUNK", 7)  # 59 subjects: 9 chunks, the last one padded
+    chunked = nlme.map_estimates(pheno, pheno_data, est)
+    assert list(chunked.subject.values) == list(one_vmap.subject.values) and bool(chunked.map_found.all())
+    np.testing.assert_allclose(chunked.ebe.values, one_vmap.ebe.values, atol=1e-9)
+    phi = nlme.read_nonmem_table(PHENO / "pheno.phi")
+    np.testing.assert_allclose(chunked.ebe.values, phi[["ETA(1)", "ETA(2)"]].values, atol=1e-4)

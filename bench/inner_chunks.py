@@ -1,0 +1,93 @@
+"""FOCE-I's inner problem on many lesions: one vmap over everyone vs chunks ordered by follow-up.
+
+Every FOCE-I objective evaluation first finds each lesion's conditional mode of eta (damped
+Newton, each iteration a second-order expansion of the ODE prediction). Vmapped, a batch runs as
+many solver steps and Newton iterations as its slowest lesion; ordered by last scan and cut into
+chunks (``immunopd.nlme._SORTED_CHUNK`` lesions each), a chunk pays only for its own. This bench
+times the first objective evaluation of a fit (conditional modes from eta = 0 at the initial
+estimates, then the OFV and its gradient) both ways on the same lesions, in alternating order
+(A B B A) after one compiling call each, and checks that both give the same OFV and etas.
+
+Reproduce with:  .venv/bin/python bench/inner_chunks.py --lesions 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import jax.numpy as jnp  # noqa: E402
+
+import immunopd  # noqa: E402,F401
+from immunopd import nlme  # noqa: E402
+from immunopd.calibration import observed_courses  # noqa: E402
+from immunopd.popfit import lesion_data, mechanistic_nlme_model  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lesions", default="400", help="number of lesions (>= 3 scans) or 'all' (default 400)")
+    ap.add_argument("--chunk", type=int, default=nlme._SORTED_CHUNK, help="lesions per chunk (default %(default)s)")
+    args = ap.parse_args()
+    if args.lesions != "all" and (not args.lesions.isdigit() or int(args.lesions) < 1):
+        ap.error(f"--lesions: {args.lesions!r} is not a positive integer or 'all'")
+    if args.chunk < 1:
+        ap.error(f"--chunk: {args.chunk} is not a positive integer")
+    n = None if args.lesions == "all" else int(args.lesions)
+    data = lesion_data(observed_courses("laleh2022", arm="immunotherapy"), min_scans=3, lesions=n)
+    model = mechanistic_nlme_model("immunotherapy", random=("growth_rate", "kill_rate"))
+    d = nlme._prepare(model, data)
+    eng = nlme._engine(model)
+    jd = {"dose_t": jnp.asarray(d.dose_t), "dose_a": jnp.asarray(d.dose_a), "obs_t": jnp.asarray(d.obs_t),
+          "y": jnp.asarray(d.y), "mask": jnp.asarray(d.mask), "cov": {c: jnp.asarray(v) for c, v in d.cov.items()}}
+    p0 = [t.initial for t in model.thetas] + [model.omega_matrix[i, j] for i, j in eng.omega_index] + list(model.sigma)
+    p = jnp.asarray(p0, float)
+    eta0 = jnp.zeros((len(d.ids), len(model.etas)))
+    last = d.obs_t.max(axis=1)
+    print(f"{len(d.ids)} lesions, {int(d.mask.sum())} scans; last scan day: median {np.median(last):.0f}, max {last.max():.0f}; "
+          f"chunks of {args.chunk}", flush=True)
+
+    def evaluation(chunk):
+        nlme._SORTED_CHUNK = chunk
+        t0 = time.perf_counter()
+        eta, _, local, found = nlme._conditional_modes(eng, p, eta0, jd)
+        vals, jac = eng.values_and_jacobian(p, eta, local, jd)
+        ofv = float(np.sum(vals))
+        results_of[chunk] = (np.asarray(vals), np.asarray(eta), np.asarray(found))
+        return time.perf_counter() - t0, ofv, np.asarray(eta), int(np.sum(~np.asarray(found)))
+
+    results_of = {}
+
+    modes = {"one vmap": 0, "sorted chunks": args.chunk}
+    first = {name: evaluation(c) for name, c in modes.items()}
+    for name, (s, ofv, _, bad) in first.items():
+        print(f"{name:<14} first call (compiles): {s:7.1f} s, OFV {ofv:.6f}, modes not found: {bad}", flush=True)
+    times = {name: [] for name in modes}
+    results = {}
+    for name in ("one vmap", "sorted chunks", "sorted chunks", "one vmap"):
+        s, ofv, eta, bad = evaluation(modes[name])
+        times[name].append(s)
+        results[name] = (ofv, eta)
+        print(f"{name:<14} warm: {s:7.2f} s", flush=True)
+    (o1, e1), (o2, e2) = results["one vmap"], results["sorted chunks"]
+    print(f"same result: |OFV difference| {abs(o1 - o2):.2e}, max |eta difference| {np.max(np.abs(e1 - e2)):.2e}")
+    (v1, _, f1), (v2, _, f2) = results_of[0], results_of[args.chunk]
+    both = f1 & f2
+    print(f"  lesions whose conditional mode was found both ways ({int(both.sum())}): |OFV difference| "
+          f"{abs(np.sum(v1[both] - v2[both])):.2e}, max |eta difference| {np.max(np.abs(e1 - e2)[both]):.2e}; "
+          f"the others ({int((~both).sum())}): |OFV difference| {abs(np.sum(v1[~both] - v2[~both])):.2e}")
+    a, b = np.mean(times["one vmap"]), np.mean(times["sorted chunks"])
+    print(f"first FOCE-I evaluation, warm (mean of 2): one vmap {a:.2f} s, sorted chunks {b:.2f} s: {a / b:.2f}x")
+    print(f"reproduce: .venv/bin/python bench/inner_chunks.py --lesions {args.lesions} --chunk {args.chunk}")
+    nlme._SORTED_CHUNK = modes["sorted chunks"]
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
