@@ -122,6 +122,20 @@ def test_time_course_figures_by_hand():
         np.median([np.log(6 / 10) / 84, np.log(10 / 20) / 84]))
 
 
+def test_split_half_spread_by_hand():
+    """bench/fidelity.py's split-half spread: identical lesions never differ between halves; of
+    two responders and two progressors, a third of the splits put both responders in one half
+    (week-6 response shares 100 % vs 0 %), so the 95th percentile of the gap is 100 points."""
+    from bench.fidelity import split_half_spread
+
+    responder = (np.array([0.0, 42.0]), np.array([10.0, 6.0]))
+    progressor = (np.array([0.0, 42.0]), np.array([10.0, 13.0]))
+    assert split_half_spread([responder] * 6, seed=1)["week 6: share <= -30 %"] == 0.0
+    spread = split_half_spread([responder, responder, progressor, progressor], seed=1)
+    assert spread["week 6: share <= -30 %"] == pytest.approx(100.0)
+    assert spread["week 6: share >= +20 %"] == pytest.approx(100.0)
+
+
 def test_time_course_calibration_finds_the_patients_that_made_the_courses():
     """Courses measured (1 mm) from 3 known patients on their own irregular scans are matched, among
     those 3 and 27 others, to exactly those 3, at distance 0."""
