@@ -280,7 +280,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          " data carry STUDY, the study's number; the smallest value is the reference)")
     pf.add_argument("--vpc-stratify", default=None, metavar="COLUMN", help="one VPC per value of a data column (e.g. STUDY)")
     pf.add_argument("--pc-vpc", action="store_true",
-                    help="prediction-corrected VPC (Bergstrand et al. 2011) of the % change in diameter")
+                    help="prediction-corrected VPC (Bergstrand et al. 2011) of the %% change in diameter")
     pf.add_argument("--population-out", default=None,
                     help="also write a virtual population drawn from the fit (.nc, for `immunopd trial --population`)")
     pf.add_argument("--patients", type=int, default=1000, help="patients in --population-out (default 1000)")

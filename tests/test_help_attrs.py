@@ -84,3 +84,21 @@ def test_trial_progress_says_when_the_first_chunk_compiles(capsys):
     run_trial({"a": "pembrolizumab 200 mg q3w"}, pop, days=17, progress=True)
     second = capsys.readouterr().err
     assert "20/20" in second and COMPILING not in second  # compiled already: nothing to say
+
+
+def test_every_command_prints_its_help():
+    """`immunopd <command> --help` prints and exits 0 for every command (argparse %-formats help
+    text: a bare "% change" in popfit's made its --help crash with a TypeError)."""
+    import argparse
+
+    from immunopd.cli import _build_parser
+
+    parser = _build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert "popfit" in commands
+    for command in commands:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
+            main([command, "--help"])
+        assert stop.value.code == 0, command
+        assert out.getvalue().startswith(f"usage: immunopd {command}"), command
