@@ -128,6 +128,21 @@ def _parse_set(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``, tried: os.access says yes to root everywhere,
+    also where nothing can be created (/proc, some network and FUSE mounts)."""
+    import os
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".immunopd-write-check-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
 def _check_output(path: str, option: str, suffixes: tuple[str, ...]) -> str:
     """Refuse, before anything runs, an output path the writer would not produce or could not write:
     a suffix not in ``suffixes``, a folder that does not exist or is not writable, a folder where a
@@ -142,7 +157,7 @@ def _check_output(path: str, option: str, suffixes: tuple[str, ...]) -> str:
     folder = p.parent
     if not folder.is_dir():
         raise InputError(describe(f"{option} folder", str(folder), "an existing folder"))
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not os.access(folder, os.W_OK | os.X_OK) or not _can_create_in(folder):
         raise InputError(describe(f"{option} folder", str(folder), "a folder this user may write in"))
     if p.suffix != ".zarr" and p.is_dir():
         raise InputError(describe(option, str(path), "a file path (this is a folder)"))

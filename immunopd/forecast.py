@@ -734,6 +734,11 @@ def forecast(scans: Scans, regimens: Sequence[str], *, given, prior: Prior | Non
         raise InputError(describe("horizon_day", horizon_day, f"a day on or after at_day ({at_day:g})"))
     cov = _check_covariates(covariates)
     courses = [compose_regimen(given_reg, r, decision_day) for r in regimens]  # every candidate checked before any solve
+    from .dosing import _amount_mg
+
+    for reg in (given_reg, *courses):  # a mg/kg or mg/m2 dose without the patient's weight or BSA: refused now, not mid-run
+        for series in reg.series:
+            _amount_mg(series, cov.get("body_weight"), cov.get("body_surface_area"))
     prior = individualize(load_prior() if prior is None else prior, cov, float(scans.size_mm[0]))
     # one dosing horizon for every patient up to day 2000 (the predictor's default), so that the given
     # regimen's compiled posterior serves the next patient too; the likelihood stops at the last scan

@@ -81,7 +81,7 @@ def test_unknown_covariate_and_too_few_scans():
         fc.posterior(s, GIVEN, method="nuts", draws=3)
 
 
-def test_cli_checks_everything_before_solving(tmp_path, capsys):
+def test_cli_checks_everything_before_solving(tmp_path, capsys, monkeypatch):
     from immunopd.cli import main
 
     scans = _csv(tmp_path, "time_day,sld_mm\n0,50\n42,44\n")
@@ -92,6 +92,14 @@ def test_cli_checks_everything_before_solving(tmp_path, capsys):
     assert rc == 2 and "regimen = 'frobnicate 3 mg' is not allowed" in err
     rc = main(["forecast", str(tmp_path / "missing.csv"), "--given", GIVEN, "--regimen", "continue", "--out", str(tmp_path / "f.nc")])
     assert rc == 2 and "scans = " in capsys.readouterr().err
+    # a mg/kg candidate without --weight: refused before the posterior is sampled (it was refused after it, 69 s in)
+    def no_sampling(*args, **kws):
+        raise AssertionError("the posterior was sampled before the regimens' doses were checked")
+
+    monkeypatch.setattr(fc, "posterior", no_sampling)
+    rc = main(["forecast", str(scans), "--given", GIVEN, "--regimen", "continue + bexmarilimab 1 mg/kg q3w",
+               "--out", str(tmp_path / "f.nc")])
+    assert rc == 2 and "body weight = None is not allowed; allowed: a weight in kg (needed by the mg/kg dose" in capsys.readouterr().err
     assert not (tmp_path / "f.nc").exists()
 
 

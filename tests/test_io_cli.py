@@ -200,6 +200,9 @@ def test_cli_output_folder_must_be_writable(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == "ro" else real(p, mode, **kw))  # root may write anywhere
     assert main(["simulate", "--days", "5", "--out", "ro/x.nc"]) == 2
     assert capsys.readouterr().err == "immunopd: error: --out folder = 'ro' is not allowed; allowed: a folder this user may write in\n"
+    if os.path.isdir("/proc"):  # os.access lets root write there, but nothing can be created: refused before the run too
+        assert main(["simulate", "--days", "5", "--out", "/proc/x.nc"]) == 2
+        assert capsys.readouterr().err == "immunopd: error: --out folder = '/proc' is not allowed; allowed: a folder this user may write in\n"
     (tmp_path / "dir.nc").mkdir()
     assert main(["simulate", "--days", "5", "--out", "dir.nc"]) == 2
     assert capsys.readouterr().err == "immunopd: error: --out = 'dir.nc' is not allowed; allowed: a file path (this is a folder)\n"
