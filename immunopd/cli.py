@@ -273,7 +273,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--out", required=True, help="output .xml path (written atomically)")
 
     demo = sub.add_parser("demo", help="no treatment vs anti-PD-1 vs anti-PD-1 + anti-Clever-1 on three patient types")
-    demo.add_argument("--out-dir", default="out", help="folder for demo.nc and demo.png (default: out)")
+    demo.add_argument("--out-dir", default="out", help="folder for demo.nc, demo.png, trial.nc and trial.png (default: out)")
     pf = sub.add_parser("popfit", help="population (FOCE-I) fit of the mechanistic model to a shipped dataset's lesions")
     pf.add_argument("--data", default="laleh2022", help="shipped dataset (default laleh2022)")
     pf.add_argument("--arm", default="immunotherapy", help="immunotherapy or chemotherapy (its regimen from the baseline scan)")
@@ -361,7 +361,7 @@ def _fit(args) -> int:
     n_ok = int(ds.converged.sum())
     n_invalid = int((ds.status != "ok").sum())
     print(f"{args.model} on {ds.sizes['lesion']} lesions ({args.arm}): {n_ok} converged, {ds.sizes['lesion'] - n_ok} flagged "
-          f"({n_invalid} of them invalid input, reasons in 'status'); median AIC {float(ds.aic.median()):.2f}")
+          f"({n_invalid} of them invalid input, reasons in 'status'; the others' in 'convergence'); median AIC {float(ds.aic.median()):.2f}")
     print(f"wrote {args.out}")
     return 0
 

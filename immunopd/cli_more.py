@@ -41,7 +41,9 @@ def add_parsers(sub) -> None:
                      help="largest grid step between dose edges in hours (default 1; Cmax is read at the infusion ends regardless)")
     exp.add_argument("--out", default=None, help="also write the table: .nc (netCDF, with units) or .csv")
 
-    plo = sub.add_parser("plot", help="draw the standard figure of a result file the command line wrote (kind read from its attrs)")
+    plo = sub.add_parser("plot", help="draw the standard figure of a result of simulate, exposure, trial, biomarker, sensitivity "
+                                      "or fit (kind read from its attrs; demo draws its own figures, calibrate, popfit and forecast "
+                                      "theirs with --plot)")
     plo.add_argument("result", help="a .nc or .zarr result of simulate, exposure, trial, sensitivity or fit")
     plo.add_argument("--out", required=True, help="output .png path (written atomically)")
 
@@ -238,6 +240,6 @@ def fit_file(args) -> int:
     n_ok = int(ds.converged.sum())
     n_invalid = int((ds.status != "ok").sum())
     print(f"{args.model} on {ds.sizes['lesion']} lesions of {args.data} ({table.attrs['conversion']}): {n_ok} converged, "
-          f"{ds.sizes['lesion'] - n_ok} flagged ({n_invalid} of them invalid input, reasons in 'status')")
+          f"{ds.sizes['lesion'] - n_ok} flagged ({n_invalid} of them invalid input, reasons in 'status'; the others' in 'convergence')")
     print(f"wrote {args.out}")
     return 0

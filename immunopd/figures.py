@@ -1,4 +1,4 @@
-"""The standard figure of any result file the command line writes (``immunopd plot RESULT --out fig.png``).
+"""The standard figure of a simulate, exposure, trial, biomarker, sensitivity or fit result (``immunopd plot RESULT --out fig.png``).
 
 The kind of result is read from the file itself (its attrs and variables), never from its name:
 
@@ -43,8 +43,9 @@ def open_any(path: str | os.PathLike) -> xr.Dataset:
                                                f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})")) from None
 
 
-def detect(ds: xr.Dataset, name: str = "RESULT") -> str:
-    """The kind of result ``ds`` is (one of :data:`KINDS`), from its attrs and variables."""
+def detect(ds: xr.Dataset, name: str = "RESULT", path=None) -> str:
+    """The kind of result ``ds`` (read from ``path``, named in the error) is (one of :data:`KINDS`),
+    from its attrs and variables."""
     attrs = ds.attrs
     if attrs.get("kind") == "exposure":
         return "exposure"
@@ -59,9 +60,10 @@ def detect(ds: xr.Dataset, name: str = "RESULT") -> str:
     if attrs.get("title") == "immunopd simulation" and "time" in ds.dims:
         return "simulation"
     shown = {k: attrs[k] for k in list(attrs)[:4]}
-    raise InputError(describe(name, attrs.get("title", "a file without a title"),
+    what = str(path) if path is not None else attrs.get("title", "a file without a title")
+    raise InputError(describe(name, what,
                               f"a result of immunopd simulate, exposure, trial, biomarker, sensitivity or fit (kinds: {', '.join(KINDS)}); "
-                              f"this file has variables {sorted(ds.data_vars)[:8]} and attrs {shown}"))
+                              f"this file (title {attrs.get('title', 'none')!r}) has variables {sorted(ds.data_vars)[:8]} and attrs {shown}"))
 
 
 def plot_result(path: str | os.PathLike, out: str | os.PathLike) -> str:
@@ -74,7 +76,7 @@ def plot_result(path: str | os.PathLike, out: str | os.PathLike) -> str:
     from .io import save_figure
 
     ds = open_any(path)
-    kind = detect(ds)
+    kind = detect(ds, path=path)
     fig = {"simulation": _simulation, "exposure": _exposure, "trial": _trial, "sensitivity-local": _local,
            "sensitivity-global": _global, "fit": _fit}[kind](ds, plt)
     fig.suptitle(f"{kind}: {os.path.basename(str(path))}", fontsize=9)

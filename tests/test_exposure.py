@@ -116,6 +116,9 @@ def test_a_cut_short_last_interval_is_marked():
     assert ds.complete.values.tolist() == [[True, True, False]]
     assert float(ds.interval_end[0, -1]) == 50.0
     assert "*" in exposure_table(ds).splitlines()[4]
+    assert exposure_table(ds).splitlines()[-1].startswith("* the simulation ended before the next dose")
+    whole = exposure("pembrolizumab 200 mg q3w", weight=70, days=63)  # three whole intervals: no mark, no footnote
+    assert bool(whole.complete.all()) and "the simulation ended before" not in exposure_table(whole)
 
 
 def test_bolus_trough_is_the_left_limit():

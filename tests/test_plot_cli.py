@@ -180,9 +180,9 @@ def test_plot_refuses_an_unknown_file(tmp_path, capsys):
     png = tmp_path / "f.png"
     assert main(["plot", str(other), "--out", str(png)]) == 2
     assert capsys.readouterr().err == (
-        "immunopd: error: RESULT = 'something else' is not allowed; allowed: a result of immunopd simulate, exposure, trial, biomarker, "
-        "sensitivity or fit (kinds: simulation, exposure, trial, sensitivity-local, sensitivity-global, fit); this file has variables "
-        "['x'] and attrs {'title': 'something else'}\n")
+        f"immunopd: error: RESULT = {str(other)!r} is not allowed; allowed: a result of immunopd simulate, exposure, trial, biomarker, "
+        "sensitivity or fit (kinds: simulation, exposure, trial, sensitivity-local, sensitivity-global, fit); this file (title "
+        "'something else') has variables ['x'] and attrs {'title': 'something else'}\n")
     assert not png.exists()
     text = tmp_path / "notes.nc"
     text.write_text("not a netCDF file")
