@@ -134,12 +134,16 @@ def _can_create_in(folder: Path) -> bool:
     import os
     import tempfile
 
+    import contextlib
+
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".immunopd-write-check-")
     except OSError:
         return False
-    os.close(fd)
-    os.unlink(probe)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(OSError):  # e.g. an append-only folder: the check must not fail the run
+        os.unlink(probe)
     return True
 
 

@@ -305,3 +305,20 @@ def test_chunks_ordered_by_follow_up_find_the_same_modes(pheno, pheno_data, monk
     np.testing.assert_allclose(chunked.ebe.values, one_vmap.ebe.values, atol=1e-9)
     phi = nlme.read_nonmem_table(PHENO / "pheno.phi")
     np.testing.assert_allclose(chunked.ebe.values, phi[["ETA(1)", "ETA(2)"]].values, atol=1e-4)
+    # the local quadratic models behind FOCE-I's OFV and its gradient come back in subject order too
+    import jax.numpy as jnp
+
+    d, eng = nlme._prepare(pheno, pheno_data), nlme._engine(pheno)
+    jd = {"dose_t": jnp.asarray(d.dose_t), "dose_a": jnp.asarray(d.dose_a), "obs_t": jnp.asarray(d.obs_t),
+          "y": jnp.asarray(d.y), "mask": jnp.asarray(d.mask), "cov": {c: jnp.asarray(v) for c, v in d.cov.items()}}
+    p = jnp.asarray([est[n] for n in pheno.parameter_names()])
+    runs = {}
+    for chunk in (0, 7):
+        monkeypatch.setattr(nlme, "_SORTED_CHUNK", chunk)
+        eta, _, local, found = nlme._conditional_modes(eng, p, jnp.zeros((len(d.ids), 2)), jd)
+        vals, jac = eng.values_and_jacobian(p, eta, local, jd)
+        runs[chunk] = (np.asarray(vals), np.asarray(jac), [np.asarray(x) for x in local])
+    np.testing.assert_allclose(runs[7][0], runs[0][0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(runs[7][1], runs[0][1], rtol=1e-7, atol=1e-7)
+    for a, b in zip(runs[7][2], runs[0][2]):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
