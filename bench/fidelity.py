@@ -67,10 +67,13 @@ def split_half_gaps(courses, seed: int, splits: int = 200) -> dict[str, np.ndarr
     return {name: np.asarray(g)[np.isfinite(g)] for name, g in gaps.items()}
 
 
+def _p95(gaps: np.ndarray) -> float:
+    return float(np.percentile(gaps, 95)) if gaps.size else float("nan")
+
+
 def split_half_spread(courses, seed: int, splits: int = 200) -> dict[str, float]:
     """Each figure's 95th percentile of :func:`split_half_gaps`."""
-    return {name: float(np.percentile(g, 95)) if g.size else float("nan")
-            for name, g in split_half_gaps(courses, seed, splits).items()}
+    return {name: _p95(g) for name, g in split_half_gaps(courses, seed, splits).items()}
 
 
 def judge(name, value, reference):
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
                   if name in TARGETS and g.size else "")
         row(f"held out (twins of even lesions vs odd lesions): {name}", value, held[name], target, ok,
             f"{LALEH}; even lesions themselves: {matched[name]:.3g}; two random halves of the lesions differ by up to "
-            f"{np.percentile(g, 95) if g.size else np.nan:.2g} (95th percentile, 200 splits){beyond}")
+            f"{_p95(g):.2g} (95th percentile, 200 splits){beyond}")
 
     # 5. the calibrated population under other regimens: 6-weekly scans for a year (RECIST)
     pop_c = cal.population

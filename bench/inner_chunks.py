@@ -47,8 +47,7 @@ def main() -> int:
     model = mechanistic_nlme_model("immunotherapy", random=("growth_rate", "kill_rate"))
     d = nlme._prepare(model, data)
     eng = nlme._engine(model)
-    jd = {"dose_t": jnp.asarray(d.dose_t), "dose_a": jnp.asarray(d.dose_a), "obs_t": jnp.asarray(d.obs_t),
-          "y": jnp.asarray(d.y), "mask": jnp.asarray(d.mask), "cov": {c: jnp.asarray(v) for c, v in d.cov.items()}}
+    jd = nlme._device_data(d)
     p0 = [t.initial for t in model.thetas] + [model.omega_matrix[i, j] for i, j in eng.omega_index] + list(model.sigma)
     p = jnp.asarray(p0, float)
     eta0 = jnp.zeros((len(d.ids), len(model.etas)))
@@ -57,30 +56,27 @@ def main() -> int:
           f"chunks of {args.chunk}", flush=True)
 
     def evaluation(chunk):
+        """(seconds, per-lesion OFV terms, etas, found) of one first evaluation."""
         nlme._SORTED_CHUNK = chunk
         t0 = time.perf_counter()
         eta, _, local, found = nlme._conditional_modes(eng, p, eta0, jd)
-        vals, jac = eng.values_and_jacobian(p, eta, local, jd)
-        ofv = float(np.sum(vals))
-        results_of[chunk] = (np.asarray(vals), np.asarray(eta), np.asarray(found))
-        return time.perf_counter() - t0, ofv, np.asarray(eta), int(np.sum(~np.asarray(found)))
-
-    results_of = {}
+        vals, _ = eng.values_and_jacobian(p, eta, local, jd)
+        vals = np.asarray(vals)
+        return time.perf_counter() - t0, vals, np.asarray(eta), np.asarray(found)
 
     modes = {"one vmap": 0, "sorted chunks": args.chunk}
-    first = {name: evaluation(c) for name, c in modes.items()}
-    for name, (s, ofv, _, bad) in first.items():
-        print(f"{name:<14} first call (compiles): {s:7.1f} s, OFV {ofv:.6f}, modes not found: {bad}", flush=True)
+    for name, chunk in modes.items():
+        s, vals, _, found = evaluation(chunk)
+        print(f"{name:<14} first call (compiles): {s:7.1f} s, OFV {vals.sum():.6f}, modes not found: {int((~found).sum())}", flush=True)
     times = {name: [] for name in modes}
-    results = {}
+    last_run = {}
     for name in ("one vmap", "sorted chunks", "sorted chunks", "one vmap"):
-        s, ofv, eta, bad = evaluation(modes[name])
+        s, vals, eta, found = evaluation(modes[name])
+        last_run[name] = (vals, eta, found)
         times[name].append(s)
-        results[name] = (ofv, eta)
         print(f"{name:<14} warm: {s:7.2f} s", flush=True)
-    (o1, e1), (o2, e2) = results["one vmap"], results["sorted chunks"]
-    print(f"same result: |OFV difference| {abs(o1 - o2):.2e}, max |eta difference| {np.max(np.abs(e1 - e2)):.2e}")
-    (v1, _, f1), (v2, _, f2) = results_of[0], results_of[args.chunk]
+    (v1, e1, f1), (v2, e2, f2) = last_run["one vmap"], last_run["sorted chunks"]
+    print(f"same result: |OFV difference| {abs(v1.sum() - v2.sum()):.2e}, max |eta difference| {np.max(np.abs(e1 - e2)):.2e}")
     both = f1 & f2
     gap = np.abs(v1 - v2)
     print(f"  lesions whose conditional mode was found both ways ({int(both.sum())}): largest |OFV difference| of one "

@@ -55,8 +55,7 @@ def main() -> None:
     eng = nlme._engine(model)
     names = model.parameter_names()
     p0 = jnp.asarray([t.initial for t in model.thetas] + [model.omega_matrix[i, j] for i, j in eng.omega_index] + list(model.sigma))
-    jd = {"dose_t": jnp.asarray(d.dose_t), "dose_a": jnp.asarray(d.dose_a), "obs_t": jnp.asarray(d.obs_t),
-          "y": jnp.asarray(d.y), "mask": jnp.asarray(d.mask), "cov": {c: jnp.asarray(v) for c, v in d.cov.items()}}
+    jd = nlme._device_data(d)
     t0 = time.perf_counter()
     eta, gmax, local, found = nlme._conditional_modes(eng, p0, jnp.zeros((len(d.ids), len(random))), jd)
     _, jac = eng.values_and_jacobian(p0, eta, local, jd)

@@ -131,10 +131,9 @@ def _parse_set(items: list[str]) -> dict[str, float]:
 def _can_create_in(folder: Path) -> bool:
     """Whether a file can be created in ``folder``, tried: os.access says yes to root everywhere,
     also where nothing can be created (/proc, some network and FUSE mounts)."""
+    import contextlib
     import os
     import tempfile
-
-    import contextlib
 
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".immunopd-write-check-")

@@ -288,7 +288,7 @@ def exposure_table(ds: xr.Dataset, patient: int = 0) -> str:
             f"{'Ctrough ug/mL':>14} {'AUC ug*d/mL':>12} {'Cavg ug/mL':>11} {'t>thr d':>8} {'occ trough':>10}")
     lines = [head, "-" * len(head)]
     d = ds.isel(patient=patient)
-    marks = []  # the footnote only under a table with a cut-short interval
+    cut_short = False  # the footnote only under a table with a cut-short interval
     for drug in d.drug.values:
         x = d.sel(drug=drug)
         for k in range(x.sizes["dose_interval"]):
@@ -297,12 +297,12 @@ def exposure_table(ds: xr.Dataset, patient: int = 0) -> str:
                 continue
             above = float(row.time_above)
             mark = " " if bool(row.complete) else "*"
-            marks.append(mark)
+            cut_short |= mark == "*"
             lines.append(
                 f"{str(drug):<16} {int(row.dose_interval):>4} {float(row.interval_start):>8.3f} {float(row.interval_end):>7.3f}{mark} "
                 f"{float(row.dose):>8.1f} {float(row.cmax):>11.4g} {float(row.tmax):>8.3f} {float(row.ctrough):>14.4g} "
                 f"{float(row.auc):>12.5g} {float(row.cavg):>11.4g} {(f'{above:.3f}' if np.isfinite(above) else '-'):>8} "
                 f"{float(row.trough_occupancy):>10.4f}")
-    if any(line.endswith("*") for line in marks):
+    if cut_short:
         lines.append("* the simulation ended before the next dose: the interval is cut short (its trough is the last time point)")
     return "\n".join(lines)

@@ -706,8 +706,8 @@ _MAX_ETA_STEP = 1.0  # largest change of one eta in one Newton step (a factor e 
 _INNER_CHUNK = 8  # Newton iterations per pass over all subjects; the stragglers go on in small batches
 _STRAGGLER_BATCH = 16
 #: subjects per chunk of the first pass once there are more than two chunks' worth (0: one vmap
-#: over everyone). On the 1,061 immunotherapy lesions a plain solve of everyone in sorted chunks
-#: of 64 took 0.32 s against 0.75 s in one vmap (follow-up: median 210 days, longest 772).
+#: over everyone). See bench/inner_chunks.py for what it gains (the lesions' follow-up runs from
+#: a few weeks to 772 days).
 _SORTED_CHUNK = 64
 _COND_LIMIT = 1e13
 _FD_STEP = 1e-4  # relative step of the central differences giving the R matrix  # condition number above which a covariance matrix counts as singular
@@ -790,6 +790,14 @@ class NLMEFit:
         return "\n".join(lines)
 
 
+def _device_data(d: _Data) -> dict:
+    """The per-subject arrays of prepared data as JAX arrays (leading axis: subject)."""
+    import jax.numpy as jnp
+
+    return {"dose_t": jnp.asarray(d.dose_t), "dose_a": jnp.asarray(d.dose_a), "obs_t": jnp.asarray(d.obs_t),
+            "y": jnp.asarray(d.y), "mask": jnp.asarray(d.mask), "cov": {c: jnp.asarray(v) for c, v in d.cov.items()}}
+
+
 def _conditional_modes(eng, p, eta0, jd):
     """Each subject's conditional mode of eta at the natural parameters ``p``: (eta (S, k),
     max |dh/deta| (S,), the local quadratic models at the modes, found (S,) bool)."""
@@ -848,8 +856,7 @@ def map_estimates(model: NLMEModel, data, estimates: Mapping[str, float]):
     p = jnp.asarray([float(estimates[n]) for n in names])
     d = _prepare(model, data)
     eng = _engine(model)
-    jd = {"dose_t": jnp.asarray(d.dose_t), "dose_a": jnp.asarray(d.dose_a), "obs_t": jnp.asarray(d.obs_t),
-          "y": jnp.asarray(d.y), "mask": jnp.asarray(d.mask), "cov": {c: jnp.asarray(v) for c, v in d.cov.items()}}
+    jd = _device_data(d)
     eta, _, _, found = _conditional_modes(eng, p, jnp.zeros((len(d.ids), len(model.etas))), jd)
     theta = eng.unpack(p)[0]
     indiv = jax.vmap(lambda c, e: jnp.stack([jnp.asarray(eng.individual(theta, c, e)[n], float)
@@ -930,8 +937,7 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
     except (ValueError, np.linalg.LinAlgError):
         raise ParameterError(describe("initial", dict(zip(names, p0.tolist())), "values inside the bounds and a"
                                       " positive-definite OMEGA")) from None
-    jd = {"dose_t": jnp.asarray(d.dose_t), "dose_a": jnp.asarray(d.dose_a), "obs_t": jnp.asarray(d.obs_t),
-          "y": jnp.asarray(d.y), "mask": jnp.asarray(d.mask), "cov": {c: jnp.asarray(v) for c, v in d.cov.items()}}
+    jd = _device_data(d)
     n_sub, k = len(d.ids), len(model.etas)
     state = {"eta": jnp.zeros((n_sub, k)), "evals": 0, "inner_ok": True}
     t0 = _time.perf_counter()

@@ -309,8 +309,7 @@ def test_chunks_ordered_by_follow_up_find_the_same_modes(pheno, pheno_data, monk
     import jax.numpy as jnp
 
     d, eng = nlme._prepare(pheno, pheno_data), nlme._engine(pheno)
-    jd = {"dose_t": jnp.asarray(d.dose_t), "dose_a": jnp.asarray(d.dose_a), "obs_t": jnp.asarray(d.obs_t),
-          "y": jnp.asarray(d.y), "mask": jnp.asarray(d.mask), "cov": {c: jnp.asarray(v) for c, v in d.cov.items()}}
+    jd = nlme._device_data(d)
     p = jnp.asarray([est[n] for n in pheno.parameter_names()])
     runs = {}
     for chunk in (0, 7):
