@@ -93,8 +93,11 @@ def _panels(plt, n: int, width: float = 4.2, height: float = 3.2):
     return fig, list(axes[0])
 
 
-def _label(v: xr.DataArray) -> str:
-    return f"{v.attrs.get('long_name', v.name)} ({v.attrs.get('units', '?')})"
+def _label(v: xr.DataArray, width: int = 38) -> str:
+    """The variable's long name and unit, wrapped: a long name on one line runs off the figure."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(f"{v.attrs.get('long_name', v.name)} ({v.attrs.get('units', '?')})", width))
 
 
 def _simulation(ds, plt):

@@ -106,14 +106,20 @@ class Scans:
         return dataclasses.replace(self, time_day=self.time_day[:k], size_mm=self.size_mm[:k], rows=self.rows[:k])
 
 
-def _check_scans(t, y, rows, where: str, time_col: str, size_col: str) -> Scans:
+def _check_scans(t, y, rows, where: str, time_col: str, size_col: str, raw_t=None, raw_y=None) -> Scans:
+    """``raw_t``/``raw_y``: the file's cells before conversion, so that a message names the text
+    the user typed ('12 mm') rather than the NaN it became."""
     t = np.asarray(t, float)
     y = np.asarray(y, float)
+
+    def shown(raw, values, i):
+        return float(values[i]) if raw is None or not isinstance(raw[i], str) else raw[i]
+
     for i in range(t.size):
         if not np.isfinite(t[i]):
-            raise InputError(describe(f"{where} row {rows[i]}, column {time_col}", float(t[i]), "a finite time"))
+            raise InputError(describe(f"{where} row {rows[i]}, column {time_col}", shown(raw_t, t, i), "a finite time"))
         if not np.isfinite(y[i]) or y[i] < 0:
-            raise InputError(describe(f"{where} row {rows[i]}, column {size_col}", float(y[i]), "a finite size >= 0"))
+            raise InputError(describe(f"{where} row {rows[i]}, column {size_col}", shown(raw_y, y, i), "a finite size >= 0"))
     if t.size and y[0] <= 0:
         raise InputError(describe(f"{where} row {rows[0]}, column {size_col}", float(y[0]),
                                   "a positive baseline size (the first scan sets the model's baseline volume)"))
@@ -196,6 +202,7 @@ def read_scans(path, *, time_unit: str | None = None, size_unit: str | None = No
         t = pd.to_numeric(df[cols["TIME"]], errors="coerce").to_numpy(float) * NONMEM_TIME_UNITS[time_unit]
         kind, factor = NONMEM_SIZE_UNITS[size_unit]
         y = pd.to_numeric(df[cols["DV"]], errors="coerce").to_numpy(float)
+        raw_t, raw_y = df[cols["TIME"]].to_numpy(object)[keep], df[cols["DV"]].to_numpy(object)[keep]
         t, y, rows, time_col, size_col = t[keep], y[keep], rows[keep], "TIME", "DV"
     else:
         if time_unit is not None or size_unit is not None:
@@ -213,6 +220,7 @@ def read_scans(path, *, time_unit: str | None = None, size_unit: str | None = No
         kind, factor = SIZE_COLUMNS[size_col.lower()]
         t = pd.to_numeric(df[cols[time_col]], errors="coerce").to_numpy(float) * TIME_COLUMNS[time_col.lower()]
         y = pd.to_numeric(df[cols[size_col]], errors="coerce").to_numpy(float)
+        raw_t, raw_y = df[cols[time_col]].to_numpy(object), df[cols[size_col]].to_numpy(object)
     if kind == "volume":
         bad = ~np.isfinite(y) | (y < 0)
         y = np.where(bad, y, np.cbrt(6.0 / math.pi * np.where(bad, 1.0, y)))
@@ -220,7 +228,7 @@ def read_scans(path, *, time_unit: str | None = None, size_unit: str | None = No
         y = y * factor
     if t.size == 0:
         raise InputError(describe(f"{where} scans", 0, "at least one scan row"))
-    return _check_scans(t, y, rows, where, time_col, size_col)
+    return _check_scans(t, y, rows, where, time_col, size_col, raw_t, raw_y)
 
 
 def _check_covariates(covariates: Mapping | None) -> dict:

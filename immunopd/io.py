@@ -257,7 +257,8 @@ def replace_folder(complete: Path, path: Path) -> None:
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save a matplotlib figure as PNG at ``path`` atomically."""
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        # "tight": a long y-axis label is kept inside the image instead of clipped at its edge
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     return Path(path)
 
 

@@ -43,6 +43,13 @@ def test_negative_and_zero_sizes(tmp_path):
     assert fc.read_scans(_csv(tmp_path, "time_day,sld_mm\n0,10\n42,0\n")).size_mm[-1] == 0.0  # a lesion may disappear
 
 
+def test_text_in_a_numeric_cell_is_named_as_typed(tmp_path):
+    with pytest.raises(InputError, match=re.escape("row 2, column sld_mm = '44 mm' is not allowed; allowed: a finite size >= 0")):
+        fc.read_scans(_csv(tmp_path, "time_day,sld_mm\n0,50\n42,44 mm\n"))
+    with pytest.raises(InputError, match=re.escape("row 2, column TIME = 'six weeks' is not allowed; allowed: a finite time")):
+        fc.read_scans(_csv(tmp_path, "ID,TIME,DV\n1,0,50\n1,six weeks,44\n", "nm.csv"), time_unit="day", size_unit="mm")
+
+
 def test_scan_before_the_first_dose(tmp_path):
     with pytest.raises(InputError, match=re.escape("row 2, column time_day = -3.0 is not allowed; allowed: a scan after the first"
                                                    " dose (day 0)")):
