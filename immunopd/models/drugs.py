@@ -55,6 +55,8 @@ __all__ = ["DRUGS", "PRESETS", "COMBINATIONS", "STANDARD_REGIMENS", "ARM_REGIMEN
 _AHAMADI = "Ahamadi et al. 2017, CPT Pharmacometrics Syst Pharmacol 6:49, doi:10.1002/psp4.12139 (Table 3, as transcribed in nlmixr2lib Ahamadi_2017_pembrolizumab)"
 _BAJAJ = "Bajaj et al. 2017, CPT Pharmacometrics Syst Pharmacol 6:58, doi:10.1002/psp4.12143 (Table 1, as transcribed in nlmixr2lib Bajaj_2017_nivolumab)"
 _IGG_ASSUMED = "assumed: no public population PK for bexmarilimab; typical IgG4 two-compartment values (cf. pembrolizumab/nivolumab)"
+_DE_SOUSA_LINHARES = ("De Sousa Linhares et al. 2019, Sci Rep 9:11472, doi:10.1038/s41598-019-47910-1 (abstract; one PD-1 "
+                      "reporter platform for five PD-1/PD-L1 antibodies)")
 _PARTITION = PKValue(0.3, "tumor interstitial/plasma ratio of an anti-PD-L1 IgG in tumor-bearing mice, about 0.3 at its lowest "
                           "(Deng et al. 2016, mAbs 8:593, doi:10.1080/19420862.2015.1136043); a mouse value, applied to human lesions")
 
@@ -75,10 +77,11 @@ PEMBROLIZUMAB = Drug(
         "intercompartmental_clearance": PKValue(0.795, _AHAMADI),
         "peripheral_volume": PKValue(4.06, _AHAMADI),
     },
-    potency=Potency(0.029, "nM", "binding KD",
-                    "KD 29 pM to human PD-1 (Keytruda BLA 125514 pharmacology review, FDA 2014, as cited in modelling abstracts; primary "
-                    "document not read); the functional IL-2 IC50 of 0.535 ug/mL (Elassaiss-Schaap et al. 2017, doi:10.1002/psp4.12132) "
-                    "is another kind of number and is not used, so both anti-PD-1 potencies are binding KDs"),
+    potency=Potency(0.0399, "ug/mL", "functional EC50",
+                    "EC50 39.90 ng/mL (95 % CI 34.01-46.80) for blocking PD-1 signalling in a Jurkat T-cell reporter assay, "
+                    "measured beside nivolumab (76.17 ng/mL) in one study: " + _DE_SOUSA_LINHARES + "; the binding KD of 29 pM "
+                    "(Keytruda BLA pharmacology review) and nivolumab's 2.6 nM came from different sources and platforms and made the "
+                    "two drugs differ 90-fold in potency, where this assay finds 1.9-fold"),
     tumor_partition=_PARTITION,
     covariates=(
         _weight("clearance", 0.595, 76.8, _AHAMADI),
@@ -114,7 +117,10 @@ NIVOLUMAB = Drug(
         "clearance_t50": PKValue(58.75, _BAJAJ + ": T50 1410 h"),
         "clearance_hill": PKValue(3.15, _BAJAJ),
     },
-    potency=Potency(2.6, "nM", "binding KD", "KD 2.6 nM (QSP-IO example 1, citing Wang et al. 2014, doi:10.1158/2326-6066.CIR-14-0040)"),
+    potency=Potency(0.07617, "ug/mL", "functional EC50",
+                    "EC50 76.17 ng/mL (95 % CI 64.95-89.34) for blocking PD-1 signalling in a Jurkat T-cell reporter assay, "
+                    "measured beside pembrolizumab in one study: " + _DE_SOUSA_LINHARES + " (was KD 2.6 nM, QSP-IO example 1 "
+                    "citing Wang et al. 2014, another source and kind of measurement than pembrolizumab's)"),
     tumor_partition=_PARTITION,
     covariates=(
         _weight("clearance", 0.566, 80.0, _BAJAJ),
