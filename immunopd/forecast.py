@@ -113,7 +113,11 @@ def _check_scans(t, y, rows, where: str, time_col: str, size_col: str, raw_t=Non
     y = np.asarray(y, float)
 
     def shown(raw, values, i):
-        return float(values[i]) if raw is None or not isinstance(raw[i], str) else raw[i]
+        """The cell as the file holds it (text as typed, a number as a float, in the column's own
+        unit), else the converted value."""
+        if raw is None:
+            return float(values[i])
+        return raw[i] if isinstance(raw[i], str) else float(raw[i])
 
     for i in range(t.size):
         if not np.isfinite(t[i]):

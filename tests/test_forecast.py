@@ -48,6 +48,13 @@ def test_text_in_a_numeric_cell_is_named_as_typed(tmp_path):
         fc.read_scans(_csv(tmp_path, "time_day,sld_mm\n0,50\n42,44 mm\n"))
     with pytest.raises(InputError, match=re.escape("row 2, column TIME = 'six weeks' is not allowed; allowed: a finite time")):
         fc.read_scans(_csv(tmp_path, "ID,TIME,DV\n1,0,50\n1,six weeks,44\n", "nm.csv"), time_unit="day", size_unit="mm")
+    # a dose row (EVID 1, DV '.') is not a scan; the bad cell keeps its own row number and text
+    with pytest.raises(InputError, match=re.escape("row 3, column DV = '4 4' is not allowed; allowed: a finite size >= 0")):
+        fc.read_scans(_csv(tmp_path, "ID,TIME,DV,EVID\n1,0,50,0\n1,0,.,1\n1,42,4 4,0\n", "nm2.csv"), time_unit="day",
+                      size_unit="mm")
+    # a number is shown in the column's own unit (cm here), not converted
+    with pytest.raises(InputError, match=re.escape("row 2, column sld_cm = -1.0 is not allowed; allowed: a finite size >= 0")):
+        fc.read_scans(_csv(tmp_path, "time_day,sld_cm\n0,5\n42,-1\n", "cm.csv"))
 
 
 def test_scan_before_the_first_dose(tmp_path):

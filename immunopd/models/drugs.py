@@ -80,8 +80,12 @@ PEMBROLIZUMAB = Drug(
     potency=Potency(0.0399, "ug/mL", "functional EC50",
                     "EC50 39.90 ng/mL (95 % CI 34.01-46.80) for blocking PD-1 signalling in a Jurkat T-cell reporter assay, "
                     "measured beside nivolumab (76.17 ng/mL) in one study: " + _DE_SOUSA_LINHARES + "; the binding KD of 29 pM "
-                    "(Keytruda BLA pharmacology review) and nivolumab's 2.6 nM came from different sources and platforms and made the "
-                    "two drugs differ 90-fold in potency, where this assay finds 1.9-fold"),
+                    "(Keytruda BLA pharmacology review as cited in modelling abstracts, primary document not read) and nivolumab's "
+                    "2.6 nM came from different sources and platforms and made the two drugs differ 90-fold in potency, where this "
+                    "assay finds 1.9-fold. Other values, not used: the functional IL-2 IC50 0.535 ug/mL (Elassaiss-Schaap et al. "
+                    "2017, doi:10.1002/psp4.12132; no nivolumab value in the same assay) and one platform's binding KDs, 4 nM "
+                    "pembrolizumab and 7.2 nM nivolumab (Brown et al. 2020, doi:10.1371/journal.pone.0229206, analogues on a "
+                    "hydrogel chip)"),
     tumor_partition=_PARTITION,
     covariates=(
         _weight("clearance", 0.595, 76.8, _AHAMADI),
