@@ -563,7 +563,11 @@ def posterior(scans: Scans, given, *, prior: Prior | None = None, covariates: Ma
     return out
 
 
+#: compiled NUTS runs by (model, prior shape, scans, settings); at most _NUTS_CACHE_SIZE, the
+#: oldest dropped first: each holds its model and a compiled program, so a long session that
+#: forecasts for many models would otherwise keep them all
 _NUTS_RUNNERS: dict = {}
+_NUTS_CACHE_SIZE = 16
 #: NUTS settings of `posterior(method='nuts')`
 NUTS_SETTINGS = {"dense_mass": True, "target_accept_prob": 0.8}
 
@@ -587,6 +591,7 @@ def _nuts_runner(model, prior: Prior, n_obs: int, warmup: int, draws: int, per_c
     key = (id(model), tuple(prior.free), tuple(prior.etas), n_obs, warmup, draws, per_call, tuple(sorted(settings.items())))
     hit = _NUTS_RUNNERS.get(key)
     if hit is not None and hit[0] is model:
+        _remember_runner(key, model, hit[1])
         return hit[1]
     import jax
     import jax.numpy as jnp
@@ -629,8 +634,17 @@ def _nuts_runner(model, prior: Prior, n_obs: int, warmup: int, draws: int, per_c
             (jax.ShapeDtypeStruct((n_obs,), f64), jax.ShapeDtypeStruct((n_obs,), f64), jax.ShapeDtypeStruct((len(free),), f64),
              jax.ShapeDtypeStruct((k, k), f64), jax.ShapeDtypeStruct((2,), f64)))
     run = jax.jit(jax.vmap(chain, in_axes=(0, 0, None))).lower(*args).compile()
-    _NUTS_RUNNERS[key] = (model, run)
+    _remember_runner(key, model, run)
     return run
+
+
+def _remember_runner(key, model, run) -> None:
+    """Keep ``run`` as the most recently used entry; drop the least recently used beyond
+    ``_NUTS_CACHE_SIZE``."""
+    _NUTS_RUNNERS.pop(key, None)
+    _NUTS_RUNNERS[key] = (model, run)
+    while len(_NUTS_RUNNERS) > _NUTS_CACHE_SIZE:
+        _NUTS_RUNNERS.pop(next(iter(_NUTS_RUNNERS)))
 
 
 def _nuts(prior, model, scans, typical, mode, draws, chains, warmup, seed):

@@ -317,3 +317,17 @@ def test_nuts_posterior_mean_matches_quadrature():
     eta = post["eta"].reshape(-1, 2)
     mc_se = eta.std(0) / np.sqrt(post["diagnostics"]["ess_bulk"])
     assert np.all(np.abs(eta.mean(0) - mean_quad) < 4 * mc_se + 0.02), (eta.mean(0), mean_quad, mc_se)
+
+
+def test_compiled_nuts_runs_are_kept_least_recently_used_first_out(monkeypatch):
+    """The cache of compiled NUTS runs holds at most _NUTS_CACHE_SIZE; a use moves an entry to the
+    end, and the entry dropped is the one used longest ago."""
+    monkeypatch.setattr(fc, "_NUTS_RUNNERS", {})
+    monkeypatch.setattr(fc, "_NUTS_CACHE_SIZE", 3)
+    model = object()
+    for k in "abc":
+        fc._remember_runner(k, model, k.upper())
+    fc._remember_runner("a", model, "A")  # a used again: b is now the oldest
+    fc._remember_runner("d", model, "D")
+    assert list(fc._NUTS_RUNNERS) == ["c", "a", "d"]
+    assert fc._NUTS_RUNNERS["d"] == (model, "D")
