@@ -123,6 +123,14 @@ def _clean(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _usable_courses(name: str, arm: str) -> int:
+    """Lesions of ``arm`` that calibration and population fits can use (after cleaning, with a
+    positive baseline diameter and at least one later scan)."""
+    from .calibration import observed_courses
+
+    return len(observed_courses(name, arm))
+
+
 def summary() -> str:
     """One block per shipped dataset: counts per arm and the citation (``immunopd datasets``)."""
     blocks = []
@@ -130,7 +138,8 @@ def summary() -> str:
         t = load(name)
         lines = [f"{name}: {info.title}", f"  {t['lesion'].nunique()} lesions, {len(t)} measurements, {t['study'].nunique()} studies"]
         for arm, group in t.groupby("arm"):
-            lines.append(f"  {arm}: {group['lesion'].nunique()} lesions, {len(group)} measurements")
+            lines.append(f"  {arm}: {group['lesion'].nunique()} lesions, {len(group)} measurements; "
+                         f"{_usable_courses(name, arm)} usable (what calibrate and popfit use: after cleaning, 'immunopd.datasets.load(clean=True)', with a baseline > 0 mm and a later scan)")
         lines += [f"  cite: {info.citation}", f"  licence: {info.licence}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

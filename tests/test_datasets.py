@@ -42,6 +42,8 @@ def test_cli_datasets(capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "1461 lesions, 8416 measurements, 5 studies" in out and "doi:10.1371/journal.pcbi.1009822" in out
+    # one immunotherapy lesion (0332bdd7...-S5, readings of 12 and 41 mm on day 57) is dropped by cleaning: 1,061 are used
+    assert "immunotherapy: 1062 lesions, 6409 measurements; 1061 usable" in out
 
 
 def test_clean_sorts_dedupes_and_reports():
