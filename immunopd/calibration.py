@@ -36,6 +36,7 @@ import pandas as pd
 import xarray as xr
 
 from . import endpoints as ep
+from .datasets import from_baseline
 from .errors import InputError, describe
 from .models.drugs import ARM_REGIMENS
 from .population import Covariates, Population, sample
@@ -75,29 +76,6 @@ PLAUSIBLE_LOG_UNIFORM = {
 }
 
 
-def _from_baseline(dataset: str, arm: str):
-    """``(lesion, baseline row, t days, d mm)`` per lesion of ``arm``: the baseline is the last scan
-    on or before day 0 (the first scan when there is none before treatment), ``t``/``d`` the
-    baseline and every later scan; lesions with a 0 mm baseline or no later scan are left out."""
-    from .datasets import load
-
-    if arm not in ("immunotherapy", "chemotherapy", "all"):
-        raise InputError(describe("arm", arm, "'immunotherapy', 'chemotherapy' or 'all'"))
-    df = load(dataset, clean=True)
-    if arm != "all":
-        df = df[df.arm == arm]
-    for lesion, g in df.groupby("lesion", sort=False):
-        g = g.sort_values("time_days")
-        pre = g[g.time_days <= 0]
-        base = pre.iloc[-1] if len(pre) else g.iloc[0]
-        post = g[g.time_days > base.time_days]
-        if base.diameter_mm <= 0 or post.empty:
-            continue
-        t = np.concatenate([[base.time_days], post.time_days.to_numpy(float)])
-        d = np.concatenate([[base.diameter_mm], post.diameter_mm.to_numpy(float)])
-        yield lesion, base, t, d
-
-
 def observed_responses(dataset: str = "laleh2022", arm: str = "immunotherapy") -> pd.DataFrame:
     """One row per lesion: baseline diameter, RECIST best response and best % change, follow-up.
 
@@ -106,7 +84,7 @@ def observed_responses(dataset: str = "laleh2022", arm: str = "immunotherapy") -
     the "SLD" is that lesion's longest diameter. Lesions with a 0 mm baseline are dropped.
     """
     rows = []
-    for lesion, base, t, d in _from_baseline(dataset, arm):
+    for lesion, base, t, d in from_baseline(dataset, arm):
         res = ep.recist(d[None], t, cr_threshold_mm=0.0)
         rows.append({
             "lesion": lesion, "study_arm": base.study_arm, "baseline_mm": float(base.diameter_mm),
@@ -120,7 +98,7 @@ def observed_courses(dataset: str = "laleh2022", arm: str = "immunotherapy") -> 
     """Each lesion's ``(lesion, days since its baseline scan, longest diameter mm)`` from the
     baseline on (baseline chosen as in :func:`observed_responses`; 0 mm baselines and lesions
     without a later scan dropped)."""
-    return [(str(lesion), t - t[0], d) for lesion, _, t, d in _from_baseline(dataset, arm)]
+    return [(str(lesion), t - t[0], d) for lesion, _, t, d in from_baseline(dataset, arm)]
 
 
 #: the weeks and days at which :func:`time_course_figures` reads the courses

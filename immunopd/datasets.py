@@ -123,12 +123,31 @@ def _clean(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def from_baseline(dataset: str, arm: str):
+    """``(lesion, baseline row, t days, d mm)`` per lesion of ``arm``: the baseline is the last scan
+    on or before day 0 (the first scan when there is none before treatment), ``t``/``d`` the
+    baseline and every later scan; lesions with a 0 mm baseline or no later scan are left out."""
+    if arm not in ("immunotherapy", "chemotherapy", "all"):
+        raise InputError(describe("arm", arm, "'immunotherapy', 'chemotherapy' or 'all'"))
+    df = load(dataset, clean=True)
+    if arm != "all":
+        df = df[df.arm == arm]
+    for lesion, g in df.groupby("lesion", sort=False):
+        g = g.sort_values("time_days")
+        pre = g[g.time_days <= 0]
+        base = pre.iloc[-1] if len(pre) else g.iloc[0]
+        post = g[g.time_days > base.time_days]
+        if base.diameter_mm <= 0 or post.empty:
+            continue
+        t = np.concatenate([[base.time_days], post.time_days.to_numpy(float)])
+        d = np.concatenate([[base.diameter_mm], post.diameter_mm.to_numpy(float)])
+        yield lesion, base, t, d
+
+
 def _usable_courses(name: str, arm: str) -> int:
     """Lesions of ``arm`` that calibration and population fits can use (after cleaning, with a
     positive baseline diameter and at least one later scan)."""
-    from .calibration import observed_courses
-
-    return len(observed_courses(name, arm))
+    return sum(1 for _ in from_baseline(name, arm))
 
 
 def summary() -> str:
