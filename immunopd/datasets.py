@@ -31,6 +31,7 @@ disagree; what it removed is listed in ``table.attrs["cleaning"]``.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,21 +145,17 @@ def from_baseline(dataset: str, arm: str):
         yield lesion, base, t, d
 
 
-def _usable_courses(name: str, arm: str) -> int:
-    """Lesions of ``arm`` that calibration and population fits can use (after cleaning, with a
-    positive baseline diameter and at least one later scan)."""
-    return sum(1 for _ in from_baseline(name, arm))
-
-
 def summary() -> str:
     """One block per shipped dataset: counts per arm and the citation (``immunopd datasets``)."""
     blocks = []
     for name, info in DATASETS.items():
         t = load(name)
         lines = [f"{name}: {info.title}", f"  {t['lesion'].nunique()} lesions, {len(t)} measurements, {t['study'].nunique()} studies"]
+        # the lesions calibration and population fits can use: one pass over every arm
+        usable = Counter(str(base.arm) for _, base, _, _ in from_baseline(name, "all"))
         for arm, group in t.groupby("arm"):
             lines.append(f"  {arm}: {group['lesion'].nunique()} lesions, {len(group)} measurements; "
-                         f"{_usable_courses(name, arm)} usable (what calibrate and popfit use: after cleaning, 'immunopd.datasets.load(clean=True)', with a baseline > 0 mm and a later scan)")
+                         f"{usable[str(arm)]} usable (what calibrate and popfit use: after cleaning, 'immunopd.datasets.load(clean=True)', with a baseline > 0 mm and a later scan)")
         lines += [f"  cite: {info.citation}", f"  licence: {info.licence}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -15,6 +15,7 @@ The kind of result is read from the file itself (its attrs and variables), never
 from __future__ import annotations
 
 import os
+import textwrap
 
 import numpy as np
 import xarray as xr
@@ -95,8 +96,6 @@ def _panels(plt, n: int, width: float = 4.2, height: float = 3.2):
 
 def _label(v: xr.DataArray, width: int = 38) -> str:
     """The variable's long name and unit, wrapped: a long name on one line runs off the figure."""
-    import textwrap
-
     return "\n".join(textwrap.wrap(f"{v.attrs.get('long_name', v.name)} ({v.attrs.get('units', '?')})", width))
 
 
