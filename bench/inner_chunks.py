@@ -1,12 +1,21 @@
-"""FOCE-I's inner problem on many lesions: one vmap over everyone vs chunks ordered by follow-up.
+"""FOCE-I's inner problem on many lesions: how its batching and its expansions pay.
 
 Every FOCE-I objective evaluation first finds each lesion's conditional mode of eta (damped
-Newton, each iteration a second-order expansion of the ODE prediction). Vmapped, a batch runs as
-many solver steps and Newton iterations as its slowest lesion; ordered by last scan and cut into
-chunks (``immunopd.nlme._SORTED_CHUNK`` lesions each), a chunk pays only for its own. This bench
-times the first objective evaluation of a fit (conditional modes from eta = 0 at the initial
-estimates, then the OFV and its gradient) both ways on the same lesions, in alternating order
-(A B B A) after one compiling call each, and checks that both give the same OFV and etas.
+Newton, each iteration a second-order expansion of the ODE prediction by forward-over-forward AD
+through the solve). Two choices are timed here, on the same lesions, each way in its own engine
+(its own compilation, timed apart as the first call):
+
+- batching: one vmap over everyone, against batches of ``immunopd.nlme._SORTED_CHUNK`` lesions
+  ordered by last scan (a vmapped solve runs as many steps and Newton iterations as its slowest
+  lane, and follow-up runs from a few weeks to 772 days); ``--one-batch`` adds the former;
+- the expansion of the Newton steps: along the eta-carrying parameters only (the default; with
+  etas on the growth and kill rates, 9 forward-mode lanes through the solve instead of 16) or
+  along every individual parameter (``nlme._EXPAND_ETA_DIRECTIONS_ONLY = False``). The outer
+  gradient's full expansion is taken once at the mode either way.
+
+Timed: the first objective evaluation of a fit (conditional modes from eta = 0 at the initial
+estimates, then the OFV and its gradient), first with compilation, then warm in alternating
+order (A B B A). Every way must give the same OFV and modes.
 
 Reproduce with:  .venv/bin/python bench/inner_chunks.py --lesions 400
 """
@@ -33,7 +42,8 @@ from immunopd.popfit import lesion_data, mechanistic_nlme_model  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lesions", default="400", help="number of lesions (>= 3 scans) or 'all' (default 400)")
-    ap.add_argument("--chunk", type=int, default=nlme._SORTED_CHUNK, help="lesions per chunk (default %(default)s)")
+    ap.add_argument("--chunk", type=int, default=nlme._SORTED_CHUNK, help="lesions per batch (default %(default)s)")
+    ap.add_argument("--one-batch", action="store_true", help="also time one vmap over every lesion")
     args = ap.parse_args()
     if args.lesions != "all" and (not args.lesions.isdigit() or int(args.lesions) < 1):
         ap.error(f"--lesions: {args.lesions!r} is not a positive integer or 'all'")
@@ -41,51 +51,67 @@ def main() -> int:
         ap.error(f"--chunk: {args.chunk} is not a positive integer")
     n = None if args.lesions == "all" else int(args.lesions)
     data = lesion_data(observed_courses("laleh2022", arm="immunotherapy"), min_scans=3, lesions=n)
-    if data.ID.nunique() <= 2 * args.chunk:
-        ap.error(f"--lesions {args.lesions}: {data.ID.nunique()} lesions, but the chunks run only above 2 x --chunk "
-                 f"({2 * args.chunk}): both ways would be one vmap")
+    if data.ID.nunique() <= args.chunk:
+        ap.error(f"--lesions {args.lesions}: {data.ID.nunique()} lesions, not more than one batch (--chunk {args.chunk})")
     model = mechanistic_nlme_model("immunotherapy", random=("growth_rate", "kill_rate"))
     d = nlme._prepare(model, data)
-    eng = nlme._engine(model)
     jd = nlme._device_data(d)
-    p0 = [t.initial for t in model.thetas] + [model.omega_matrix[i, j] for i, j in eng.omega_index] + list(model.sigma)
-    p = jnp.asarray(p0, float)
+    thetas = [t.initial for t in model.thetas]
+    p = jnp.asarray(thetas + [model.omega_matrix[i, i] for i in range(len(model.etas))] + list(model.sigma), float)
     eta0 = jnp.zeros((len(d.ids), len(model.etas)))
     last = d.obs_t.max(axis=1)
     print(f"{len(d.ids)} lesions, {int(d.mask.sum())} scans; last scan day: median {np.median(last):.0f}, max {last.max():.0f}; "
-          f"chunks of {args.chunk}", flush=True)
+          f"batches of {args.chunk}; etas on {', '.join(model.etas)} of {', '.join(model.parameters)}", flush=True)
 
-    def evaluation(chunk):
-        """(seconds, per-lesion OFV terms, etas, found) of one first evaluation."""
-        nlme._SORTED_CHUNK = chunk
+    ways = {"batches, eta directions": (args.chunk, True), "batches, full expansion": (args.chunk, False)}
+    if args.one_batch:
+        ways["one vmap, eta directions"] = (0, True)
+    engines = {}
+    for name, (_, eta_only) in ways.items():
+        nlme._EXPAND_ETA_DIRECTIONS_ONLY = eta_only
+        engines[name] = nlme._Engine(model)
+    nlme._EXPAND_ETA_DIRECTIONS_ONLY = True
+
+    def evaluation(name):
+        """(seconds, per-lesion OFV terms, OFV gradient, etas, found) of one first evaluation."""
+        nlme._SORTED_CHUNK = ways[name][0]
+        eng = engines[name]
         t0 = time.perf_counter()
         eta, _, local, found = nlme._conditional_modes(eng, p, eta0, jd)
-        vals, _ = eng.values_and_jacobian(p, eta, local, jd)
-        vals = np.asarray(vals)
-        return time.perf_counter() - t0, vals, np.asarray(eta), np.asarray(found)
+        vals, jac = eng.values_and_jacobian(p, eta, local, jd)
+        vals, jac = np.asarray(vals), np.asarray(jac)
+        return time.perf_counter() - t0, vals, jac.sum(axis=0), np.asarray(eta), np.asarray(found)
 
-    modes = {"one vmap": 0, "sorted chunks": args.chunk}
-    for name, chunk in modes.items():
-        s, vals, _, found = evaluation(chunk)
-        print(f"{name:<14} first call (compiles): {s:7.1f} s, OFV {vals.sum():.6f}, modes not found: {int((~found).sum())}", flush=True)
-    times = {name: [] for name in modes}
+    times = {name: [] for name in ways}
     last_run = {}
-    for name in ("one vmap", "sorted chunks", "sorted chunks", "one vmap"):
-        s, vals, eta, found = evaluation(modes[name])
-        last_run[name] = (vals, eta, found)
+    for name in ways:
+        s, vals, grad, _, found = evaluation(name)
+        print(f"{name:<26} first call (compiles): {s:7.1f} s, OFV {vals.sum():.6f}, modes not found: {int((~found).sum())}",
+              flush=True)
+    order = list(ways) + list(ways)[::-1]
+    for name in order:
+        s, vals, grad, eta, found = evaluation(name)
+        last_run[name] = (vals, grad, eta, found)
         times[name].append(s)
-        print(f"{name:<14} warm: {s:7.2f} s", flush=True)
-    (v1, e1, f1), (v2, e2, f2) = last_run["one vmap"], last_run["sorted chunks"]
-    print(f"same result: |OFV difference| {abs(v1.sum() - v2.sum()):.2e}, max |eta difference| {np.max(np.abs(e1 - e2)):.2e}")
-    both = f1 & f2
-    gap = np.abs(v1 - v2)
-    print(f"  lesions whose conditional mode was found both ways ({int(both.sum())}): largest |OFV difference| of one "
-          f"lesion {np.max(gap[both], initial=0.0):.2e}, max |eta difference| {np.max(np.abs(e1 - e2)[both], initial=0.0):.2e}; "
-          f"the others ({int((~both).sum())}): largest |OFV difference| {np.max(gap[~both], initial=0.0):.2e}")
-    a, b = np.mean(times["one vmap"]), np.mean(times["sorted chunks"])
-    print(f"first FOCE-I evaluation, warm (mean of 2): one vmap {a:.2f} s, sorted chunks {b:.2f} s: {a / b:.2f}x")
-    print(f"reproduce: .venv/bin/python bench/inner_chunks.py --lesions {args.lesions} --chunk {args.chunk}")
-    nlme._SORTED_CHUNK = modes["sorted chunks"]
+        print(f"{name:<26} warm: {s:7.2f} s", flush=True)
+    ref = list(ways)[0]
+    v1, g1, e1, f1 = last_run[ref]
+    for name in list(ways)[1:]:
+        v2, g2, e2, f2 = last_run[name]
+        both = f1 & f2
+        gap = np.abs(v1 - v2)
+        print(f"{name} vs {ref}: |OFV difference| {abs(v1.sum() - v2.sum()):.2e}, largest relative gradient difference "
+              f"{np.max(np.abs(g1 - g2) / np.maximum(np.abs(g1), 1e-12)):.2e}; modes found both ways ({int(both.sum())}): "
+              f"largest |OFV difference| of one lesion {np.max(gap[both], initial=0.0):.2e}, max |eta difference| "
+              f"{np.max(np.abs(e1 - e2)[both], initial=0.0):.2e}; the others ({int((~both).sum())}): largest |OFV "
+              f"difference| {np.max(gap[~both], initial=0.0):.2e}")
+    base = np.mean(times[ref])
+    for name in ways:
+        print(f"first FOCE-I evaluation, warm (mean of 2): {name} {np.mean(times[name]):.2f} s "
+              f"({np.mean(times[name]) / base:.2f}x the time of {ref})")
+    print(f"reproduce: .venv/bin/python bench/inner_chunks.py --lesions {args.lesions} --chunk {args.chunk}"
+          + (" --one-batch" if args.one_batch else ""))
+    nlme._SORTED_CHUNK = args.chunk
     return 0
 
 

@@ -29,7 +29,11 @@ Estimation (:func:`fit`), NONMEM's FOCE with INTERACTION (METHOD=1 INTERACTION):
   and every further derivative is taken of the quadratic model ``f + J dq + dq' H dq / 2``
   (same value, gradient and Hessian at q). An ODE predictor is therefore solved once per
   subject and Newton step, never differentiated in reverse mode; a predictor may carry a
-  ``.forward`` attribute, a forward-mode-only variant with the same values, used for this;
+  ``.forward`` attribute, a forward-mode-only variant with the same values, used for this.
+  The Newton steps expand along the eta-carrying parameters only (the others do not move in
+  the inner problem); the full expansion, which the outer gradient needs, is taken at the mode.
+  Subjects run in batches of ``_SORTED_CHUNK`` ordered by last observation time, all of one
+  shape, so that the inner problem compiles once;
 - objective (NONMEM's OFV, -2 log-likelihood without the ``N log 2 pi`` constant), per subject
   the Laplace approximation with the first-order (expected-information) Hessian evaluated at
   the conditional eta, residual variance included (the "interaction"):
@@ -490,6 +494,29 @@ class _Engine:
             hes, (jac, f) = jax.jacfwd(level1, has_aux=True)(q)
             return q, f, jac, hes
 
+        # Only the individual parameters that carry an eta move during the inner problem, so its
+        # Newton steps need J and H along those alone: with etas on 2 of 3 parameters that is
+        # 1 + 2 + 2 + 4 forward-mode lanes through the solve instead of 1 + 3 + 3 + 9. The
+        # expansion is embedded in the full (q, f, J, H) with zeros in the other directions (exact
+        # for every step of the inner problem, where those parameters stay put); the full one,
+        # which the outer gradient needs, is taken once at the mode.
+        moved = [params.index(e) for e in model.etas]
+        basis = jnp.eye(len(params))[:, moved]  # (individual parameters, etas)
+        partial = _EXPAND_ETA_DIRECTIONS_ONLY and len(moved) < len(params)
+
+        def second_order_moved(q, s):
+            """(q, f, J, H) along the eta-carrying parameters only (zeros elsewhere)."""
+            def level0(x):
+                y = predict_q(q + basis @ x, s)
+                return y, y
+
+            def level1(x):
+                jac, f = jax.jacfwd(level0, has_aux=True)(x)
+                return jac, (jac, f)
+
+            hes, (jac, f) = jax.jacfwd(level1, has_aux=True)(jnp.zeros(len(moved)))
+            return q, f, jac @ basis.T, jnp.einsum("oab,ia,jb->oij", hes, basis, basis)
+
         def fr_local(eta, p, s, t):
             theta, _, sig = unpack(p)
             q0, f0, jac, hes = t
@@ -541,7 +568,7 @@ class _Engine:
             theta = unpack(p)[0]
 
             def expand(eta):
-                return second_order(qvec(theta, s["cov"], eta), s)
+                return (second_order_moved if partial else second_order)(qvec(theta, s["cov"], eta), s)
 
             def decrement(eta, t):
                 """g' H^-1 g: what a Newton step could still lower h by (twice)."""
@@ -587,6 +614,8 @@ class _Engine:
             t0 = expand(eta0)
             g0 = jnp.max(jnp.abs(grad_local(eta0, p, s, t0)))
             eta, t, _, gmax, dec, stuck = jax.lax.while_loop(cond, body, (eta0, t0, 0, g0, decrement(eta0, t0), False))
+            if partial:
+                t = second_order(qvec(theta, s["cov"], eta), s)
             return eta, gmax, dec, t, stuck
 
         def corrected(eta_star, p, s, t):
@@ -601,29 +630,14 @@ class _Engine:
         def solve_all(p, etas0, data, tol, maxiter):
             return jax.vmap(lambda e, s: solve_subject(e, p, s, tol, maxiter))(etas0, data)
 
-        def solve_chunks(p, etas0, data, tol, maxiter, size):
-            """solve_all over consecutive chunks of ``size`` subjects, one chunk after another: a
-            vmapped solve runs as many ODE steps and Newton iterations as the chunk's slowest
-            subject, so on subjects ordered by follow-up each chunk pays for its own, not for the
-            longest follow-up of all (the last chunk is padded with copies of the last subject)."""
-            n = etas0.shape[0]
-            pad = (-n) % size
-
-            def chunked(a):
-                a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
-                return a.reshape((-1, size) + a.shape[1:])
-
-            out = jax.lax.map(lambda c: solve_all(p, c[0], c[1], tol, maxiter),
-                              (chunked(etas0), jax.tree_util.tree_map(chunked, data)))
-            return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
-
         self.unpack = unpack
         self.fr = fr
         self.h = h
         self.fisher = fisher
         self.individual = individual
-        self.solve_all = jax.jit(solve_all, static_argnums=(4,))
-        self.solve_chunks = jax.jit(solve_chunks, static_argnums=(4, 5))
+        # maxiter is traced, not static: the first pass and the stragglers' continuation run the
+        # same compiled program (compiling the inner problem of an ODE model takes minutes)
+        self.solve_all = jax.jit(solve_all)
         self.natural_jit = jax.jit(self.natural)
         self.natural_jacobian = jax.jit(jax.jacfwd(self.natural))
         # per-subject OFV and its exact gradient in p (forward mode over the local quadratic
@@ -703,12 +717,13 @@ _DECREMENT_TOL = 1e-9  # ... or whose Newton decrement g'H^-1 g (h units, -2 log
 _DECREMENT_ACCEPT = 1e-6  # this is reported as not found
 _INNER_MAXITER = 40
 _MAX_ETA_STEP = 1.0  # largest change of one eta in one Newton step (a factor e on the parameter)
-_INNER_CHUNK = 8  # Newton iterations per pass over all subjects; the stragglers go on in small batches
-_STRAGGLER_BATCH = 16
-#: subjects per chunk of the first pass once there are more than two chunks' worth (0: one vmap
-#: over everyone). See bench/inner_chunks.py for what it gains (the lesions' follow-up runs from
-#: a few weeks to 772 days).
-_SORTED_CHUNK = 64
+_INNER_CHUNK = 8  # Newton iterations of the first pass; the stragglers go on for the rest of _INNER_MAXITER
+#: subjects per batch of the inner problem (0: one batch of everyone). See bench/inner_chunks.py
+#: for what it gains (the lesions' follow-up runs from a few weeks to 772 days).
+_SORTED_CHUNK = 16
+#: the inner problem's Newton steps expand the prediction along the eta-carrying parameters only
+#: (False: along every individual parameter, as the outer gradient's final expansion does)
+_EXPAND_ETA_DIRECTIONS_ONLY = True
 _COND_LIMIT = 1e13
 _FD_STEP = 1e-4  # relative step of the central differences giving the R matrix  # condition number above which a covariance matrix counts as singular
 
@@ -804,32 +819,35 @@ def _conditional_modes(eng, p, eta0, jd):
     import jax
     import jax.numpy as jnp
 
-    # a vmapped Newton loop costs as many iterations as its slowest subject: after a short
-    # pass over everyone, the few subjects still iterating go on in small batches
+    # A vmapped Newton loop costs as many ODE steps and iterations as its slowest subject. So the
+    # subjects are ordered by last observation time and cut into small batches (a batch then
+    # pays for its own follow-up and iterations, not the longest of all), each batch runs
+    # _INNER_CHUNK iterations, and the few subjects still iterating go on, in the same order, in
+    # batches of the same size: every call has one shape, so the inner problem compiles once.
     n_sub = int(eta0.shape[0])
-    # by last observation time, so that a chunk's subjects need about as many solver steps
     order = np.argsort(np.max(np.asarray(jd["obs_t"]), axis=1), kind="stable")
-    if _SORTED_CHUNK and n_sub > 2 * _SORTED_CHUNK:
-        back = np.empty_like(order)
-        back[order] = np.arange(n_sub)
-        sub = jax.tree_util.tree_map(lambda a: a[order], jd)
-        out = eng.solve_chunks(p, jnp.asarray(eta0)[order], sub, _INNER_TOL, _INNER_CHUNK, _SORTED_CHUNK)
-        eta, gmax, dec, local, stuck = jax.tree_util.tree_map(lambda a: np.asarray(a)[back], out)
-    else:
-        eta, gmax, dec, local, stuck = eng.solve_all(p, eta0, jd, _INNER_TOL, _INNER_CHUNK)
-    eta, gmax, dec, stuck = np.array(eta), np.array(gmax), np.array(dec), np.array(stuck)
-    local = [np.array(x) for x in local]
-    still = ~(gmax <= _INNER_TOL) & ~(dec <= _DECREMENT_TOL) & ~stuck
-    todo = order[still[order]]  # the stragglers by follow-up too
-    for lo in range(0, todo.size, _STRAGGLER_BATCH):
-        part = todo[lo: lo + _STRAGGLER_BATCH]
-        idx = np.concatenate([part, np.full(_STRAGGLER_BATCH - part.size, part[0])])
+    size = min(n_sub, _SORTED_CHUNK) if _SORTED_CHUNK else n_sub
+    eta = np.array(eta0, float)
+    gmax, dec, stuck = np.full(n_sub, np.inf), np.full(n_sub, np.inf), np.zeros(n_sub, bool)
+    local: list[np.ndarray] = []
+
+    def run(part, maxiter):
+        idx = np.concatenate([part, np.full(size - part.size, part[-1])])  # padded with copies of the last
         sub = jax.tree_util.tree_map(lambda a: a[idx], jd)
-        e2, g2, d2, l2, s2 = eng.solve_all(p, jnp.asarray(eta[idx]), sub, _INNER_TOL, _INNER_MAXITER - _INNER_CHUNK)
+        e2, g2, d2, l2, s2 = eng.solve_all(p, jnp.asarray(eta[idx]), sub, _INNER_TOL, maxiter)
         n = part.size
         eta[part], gmax[part], dec[part], stuck[part] = (np.asarray(x)[:n] for x in (e2, g2, d2, s2))
+        if not local:
+            local.extend(np.empty((n_sub,) + np.shape(x)[1:]) for x in l2)
         for full, new in zip(local, l2):
             full[part] = np.asarray(new)[:n]
+
+    for lo in range(0, n_sub, size):
+        run(order[lo: lo + size], _INNER_CHUNK)
+    still = ~(gmax <= _INNER_TOL) & ~(dec <= _DECREMENT_TOL) & ~stuck
+    todo = order[still[order]]
+    for lo in range(0, todo.size, size):
+        run(todo[lo: lo + size], _INNER_MAXITER - _INNER_CHUNK)
     found = (gmax <= _INNER_ACCEPT) | (dec <= _DECREMENT_ACCEPT)
     return jnp.asarray(eta), gmax, tuple(jnp.asarray(x) for x in local), found
 

@@ -321,3 +321,29 @@ def test_chunks_ordered_by_follow_up_find_the_same_modes(pheno, pheno_data, monk
     np.testing.assert_allclose(runs[7][1], runs[0][1], rtol=1e-7, atol=1e-7)
     for a, b in zip(runs[7][2], runs[0][2]):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_inner_expansion_along_the_etas_only_gives_the_full_objective_and_gradient(pheno_data, monkeypatch):
+    """With an eta on CL only, the inner Newton steps expand the prediction along CL alone; the
+    modes, the per-subject OFV and its gradient in every THETA (V's included, which needs the
+    full expansion at the mode) are those of expanding along every parameter throughout."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    model = dataclasses.replace(nlme.pheno_model(), etas=("CL",), omega=(0.0309626,))
+    d = nlme._prepare(model, pheno_data)
+    jd = nlme._device_data(d)
+    p = jnp.asarray([0.0047, 1.0, 0.15, 0.03, 0.013])  # POP_CL, POP_VC, COVAPGR, OMEGA(CL), SIGMA
+    runs = {}
+    for eta_only in (True, False):
+        monkeypatch.setattr(nlme, "_EXPAND_ETA_DIRECTIONS_ONLY", eta_only)
+        eng = nlme._Engine(model)
+        eta, _, local, found = nlme._conditional_modes(eng, p, jnp.zeros((len(d.ids), 1)), jd)
+        vals, jac = eng.values_and_jacobian(p, eta, local, jd)
+        assert bool(np.all(found))
+        runs[eta_only] = (np.asarray(eta), np.asarray(vals), np.asarray(jac))
+    np.testing.assert_allclose(runs[True][0], runs[False][0], atol=1e-9)
+    np.testing.assert_allclose(runs[True][1], runs[False][1], rtol=1e-10)
+    np.testing.assert_allclose(runs[True][2], runs[False][2], rtol=1e-7, atol=1e-9)
+    assert np.abs(runs[True][2][:, 1]).max() > 1.0  # the gradient in POP_VC is not trivially zero
