@@ -718,11 +718,13 @@ _DECREMENT_ACCEPT = 1e-6  # this is reported as not found
 _INNER_MAXITER = 40
 _MAX_ETA_STEP = 1.0  # largest change of one eta in one Newton step (a factor e on the parameter)
 _INNER_CHUNK = 8  # Newton iterations of the first pass; the stragglers go on for the rest of _INNER_MAXITER
-#: subjects per batch of the inner problem (0: one batch of everyone). See bench/inner_chunks.py
-#: for what it gains (the lesions' follow-up runs from a few weeks to 772 days).
+#: subjects per batch of the inner problem (0: one batch of everyone, the stragglers' continuation
+#: padded to everyone too; a comparison mode). See bench/inner_chunks.py for what it gains (the
+#: lesions' follow-up runs from a few weeks to 772 days).
 _SORTED_CHUNK = 16
 #: the inner problem's Newton steps expand the prediction along the eta-carrying parameters only
-#: (False: along every individual parameter, as the outer gradient's final expansion does)
+#: (False: along every individual parameter, as the outer gradient's final expansion does). Read
+#: when an engine is built; :func:`_engine` keeps one per model, so set it before the first fit.
 _EXPAND_ETA_DIRECTIONS_ONLY = True
 _COND_LIMIT = 1e13
 _FD_STEP = 1e-4  # relative step of the central differences giving the R matrix  # condition number above which a covariance matrix counts as singular
@@ -826,7 +828,7 @@ def _conditional_modes(eng, p, eta0, jd):
     # batches of the same size: every call has one shape, so the inner problem compiles once.
     n_sub = int(eta0.shape[0])
     order = np.argsort(np.max(np.asarray(jd["obs_t"]), axis=1), kind="stable")
-    size = min(n_sub, _SORTED_CHUNK) if _SORTED_CHUNK else n_sub
+    size = max(1, min(n_sub, _SORTED_CHUNK) if _SORTED_CHUNK > 0 else n_sub)
     eta = np.array(eta0, float)
     gmax, dec, stuck = np.full(n_sub, np.inf), np.full(n_sub, np.inf), np.zeros(n_sub, bool)
     local: list[np.ndarray] = []
