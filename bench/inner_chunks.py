@@ -56,8 +56,6 @@ def main() -> int:
     model = mechanistic_nlme_model("immunotherapy", random=("growth_rate", "kill_rate"))
     d = nlme._prepare(model, data)
     jd = nlme._device_data(d)
-    om, index = model.omega_matrix, nlme._Engine(model).omega_index
-    p = jnp.asarray([t.initial for t in model.thetas] + [om[i, j] for i, j in index] + list(model.sigma), float)
     eta0 = jnp.zeros((len(d.ids), len(model.etas)))
     last = d.obs_t.max(axis=1)
     print(f"{len(d.ids)} lesions, {int(d.mask.sum())} scans; last scan day: median {np.median(last):.0f}, max {last.max():.0f}; "
@@ -71,6 +69,8 @@ def main() -> int:
         nlme._EXPAND_ETA_DIRECTIONS_ONLY = eta_only
         engines[name] = nlme._Engine(model)
     nlme._EXPAND_ETA_DIRECTIONS_ONLY = True
+    om, index = model.omega_matrix, engines[next(iter(ways))].omega_index
+    p = jnp.asarray([t.initial for t in model.thetas] + [om[i, j] for i, j in index] + list(model.sigma), float)
 
     def evaluation(name):
         """(seconds, per-lesion OFV terms, OFV gradient, etas, found) of one first evaluation."""

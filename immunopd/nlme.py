@@ -476,46 +476,31 @@ class _Engine:
             f = forward(dict(zip(params, q)), s["dose_t"], s["dose_a"], s["obs_t"])
             return jnp.where(s["mask"], f, 1.0)
 
-        def first_order(q, s):
-            """(q, f, J, 0): the local linear model, exact in value and gradient at q."""
+        def second_order(q, s, along=None):
+            """(q, f, J, H): the local quadratic model, exact up to second derivatives at q. With
+            ``along`` (individual parameters, k) only along its columns, J and H embedded with
+            zeros in the other directions (exact wherever q moves within their span)."""
+            to_q = (lambda x: x) if along is None else (lambda x: q + along @ x)
+
             def level0(x):
-                y = predict_q(x, s)
-                return y, y
-
-            jac, f = jax.jacfwd(level0, has_aux=True)(q)
-            return q, f, jac, jnp.zeros(jac.shape + (jac.shape[-1],))
-
-        def second_order(q, s):
-            """(q, f, J, H): the local quadratic model, exact up to second derivatives at q."""
-            def level1(x):
-                _, f, jac, _ = first_order(x, s)
-                return jac, (jac, f)
-
-            hes, (jac, f) = jax.jacfwd(level1, has_aux=True)(q)
-            return q, f, jac, hes
-
-        # Only the individual parameters that carry an eta move during the inner problem, so its
-        # Newton steps need J and H along those alone: with etas on 2 of 3 parameters that is
-        # 1 + 2 + 2 + 4 forward-mode lanes through the solve instead of 1 + 3 + 3 + 9. The
-        # expansion is embedded in the full (q, f, J, H) with zeros in the other directions (exact
-        # for every step of the inner problem, where those parameters stay put); the full one,
-        # which the outer gradient needs, is taken once at the mode.
-        moved = [params.index(e) for e in model.etas]
-        basis = jnp.eye(len(params))[:, moved]  # (individual parameters, etas)
-        partial = _EXPAND_ETA_DIRECTIONS_ONLY and len(moved) < len(params)
-
-        def second_order_moved(q, s):
-            """(q, f, J, H) along the eta-carrying parameters only (zeros elsewhere)."""
-            def level0(x):
-                y = predict_q(q + basis @ x, s)
+                y = predict_q(to_q(x), s)
                 return y, y
 
             def level1(x):
                 jac, f = jax.jacfwd(level0, has_aux=True)(x)
                 return jac, (jac, f)
 
-            hes, (jac, f) = jax.jacfwd(level1, has_aux=True)(jnp.zeros(len(moved)))
-            return q, f, jac @ basis.T, jnp.einsum("oab,ia,jb->oij", hes, basis, basis)
+            hes, (jac, f) = jax.jacfwd(level1, has_aux=True)(q if along is None else jnp.zeros(along.shape[1]))
+            if along is None:
+                return q, f, jac, hes
+            return q, f, jac @ along.T, jnp.einsum("oab,ia,jb->oij", hes, along, along)
+
+        # Only the individual parameters that carry an eta move during the inner problem, so its
+        # Newton steps need J and H along those alone: with etas on 2 of 3 parameters that is
+        # 1 + 2 + 2 + 4 forward-mode lanes through the solve instead of 1 + 3 + 3 + 9. The full
+        # expansion, which the outer gradient needs, is taken once at the mode.
+        moved = [params.index(e) for e in model.etas]
+        eta_directions = jnp.eye(len(params))[:, moved] if _EXPAND_ETA_DIRECTIONS_ONLY and len(moved) < len(params) else None
 
         def fr_local(eta, p, s, t):
             theta, _, sig = unpack(p)
@@ -568,7 +553,7 @@ class _Engine:
             theta = unpack(p)[0]
 
             def expand(eta):
-                return (second_order_moved if partial else second_order)(qvec(theta, s["cov"], eta), s)
+                return second_order(qvec(theta, s["cov"], eta), s, eta_directions)
 
             def decrement(eta, t):
                 """g' H^-1 g: what a Newton step could still lower h by (twice)."""
@@ -614,7 +599,7 @@ class _Engine:
             t0 = expand(eta0)
             g0 = jnp.max(jnp.abs(grad_local(eta0, p, s, t0)))
             eta, t, _, gmax, dec, stuck = jax.lax.while_loop(cond, body, (eta0, t0, 0, g0, decrement(eta0, t0), False))
-            if partial:
+            if eta_directions is not None:
                 t = second_order(qvec(theta, s["cov"], eta), s)
             return eta, gmax, dec, t, stuck
 
