@@ -296,6 +296,10 @@ def _build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--covariate", action="append", default=[], metavar="PARAMETER=COLUMN",
                     help="a categorical effect on a parameter's typical value, e.g. kill_rate=STUDY (repeatable; the"
                          " data carry STUDY, the study's number; the smallest value is the reference)")
+    pf.add_argument("--initial", action="append", default=[], metavar="NAME=VALUE",
+                    help="an initial estimate, as NONMEM's $THETA/$OMEGA/$SIGMA give them (repeatable; names as the"
+                         " report prints them: POP_GROWTH_RATE=0.0016, V0_RATIO=0.91, 'OMEGA(kill_rate)=0.3',"
+                         " KILL_RATE_STUDY2=1; default: the model's parameter defaults)")
     pf.add_argument("--vpc-stratify", default=None, metavar="COLUMN", help="one VPC per value of a data column (e.g. STUDY)")
     pf.add_argument("--pc-vpc", action="store_true",
                     help="prediction-corrected VPC (Bergstrand et al. 2011) of the %% change in diameter")
@@ -557,6 +561,19 @@ def _popfit(args) -> int:
             raise InputError(describe("--covariate", item, f"one effect per parameter ({parameter.strip()} has"
                                       f" {covariates[parameter.strip()]} already)"))
         covariates[parameter.strip()] = column.strip()
+    initial = {}
+    for item in args.initial:
+        name, sep, text = item.partition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not sep or not name.strip() or not np.isfinite(value):
+            raise InputError(describe("--initial", item, "NAME=VALUE with a finite number, e.g. POP_GROWTH_RATE=0.0016"))
+        if name.strip() in initial:
+            raise InputError(describe("--initial", item, f"one value per parameter ({name.strip()} is"
+                                      f" {initial[name.strip()]:g} already)"))
+        initial[name.strip()] = value
     model = None
     if args.model != "mechanistic":
         from .popcurves import curve_nlme_model
@@ -564,7 +581,7 @@ def _popfit(args) -> int:
         model = curve_nlme_model(args.model, random)
     pf = popfit(dataset=args.data, arm=args.arm, lesions=args.lesions, min_scans=args.min_scans, maxiter=args.maxiter,
                 replicates=args.replicates, model=model, random=random, progress=True, covariates=covariates,
-                stratify=args.vpc_stratify, prediction_corrected=args.pc_vpc)
+                stratify=args.vpc_stratify, prediction_corrected=args.pc_vpc, initial=initial or None)
     write_netcdf(pf.to_dataset(), args.out)
     print(pf.report())
     if args.plot:

@@ -209,9 +209,11 @@ def test_cli_passes_the_vpc_flags_to_popfit(tmp_path, monkeypatch):
     monkeypatch.setattr(popfit_module, "popfit", fake)
     with pytest.raises(Stop):
         cli.main(["popfit", "--lesions", "30", "--covariate", "kill_rate=STUDY", "--vpc-stratify", "STUDY", "--pc-vpc",
+                  "--initial", "POP_GROWTH_RATE=0.0016", "--initial", "OMEGA(kill_rate)=0.25",
                   "--out", str(tmp_path / "fit.nc")])
     assert seen["covariates"] == {"kill_rate": "STUDY"} and seen["stratify"] == "STUDY"
     assert seen["prediction_corrected"] is True and seen["lesions"] == 30
+    assert seen["initial"] == {"POP_GROWTH_RATE": 0.0016, "OMEGA(kill_rate)": 0.25}
 
 
 def test_cli_covariate_flags_are_checked(tmp_path, capsys):
@@ -229,4 +231,14 @@ def test_cli_covariate_flags_are_checked(tmp_path, capsys):
             " already)") in capsys.readouterr().err
     assert cli.main(["popfit", "--lesions", "2", "--vpc-stratify", "TRIAL", "--out", out]) == 2
     assert "stratify = 'TRIAL' is not allowed; allowed: a column of the data" in capsys.readouterr().err
+    for bad in ("POP_GROWTH_RATE", "POP_GROWTH_RATE=fast", "=0.1", "POP_GROWTH_RATE=inf"):
+        assert cli.main(["popfit", "--initial", bad, "--out", out]) == 2
+        assert (f"--initial = {bad!r} is not allowed; allowed: NAME=VALUE with a finite number, e.g."
+                " POP_GROWTH_RATE=0.0016") in capsys.readouterr().err
+    assert cli.main(["popfit", "--initial", "V0_RATIO=1", "--initial", "V0_RATIO=0.9", "--out", out]) == 2
+    assert ("--initial = 'V0_RATIO=0.9' is not allowed; allowed: one value per parameter (V0_RATIO is 1 already)"
+            in capsys.readouterr().err)
+    # a name the model does not have is refused before anything is solved
+    assert cli.main(["popfit", "--lesions", "2", "--random", "growth_rate", "--initial", "POP_GROWTH=0.001", "--out", out]) == 2
+    assert "initial['POP_GROWTH'] = 0.001 is not allowed; allowed: one of the model's parameters" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
