@@ -715,6 +715,39 @@ _COND_LIMIT = 1e13
 _FD_STEP = 1e-4  # relative step of the central differences giving the R matrix  # condition number above which a covariance matrix counts as singular
 
 
+#: half the curvature of the OFV (R's units) along a 100 % change of a parameter below which the
+#: objective counts as not depending on it at all
+_FLAT_CURVATURE = 1e-6
+
+
+def _matrix_problem(name: str, m: np.ndarray, names: Sequence[str], rel: np.ndarray) -> str | None:
+    """Why the covariance step's matrix ``m`` (R or S) cannot be inverted, or ``None``.
+
+    A parameter whose diagonal for relative changes (``rel``: the parameters' scales) is
+    negligible: below :data:`_FLAT_CURVATURE` the objective does not depend on it; otherwise it is
+    negligible only beside a much larger one (a badly scaled matrix, e.g. one lesion on a cliff of
+    its prediction), and the message names both. Then the conditioning of m's correlation form
+    (scale-free) decides."""
+    m = 0.5 * (m + m.T)
+    dg = np.diag(m) * rel**2
+    largest = int(np.argmax(np.abs(dg)))
+    small = np.flatnonzero(dg <= 1e-9 * np.abs(dg[largest]))
+    if small.size:
+        flat = [names[i] for i in small if abs(dg[i]) <= _FLAT_CURVATURE]
+        if flat:
+            return f"{name} matrix singular: the objective does not depend on {', '.join(flat)}"
+        return (f"{name} matrix singular: its diagonal along {', '.join(names[i] for i in small)}"
+                f" ({', '.join(f'{dg[i]:.3g}' for i in small)}, for relative changes) is below 1e-9 of that"
+                f" along {names[largest]} ({dg[largest]:.3g})")
+    ev, vec = np.linalg.eigh(m / np.sqrt(np.outer(np.diag(m), np.diag(m))))
+    if ev[0] <= 0 or ev[-1] / ev[0] > _COND_LIMIT:
+        what = "not positive definite" if ev[0] <= 0 else "singular"
+        worst = names[int(np.argmax(np.abs(vec[:, 0])))]
+        return (f"{name} matrix {what} (eigenvalues of its correlation form {ev[0]:.3g} to {ev[-1]:.3g}; the direction"
+                f" of the smallest is mostly {worst})")
+    return None
+
+
 @dataclass
 class NLMEFit:
     """The result of :func:`fit`: :attr:`dataset` (xarray, with units) and :meth:`report`."""
@@ -1043,25 +1076,11 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
             covariance_status = "covariance step failed: the R or S matrix is not finite"
         else:
             checks = {"R": r, "S": s} if covariance == "sandwich" else {covariance: r if covariance == "R" else s}
-            # a parameter the OFV does not depend on: the diagonal of M for relative changes (scaled
-            # by the larger of the estimate and its initial value) is negligible; otherwise the
-            # conditioning of M's correlation form (scale-free) decides
             rel = np.maximum(np.maximum(np.abs(p_hat), np.abs(p0)), 1e-8)
             for nm, m in checks.items():
-                m = 0.5 * (m + m.T)
-                dg = np.diag(m) * rel**2
-                flat = [names[i] for i in np.flatnonzero(dg <= 1e-9 * np.max(np.abs(dg)))]
-                if flat:
-                    covariance_status = (f"covariance step failed: {nm} matrix singular: the objective does not"
-                                         f" depend on {', '.join(flat)}")
-                    break
-                ev, vec = np.linalg.eigh(m / np.sqrt(np.outer(np.diag(m), np.diag(m))))
-                if ev[0] <= 0 or ev[-1] / ev[0] > _COND_LIMIT:
-                    what = "not positive definite" if ev[0] <= 0 else "singular"
-                    worst = names[int(np.argmax(np.abs(vec[:, 0])))]
-                    covariance_status = (f"covariance step failed: {nm} matrix {what} (eigenvalues of its correlation"
-                                         f" form {ev[0]:.3g} to {ev[-1]:.3g}; the direction of the smallest is mostly"
-                                         f" {worst})")
+                problem = _matrix_problem(nm, m, names, rel)
+                if problem is not None:
+                    covariance_status = "covariance step failed: " + problem
                     break
             if covariance_status == "ok":
                 if covariance == "sandwich":
@@ -1077,6 +1096,11 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
                     cov = np.full_like(cov, np.nan)
 
     ds = _dataset(model, eng, d, jd, names, p0, p_hat, eta_hat, ofv, cov)
+    if covariance is not None:  # kept whether or not they inverted (NONMEM's $COV PRINT=R,S): a failed step can be read
+        ds["r_matrix"] = (("parameter", "parameter_2"), r, {"long_name": "R: half the Hessian of the OFV (central"
+                                                            " differences of its exact gradient)"})
+        ds["s_matrix"] = (("parameter", "parameter_2"), s, {"long_name": "S: sum over subjects of the outer products of"
+                                                            " their log-likelihood gradients"})
     ds.attrs.update({"model": model.name, "method": METHOD, "error_model": model.error,
                      "n_subjects": n_sub, "n_observations": int(d.mask.sum()),
                      "optimizer": "scipy BFGS on an unconstrained scale, gradients by JAX AD through the conditional etas"

@@ -82,6 +82,10 @@ def test_covariance_matrix_matches_nonmem(pheno_fit):
             ref = cov.loc[a, b]
             scale = np.sqrt(cov.loc[a, a] * cov.loc[b, b])
             assert float(ours.sel(parameter=na, parameter_2=nb)) == pytest.approx(ref, abs=0.02 * scale), (a, b)
+    # R and S are kept, and the covariance is the sandwich R^-1 S R^-1 of exactly those
+    r, s = pheno_fit.dataset.r_matrix.values, pheno_fit.dataset.s_matrix.values
+    rinv = np.linalg.inv(r)
+    np.testing.assert_allclose(rinv @ s @ rinv, ours.values, rtol=1e-8, atol=0)
 
 
 def test_subjects_ebes_and_residuals_match_nonmem(pheno_fit):
@@ -220,6 +224,24 @@ def test_non_convergence_and_singular_covariance_are_statuses(pheno, pheno_data)
     assert fit.covariance_status.endswith("the objective does not depend on UNUSED")
     assert fit.status == fit.covariance_status or fit.status.startswith("not converged")
     assert np.isnan(fit.dataset.se.values).all() and "n/a" in fit.report()
+
+
+def test_covariance_step_names_why_its_matrix_is_singular():
+    """A parameter the OFV does not depend on is told apart from one that is merely negligible
+    beside a huge curvature (a badly scaled R, as one lesion on a cliff of its prediction gives)."""
+    names, rel = ["A", "B", "C"], np.ones(3)
+    assert nlme._matrix_problem("R", np.diag([2.0, 3.0, 0.0]), names, rel) == (
+        "R matrix singular: the objective does not depend on C")
+    assert nlme._matrix_problem("R", np.diag([1e13, 5.0, 2.0]), names, rel) == (
+        "R matrix singular: its diagonal along B, C (5, 2, for relative changes) is below 1e-9 of that along A (1e+13)")
+    # the diagonal is read for relative changes: 4e6 per unit of a parameter of scale 1e-3 is 4
+    m = np.diag([1e12, 4e6])
+    assert nlme._matrix_problem("S", m, ["A", "B"], np.array([1.0, 1e-3])) == (
+        "S matrix singular: its diagonal along B (4, for relative changes) is below 1e-9 of that along A (1e+12)")
+    assert nlme._matrix_problem("S", m, ["A", "B"], np.ones(2)) is None
+    assert nlme._matrix_problem("R", np.array([[1.0, 2.0], [2.0, 1.0]]), ["A", "B"], np.ones(2)).startswith(
+        "R matrix not positive definite (eigenvalues of its correlation form -1 to 3;")
+    assert nlme._matrix_problem("R", np.eye(3), names, rel) is None
 
 
 def test_bad_input_is_named():
