@@ -36,8 +36,9 @@ from immunopd.calibration import calibrate_time_courses, observed_courses, plaus
 from immunopd.population import sample  # noqa: E402
 from immunopd.trial import run_trial  # noqa: E402
 
-SCLEVER1_SIGN = ("higher plasma sClever-1 goes with resistance to anti-PD-1 (Prince et al. 2025, Theranostics 15:7501,"
-                 " doi:10.7150/thno.110544; the direction only, with no adjustment for tumor size that we found)")
+SCLEVER1_SIGN = ("expected from mechanistic work: sClever-1 impairs activated T cells and lowered anti-PD-1 efficacy"
+                 " in models and tumor explants (Prince et al. 2025, Theranostics 15:7501, doi:10.7150/thno.110544);"
+                 " no published link of patients' plasma level to response, adjusted for tumor size, found")
 LALEH = "Ghaffari Laleh et al. 2022, doi:10.1371/journal.pcbi.1009822 (data/laleh2022, atezolizumab arms)"
 from immunopd.calibration import FIGURE_DAYS as DAYS, FIGURE_WEEKS as WEEKS  # noqa: E402
 
@@ -187,8 +188,8 @@ def main(argv=None) -> int:
     a = adj.attrs
     row("calibrated: logistic coefficient of response on ln sClever-1, unadjusted", a["logit_coef_unadjusted"], np.nan, "reported",
         None, f"issue #14 item 7; 95 % CI {a['logit_coef_unadjusted_lower']:.3g} to {a['logit_coef_unadjusted_upper']:.3g}")
-    # judged on its sign as well: published, higher plasma sClever-1 goes with resistance to
-    # anti-PD-1 (Prince et al. 2025), so a CI above 0 (more response) is a miss, not a match
+    # judged on its sign as well: sClever-1 is expected to go with resistance to anti-PD-1
+    # (mechanistic work, Prince et al. 2025), so a CI above 0 (more response) is a miss, not a match
     below = a["logit_coef_adjusted_upper"] < 0
     row("calibrated: logistic coefficient of response on ln sClever-1, adjusted for ln baseline volume", a["logit_coef_adjusted"],
         np.nan, "< 0, CI excludes 0", below,

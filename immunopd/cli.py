@@ -298,7 +298,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          " data carry STUDY, the study's number; the smallest value is the reference)")
     pf.add_argument("--initial", action="append", default=[], metavar="NAME=VALUE",
                     help="an initial estimate, as NONMEM's $THETA/$OMEGA/$SIGMA give them (repeatable; names as the"
-                         " report prints them: POP_GROWTH_RATE=0.0016, V0_RATIO=0.91, 'OMEGA(kill_rate)=0.3',"
+                         " report prints them: POP_GROWTH_RATE=0.0016, V0_RATIO=0.91, 'OMEGA(kill_rate,kill_rate)=0.3',"
                          " KILL_RATE_STUDY2=1; default: the model's parameter defaults)")
     pf.add_argument("--vpc-stratify", default=None, metavar="COLUMN", help="one VPC per value of a data column (e.g. STUDY)")
     pf.add_argument("--pc-vpc", action="store_true",

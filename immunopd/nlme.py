@@ -711,8 +711,8 @@ _SORTED_CHUNK = 16
 #: (False: along every individual parameter, as the outer gradient's final expansion does). Read
 #: when an engine is built; :func:`_engine` keeps one per model, so set it before the first fit.
 _EXPAND_ETA_DIRECTIONS_ONLY = True
-_COND_LIMIT = 1e13
-_FD_STEP = 1e-4  # relative step of the central differences giving the R matrix  # condition number above which a covariance matrix counts as singular
+_COND_LIMIT = 1e13  # condition number above which a covariance matrix counts as singular
+_FD_STEP = 1e-4  # relative step of the central differences giving the R matrix
 
 
 #: half the curvature of the OFV (R's units) along a 100 % change of a parameter below which the
@@ -723,22 +723,34 @@ _FLAT_CURVATURE = 1e-6
 def _matrix_problem(name: str, m: np.ndarray, names: Sequence[str], rel: np.ndarray) -> str | None:
     """Why the covariance step's matrix ``m`` (R or S) cannot be inverted, or ``None``.
 
-    A parameter whose diagonal for relative changes (``rel``: the parameters' scales) is
-    negligible: below :data:`_FLAT_CURVATURE` the objective does not depend on it; otherwise it is
-    negligible only beside a much larger one (a badly scaled matrix, e.g. one lesion on a cliff of
-    its prediction), and the message names both. Then the conditioning of m's correlation form
-    (scale-free) decides."""
+    Read on its diagonal for relative changes (``rel``: the parameters' scales): a parameter
+    whose diagonal is at most :data:`_FLAT_CURVATURE` in size is one the objective does not depend
+    on; a negative one is negative curvature (``m`` not positive definite, e.g. R at a point that
+    is not a minimum); a positive one below 1e-9 of the largest is negligible only beside it (a
+    badly scaled matrix), and the message names both. Otherwise the conditioning of m's
+    correlation form (scale-free) decides."""
     m = 0.5 * (m + m.T)
     dg = np.diag(m) * rel**2
-    largest = int(np.argmax(np.abs(dg)))
-    small = np.flatnonzero(dg <= 1e-9 * np.abs(dg[largest]))
-    if small.size:
-        flat = [names[i] for i in small if abs(dg[i]) <= _FLAT_CURVATURE]
-        if flat:
-            return f"{name} matrix singular: the objective does not depend on {', '.join(flat)}"
-        return (f"{name} matrix singular: its diagonal along {', '.join(names[i] for i in small)}"
-                f" ({', '.join(f'{dg[i]:.3g}' for i in small)}, for relative changes) is below 1e-9 of that"
-                f" along {names[largest]} ({dg[largest]:.3g})")
+    flat = np.abs(dg) <= _FLAT_CURVATURE
+    negative = ~flat & (dg < 0)
+    largest = int(np.argmax(dg))
+    small = ~flat & (dg > 0) & (dg <= 1e-9 * max(dg[largest], 0.0))
+
+    def listed(mask):
+        idx = np.flatnonzero(mask)
+        return ", ".join(names[i] for i in idx), ", ".join(f"{dg[i]:.3g}" for i in idx)
+
+    problems = []
+    if flat.any():
+        problems.append(f"the objective does not depend on {listed(flat)[0]}")
+    if negative.any():
+        problems.append("negative curvature along {} ({}, for relative changes)".format(*listed(negative)))
+    if small.any():
+        problems.append("its diagonal along {} ({}, for relative changes) is below 1e-9 of that along".format(*listed(small))
+                        + f" {names[largest]} ({dg[largest]:.3g})")
+    if problems:
+        what = "not positive definite" if negative.any() else "singular"
+        return f"{name} matrix {what}: " + "; ".join(problems)
     ev, vec = np.linalg.eigh(m / np.sqrt(np.outer(np.diag(m), np.diag(m))))
     if ev[0] <= 0 or ev[-1] / ev[0] > _COND_LIMIT:
         what = "not positive definite" if ev[0] <= 0 else "singular"

@@ -209,11 +209,11 @@ def test_cli_passes_the_vpc_flags_to_popfit(tmp_path, monkeypatch):
     monkeypatch.setattr(popfit_module, "popfit", fake)
     with pytest.raises(Stop):
         cli.main(["popfit", "--lesions", "30", "--covariate", "kill_rate=STUDY", "--vpc-stratify", "STUDY", "--pc-vpc",
-                  "--initial", "POP_GROWTH_RATE=0.0016", "--initial", "OMEGA(kill_rate)=0.25",
+                  "--initial", "POP_GROWTH_RATE=0.0016", "--initial", "OMEGA(kill_rate,kill_rate)=0.25",
                   "--out", str(tmp_path / "fit.nc")])
     assert seen["covariates"] == {"kill_rate": "STUDY"} and seen["stratify"] == "STUDY"
     assert seen["prediction_corrected"] is True and seen["lesions"] == 30
-    assert seen["initial"] == {"POP_GROWTH_RATE": 0.0016, "OMEGA(kill_rate)": 0.25}
+    assert seen["initial"] == {"POP_GROWTH_RATE": 0.0016, "OMEGA(kill_rate,kill_rate)": 0.25}
 
 
 def test_cli_covariate_flags_are_checked(tmp_path, capsys):

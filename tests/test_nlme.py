@@ -85,7 +85,7 @@ def test_covariance_matrix_matches_nonmem(pheno_fit):
     # R and S are kept, and the covariance is the sandwich R^-1 S R^-1 of exactly those
     r, s = pheno_fit.dataset.r_matrix.values, pheno_fit.dataset.s_matrix.values
     rinv = np.linalg.inv(r)
-    np.testing.assert_allclose(rinv @ s @ rinv, ours.values, rtol=1e-8, atol=0)
+    np.testing.assert_allclose(rinv @ s @ rinv, ours.values, rtol=1e-8, atol=1e-10 * np.max(np.abs(ours.values)))
 
 
 def test_subjects_ebes_and_residuals_match_nonmem(pheno_fit):
@@ -242,6 +242,12 @@ def test_covariance_step_names_why_its_matrix_is_singular():
     assert nlme._matrix_problem("R", np.array([[1.0, 2.0], [2.0, 1.0]]), ["A", "B"], np.ones(2)).startswith(
         "R matrix not positive definite (eigenvalues of its correlation form -1 to 3;")
     assert nlme._matrix_problem("R", np.eye(3), names, rel) is None
+    # negative curvature (R at a point that is not a minimum) is not called singular
+    assert nlme._matrix_problem("R", np.diag([1.0, -0.5]), ["A", "B"], np.ones(2)) == (
+        "R matrix not positive definite: negative curvature along B (-0.5, for relative changes)")
+    assert nlme._matrix_problem("R", np.diag([1e13, 0.0, -3.0, 5.0]), ["A", "B", "C", "D"], np.ones(4)) == (
+        "R matrix not positive definite: the objective does not depend on B; negative curvature along C (-3, for"
+        " relative changes); its diagonal along D (5, for relative changes) is below 1e-9 of that along A (1e+13)")
 
 
 def test_bad_input_is_named():
