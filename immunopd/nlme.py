@@ -724,14 +724,16 @@ def _matrix_problem(name: str, m: np.ndarray, names: Sequence[str], rel: np.ndar
     """Why the covariance step's matrix ``m`` (R or S) cannot be inverted, or ``None``.
 
     Read on its diagonal for relative changes (``rel``: the parameters' scales): a parameter
-    whose diagonal is at most :data:`_FLAT_CURVATURE` in size is one the objective does not depend
-    on; a negative one is negative curvature (``m`` not positive definite, e.g. R at a point that
+    whose diagonal is at most :data:`_FLAT_CURVATURE` in size (and below 1e-9 of the largest) is
+    one the objective does not depend on; a negative one is negative curvature (``m`` not positive definite, e.g. R at a point that
     is not a minimum); a positive one below 1e-9 of the largest is negligible only beside it (a
     badly scaled matrix), and the message names both. Otherwise the conditioning of m's
     correlation form (scale-free) decides."""
     m = 0.5 * (m + m.T)
     dg = np.diag(m) * rel**2
-    flat = np.abs(dg) <= _FLAT_CURVATURE
+    # flagged exactly where a diagonal is <= 1e-9 of the largest in size (negative ones included);
+    # what is flagged is then told apart
+    flat = (np.abs(dg) <= _FLAT_CURVATURE) & (np.abs(dg) <= 1e-9 * np.max(np.abs(dg)))
     negative = ~flat & (dg < 0)
     largest = int(np.argmax(dg))
     small = ~flat & (dg > 0) & (dg <= 1e-9 * max(dg[largest], 0.0))
