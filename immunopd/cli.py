@@ -535,6 +535,32 @@ def _lesion_count(text: str):
     return n
 
 
+def _finite_number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _assignments(items, flag: str, form: str, value_of, already) -> dict:
+    """``NAME=VALUE`` options (repeatable) as a dict: ``value_of(text)`` gives the value or
+    ``None`` for a bad one, ``already(name, earlier value)`` what a repeated name is told."""
+    from .errors import InputError, describe
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        value = value_of(text) if sep and key else None
+        if value is None:
+            raise InputError(describe(flag, item, form))
+        if key in out:
+            raise InputError(describe(flag, item, already(key, out[key])))
+        out[key] = value
+    return out
+
+
 def _popfit(args) -> int:
     from .errors import InputError, describe
 
@@ -552,28 +578,11 @@ def _popfit(args) -> int:
     from .popfit import plot_popfit, popfit, population_from_fit
 
     random = None if args.random is None else tuple(r.strip() for r in args.random.split(",") if r.strip())
-    covariates = {}
-    for item in args.covariate:
-        parameter, sep, column = item.partition("=")
-        if not sep or not parameter.strip() or not column.strip():
-            raise InputError(describe("--covariate", item, "PARAMETER=COLUMN, e.g. kill_rate=STUDY"))
-        if parameter.strip() in covariates:
-            raise InputError(describe("--covariate", item, f"one effect per parameter ({parameter.strip()} has"
-                                      f" {covariates[parameter.strip()]} already)"))
-        covariates[parameter.strip()] = column.strip()
-    initial = {}
-    for item in args.initial:
-        name, sep, text = item.partition("=")
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not sep or not name.strip() or not np.isfinite(value):
-            raise InputError(describe("--initial", item, "NAME=VALUE with a finite number, e.g. POP_GROWTH_RATE=0.0016"))
-        if name.strip() in initial:
-            raise InputError(describe("--initial", item, f"one value per parameter ({name.strip()} is"
-                                      f" {initial[name.strip()]:g} already)"))
-        initial[name.strip()] = value
+    covariates = _assignments(args.covariate, "--covariate", "PARAMETER=COLUMN, e.g. kill_rate=STUDY",
+                              lambda text: text.strip() or None,
+                              lambda key, old: f"one effect per parameter ({key} has {old} already)")
+    initial = _assignments(args.initial, "--initial", "NAME=VALUE with a finite number, e.g. POP_GROWTH_RATE=0.0016",
+                           _finite_number, lambda key, old: f"one value per parameter ({key} is {old:g} already)")
     model = None
     if args.model != "mechanistic":
         from .popcurves import curve_nlme_model

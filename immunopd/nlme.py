@@ -723,20 +723,20 @@ _FLAT_CURVATURE = 1e-6
 def _matrix_problem(name: str, m: np.ndarray, names: Sequence[str], rel: np.ndarray) -> str | None:
     """Why the covariance step's matrix ``m`` (R or S) cannot be inverted, or ``None``.
 
-    Read on its diagonal for relative changes (``rel``: the parameters' scales): a parameter
-    whose diagonal is at most :data:`_FLAT_CURVATURE` in size (and below 1e-9 of the largest) is
-    one the objective does not depend on; a negative one is negative curvature (``m`` not positive definite, e.g. R at a point that
-    is not a minimum); a positive one below 1e-9 of the largest is negligible only beside it (a
-    badly scaled matrix), and the message names both. Otherwise the conditioning of m's
-    correlation form (scale-free) decides."""
+    Read on its diagonal for relative changes (``rel``: the parameters' scales), where a diagonal
+    at most 1e-9 of the largest in size is flagged (negative ones included): at most
+    :data:`_FLAT_CURVATURE` in size, the objective does not depend on that parameter; negative,
+    negative curvature (``m`` not positive definite, e.g. R at a point that is not a minimum);
+    otherwise it is negligible only beside the largest (a badly scaled matrix), and the message
+    names both. With nothing flagged, the conditioning of m's correlation form (scale-free)
+    decides."""
     m = 0.5 * (m + m.T)
     dg = np.diag(m) * rel**2
-    # flagged exactly where a diagonal is <= 1e-9 of the largest in size (negative ones included);
-    # what is flagged is then told apart
-    flat = (np.abs(dg) <= _FLAT_CURVATURE) & (np.abs(dg) <= 1e-9 * np.max(np.abs(dg)))
+    largest = int(np.argmax(np.abs(dg)))
+    tiny = np.abs(dg) <= 1e-9 * np.abs(dg[largest])
+    flat = tiny & (np.abs(dg) <= _FLAT_CURVATURE)
     negative = ~flat & (dg < 0)
-    largest = int(np.argmax(dg))
-    small = ~flat & (dg > 0) & (dg <= 1e-9 * max(dg[largest], 0.0))
+    small = tiny & ~flat & (dg > 0)
 
     def listed(mask):
         idx = np.flatnonzero(mask)
