@@ -279,15 +279,19 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", default="out", help="folder for demo.nc, demo.png, trial.nc and trial.png (default: out)")
     pf = sub.add_parser("popfit", help="population (FOCE-I) fit of the mechanistic model to a shipped dataset's lesions")
     pf.add_argument("--data", default="laleh2022", help="shipped dataset (default laleh2022)")
-    pf.add_argument("--arm", default="immunotherapy", help="immunotherapy or chemotherapy (its regimen from the baseline scan)")
+    pf.add_argument("--arm", default="immunotherapy",
+                    help="immunotherapy, chemotherapy (its regimen from the baseline scan) or all (both arms in one fit: the"
+                         " mechanistic model puts each lesion on its own arm's regimen, read from the data's ARM column,"
+                         " 0 immunotherapy and 1 chemotherapy; a growth curve has no regimen and pools them)")
     pf.add_argument("--lesions", type=_lesion_count, default=20,
-                    help="fit the first N lesions with >= --min-scans scans, or 'all' (default 20)")
+                    help="fit the first N lesions with >= --min-scans scans (of each arm with --arm all), or 'all' (default 20)")
     pf.add_argument("--model", default="mechanistic",
                     help="mechanistic (default) or a growth curve: exponential, logistic, gompertz, bertalanffy,"
                          " general_bertalanffy, stein")
     pf.add_argument("--random", default=None,
-                    help="comma-separated parameters with a between-lesion eta (mechanistic default: baseline_tumor_volume,"
-                         "growth_rate,kill_rate)")
+                    help="comma-separated parameters with a between-lesion eta (mechanistic default: every fitted parameter:"
+                         " baseline_tumor_volume, growth_rate and kill_rate (immunotherapy), chemo_kill_ratio instead of"
+                         " kill_rate (chemotherapy), both (all))")
     pf.add_argument("--min-scans", type=int, default=4, help="scans a lesion needs, baseline included (default 4)")
     pf.add_argument("--maxiter", type=int, default=200, help="BFGS iterations at most (default 200)")
     pf.add_argument("--replicates", type=int, default=100, help="VPC replicates (default 100)")
@@ -574,6 +578,10 @@ def _popfit(args) -> int:
                                       " population is of the mechanistic model)"))
         if args.patients < 1:
             raise InputError(describe("--patients", args.patients, "a positive integer"))
+        on_arm = [item for item in args.covariate if item.partition("=")[2].strip() == "ARM"]
+        if on_arm:  # checked before the fit: population_from_fit would refuse it after
+            raise InputError(describe("--covariate", on_arm[0], "no effect of ARM with --population-out (a virtual patient"
+                                      " takes no arm: the trial gives the regimen)"))
     from .io import write_netcdf
     from .popfit import plot_popfit, popfit, population_from_fit
 

@@ -9,7 +9,9 @@ A :class:`NLMEModel` declares
 - which individual parameters carry a log-normal random effect (``P_i = typical * exp(eta)``),
   with a diagonal or full ``omega`` (variance scale, as NONMEM),
 - ``predict(params, dose_times, dose_amounts, obs_times) -> predictions`` (JAX; one subject;
-  dose arrays are padded with zero amounts, which must contribute nothing),
+  dose arrays are padded with zero amounts, which must contribute nothing; ``params`` holds the
+  individual parameters and, under their own names, the ``predictor_covariates``: data items
+  the prediction reads itself, never differentiated),
 - the residual error: ``"additive"`` (var = s_add), ``"proportional"`` (var = s_prop f^2) or
   ``"combined"`` (var = s_prop f^2 + s_add), SIGMA on the variance scale as NONMEM's
   ``Y = F + F*EPS(1) + EPS(2)``.
@@ -120,6 +122,10 @@ class NLMEModel:
     categories: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     #: the categorical effects on typical values (see :func:`with_categorical_effect`)
     categorical_effects: tuple["CategoricalEffect", ...] = ()
+    #: covariates the prediction reads itself (each one of ``covariates``), passed to ``predict``
+    #: in its parameter dict under their own names and never differentiated, as NONMEM's $PK and
+    #: $PRED read data items (e.g. the arm, which picks a lesion's regimen)
+    predictor_covariates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.thetas]
@@ -140,6 +146,16 @@ class NLMEModel:
                                       " (diagonal) or a symmetric matrix of that size (full)"))
         if np.any(np.linalg.eigvalsh(om) <= 0) or not np.allclose(om, om.T):
             raise InputError(describe("NLMEModel.omega", self.omega, "a symmetric positive-definite initial matrix"))
+        if isinstance(self.predictor_covariates, str):
+            raise InputTypeError(describe("NLMEModel.predictor_covariates", self.predictor_covariates,
+                                          "a tuple of covariate names, e.g. ('ARM',)"))
+        for k, c in enumerate(self.predictor_covariates):
+            if c in self.parameters:
+                raise InputError(describe(f"NLMEModel.predictor_covariates[{k}]", c, "a name that is not an individual"
+                                          f" parameter's {list(self.parameters)} (the prediction reads both from one dict)"))
+            if c not in self.covariates:
+                raise InputError(describe(f"NLMEModel.predictor_covariates[{k}]", c,
+                                          f"one of the model's covariates {list(self.covariates)}"))
         if len(self.sigma) != len(_SIGMAS[self.error]) or any(not (s > 0) for s in self.sigma):
             raise InputError(describe("NLMEModel.sigma", self.sigma, f"{len(_SIGMAS[self.error])} positive variance(s)"
                                       f" for the {self.error} error model ({', '.join(_SIGMAS[self.error])})"))
@@ -428,10 +444,15 @@ class _Engine:
             tv = model.typical(theta, cov)
             return {n: (tv[n] * jnp.exp(eta[eta_pos[n]]) if n in eta_pos else tv[n]) for n in model.parameters}
 
+        read = tuple(model.predictor_covariates)
+
+        def with_data_items(params, cov):
+            return params | {c: cov[c] for c in read} if read else params
+
         def fr(eta, p, s):
             """(f, R) at the observations of subject s (padding: f = 1, R = 1)."""
             theta, _, sig = unpack(p)
-            f = model.predict(individual(theta, s["cov"], eta), s["dose_t"], s["dose_a"], s["obs_t"])
+            f = model.predict(with_data_items(individual(theta, s["cov"], eta), s["cov"]), s["dose_t"], s["dose_a"], s["obs_t"])
             f = jnp.where(s["mask"], f, 1.0)
             r = jnp.where(s["mask"], variance(f, sig), 1.0)
             return f, r
@@ -473,7 +494,7 @@ class _Engine:
         forward = getattr(model.predict, "forward", model.predict)
 
         def predict_q(q, s):
-            f = forward(dict(zip(params, q)), s["dose_t"], s["dose_a"], s["obs_t"])
+            f = forward(with_data_items(dict(zip(params, q)), s["cov"]), s["dose_t"], s["dose_a"], s["obs_t"])
             return jnp.where(s["mask"], f, 1.0)
 
         def second_order(q, s, along=None):
@@ -927,10 +948,12 @@ def map_estimates(model: NLMEModel, data, estimates: Mapping[str, float]):
         attrs={"model": model.name, "method": "MAP (POSTHOC) at fixed population parameters"})
 
 
-def predict_individuals(model: NLMEModel, individual, times, dose_times=None, dose_amounts=None) -> np.ndarray:
+def predict_individuals(model: NLMEModel, individual, times, dose_times=None, dose_amounts=None,
+                        covariates: Mapping | None = None) -> np.ndarray:
     """Predictions ``(S, O)`` of subjects with individual parameters ``individual`` ``(S, P)`` (in
     the order of ``model.parameters``, e.g. :func:`map_estimates`' ``individual``) at ``times``
-    ``(S, O)``, each row non-decreasing; doses ``(S, D)`` as in the data (zero amounts pad)."""
+    ``(S, O)``, each row non-decreasing; doses ``(S, D)`` as in the data (zero amounts pad);
+    ``covariates``: ``{name: (S,)}`` for each of the model's ``predictor_covariates``."""
     import jax
     import jax.numpy as jnp
 
@@ -944,13 +967,28 @@ def predict_individuals(model: NLMEModel, individual, times, dose_times=None, do
         raise InputError(describe("times", "a decreasing row", "non-decreasing times per subject"))
     dt = np.zeros((len(q), 1)) if dose_times is None else np.asarray(dose_times, float)
     da = np.zeros_like(dt) if dose_amounts is None else np.asarray(dose_amounts, float)
+    given = dict(covariates or {})
+    items = {}
+    for c in model.predictor_covariates:
+        if c not in given:
+            raise InputError(describe("covariates", sorted(given), f"a value per subject for each of {list(model.predictor_covariates)}"
+                                      " (the covariates the model's prediction reads)"))
+        v = np.asarray(given[c], float)
+        if v.shape != (len(q),):
+            raise InputError(describe(f"covariates[{c!r}]", v.shape, f"one value per subject: shape ({len(q)},)"))
+        levels = model.categories.get(c)
+        bad = ~np.isfinite(v) if levels is None else ~np.isin(v, levels)
+        if bad.any():
+            raise InputError(describe(f"covariates[{c!r}]", float(v[bad][0]),
+                                      "a finite number" if levels is None else f"one of the model's levels {list(levels)}"))
+        items[c] = jnp.asarray(v)
     hit = _PREDICTORS.get(id(model))
     if hit is None or hit[0] is not model:  # one compiled function per model object: a warm call does not retrace
         predict = getattr(model.predict, "forward", model.predict)  # values only: the forward-only variant where there is one
-        one = lambda qq, tt, a, b: predict(dict(zip(model.parameters, qq)), a, b, tt)  # noqa: E731
+        one = lambda qq, tt, a, b, c: predict(dict(zip(model.parameters, qq)) | c, a, b, tt)  # noqa: E731
         hit = (model, jax.jit(jax.vmap(one)))
         _PREDICTORS[id(model)] = hit
-    return np.array(hit[1](jnp.asarray(q), jnp.asarray(t), jnp.asarray(dt), jnp.asarray(da)))
+    return np.array(hit[1](jnp.asarray(q), jnp.asarray(t), jnp.asarray(dt), jnp.asarray(da), items))
 
 
 _PREDICTORS: dict[int, tuple] = {}
@@ -1127,6 +1165,10 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
         import json
 
         ds.attrs["categorical_effects"] = json.dumps([e.__dict__ for e in model.categorical_effects])
+    if model.predictor_covariates:
+        import json
+
+        ds.attrs["predictor_covariates"] = json.dumps(list(model.predictor_covariates))
     out = NLMEFit(model, ds, estimation_status, covariance_status)
     ds.attrs["status"] = out.status
     return out

@@ -34,16 +34,18 @@ from __future__ import annotations
 import json
 import math
 import time as _time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from .errors import InputError, describe
 
 __all__ = ["mechanistic_predictor", "mechanistic_nlme_model", "lesion_data", "popfit", "vpc", "gof", "plot_popfit",
-           "DEFAULT_RANDOM", "PopFit"]
+           "DEFAULT_RANDOM", "ARM_FREE", "ARM_CODES", "PopFit"]
 
-#: parameters carrying a between-lesion random effect by default (what single-lesion fits identify)
+#: the individual parameters :func:`mechanistic_predictor` and :func:`mechanistic_nlme_model` fit by
+#: default, each with a between-lesion random effect (what single-lesion fits identify on the
+#: immunotherapy arms; :func:`popfit`'s defaults are per arm, :data:`ARM_FREE`)
 DEFAULT_RANDOM = ("baseline_tumor_volume", "growth_rate", "kill_rate")
 #: parameters whose typical value is a THETA times the lesion's baseline volume ``BASEVOL`` (mm3):
 #: name -> (THETA name, description). The carrying capacity too: lesions span three decades of
@@ -52,6 +54,13 @@ RELATIVE_TO_BASEVOL = {"baseline_tumor_volume": ("V0_RATIO", "typical baseline v
                        "carrying_capacity": ("K_RATIO", "typical carrying capacity / (pi/6 D0^3)")}
 _THETA_OF = {name: theta for name, (theta, _) in RELATIVE_TO_BASEVOL.items()}
 _VPC_PERCENTILES = (5.0, 50.0, 95.0)
+#: the ``ARM`` covariate's codes (:func:`lesion_covariates`)
+ARM_CODES = {"immunotherapy": 0.0, "chemotherapy": 1.0}
+#: the individual parameters :func:`popfit` fits by default, per arm: the immune kill rate where the
+#: drug is a checkpoint inhibitor, docetaxel's kill where it is chemotherapy, both for both arms
+ARM_FREE = {"immunotherapy": DEFAULT_RANDOM,
+            "chemotherapy": ("baseline_tumor_volume", "growth_rate", "chemo_kill_ratio"),
+            "all": ("baseline_tumor_volume", "growth_rate", "kill_rate", "chemo_kill_ratio")}
 
 
 def _theta_name(parameter: str) -> str:
@@ -60,13 +69,16 @@ def _theta_name(parameter: str) -> str:
 
 def mechanistic_predictor(regimen="immunotherapy", free: Sequence[str] = DEFAULT_RANDOM, *, model=None, params=None,
                           horizon: float = 2000.0, solver: str = "tsit5", rtol: float = 1e-6, atol: float = 1e-8,
-                          max_steps: int = 4_096):
+                          max_steps: int = 4_096, arm_covariate: str = "ARM"):
     """An nlme predictor ``predict(params, dose_times, dose_amounts, obs_times) -> diameter (mm)``.
 
     ``regimen``: an arm name of :data:`immunopd.models.drugs.ARM_REGIMENS`, regimen text or a
-    :class:`Regimen`, started at day 0 (the baseline scan) for every lesion; ``free``: the
-    individual parameters read from ``params`` (every other one at its default or the value in
-    the ``params`` argument of this function); ``horizon``: the last day doses are scheduled
+    :class:`Regimen`, started at day 0 (the baseline scan) for every lesion; or a mapping
+    ``{arm code: regimen}`` (e.g. ``{0: "immunotherapy", 1: "chemotherapy"}``): each lesion then
+    gets the regimen of its own code, which the predictor reads from ``params[arm_covariate]``
+    (a data item: ``predict.covariates`` names it for nlme's ``predictor_covariates``). ``free``:
+    the individual parameters read from ``params`` (every other one at its default or the value
+    in the ``params`` argument of this function); ``horizon``: the last day doses are scheduled
     for (observation times beyond it see no further doses). ``dose_times``/``dose_amounts``
     are ignored. ``obs_times`` may be padded with anything below the last real time (nlme pads
     with 0): the solve uses their running maximum.
@@ -79,48 +91,92 @@ def mechanistic_predictor(regimen="immunotherapy", free: Sequence[str] = DEFAULT
     from .models.drugs import ARM_REGIMENS
     from .solve import prepare, resolve_model
 
-    if isinstance(regimen, str) and regimen in ARM_REGIMENS:
-        regimen = ARM_REGIMENS[regimen]
+    def named(r):
+        return ARM_REGIMENS[r] if isinstance(r, str) and r in ARM_REGIMENS else r
+
+    by_arm = isinstance(regimen, Mapping)
+    if by_arm:
+        if not regimen:
+            raise InputError(describe("regimen", dict(regimen), "a regimen, or a mapping {arm code: regimen} with one or more arms"))
+        arms = {}
+        for code, r in regimen.items():
+            c = float(code) if isinstance(code, (int, float, np.integer, np.floating)) and not isinstance(code, bool) else math.nan
+            if not math.isfinite(c):
+                raise InputError(describe("regimen arm code", code, "a finite number (the arm's code in the data)"))
+            arms[c] = named(r)
+        if not isinstance(arm_covariate, str) or not arm_covariate:
+            raise InputError(describe("arm_covariate", arm_covariate, "a data column name"))
+    else:
+        arms = {None: named(regimen)}
     model = resolve_model(model, "gompertz")
     free = tuple(free)
     if not free or len(set(free)) != len(free):
         raise InputError(describe("free", list(free), "a non-empty list of distinct parameter names"))
     for name in free:
         model.parameters[name]  # an unknown name raises, naming the table
-    model, reg, values, n, given = prepare(regimen, params, model=model)
+    prepared = {c: prepare(r, params, model=model) for c, r in arms.items()}
+    model, _, values, n, given = next(iter(prepared.values()))
     if n != 1:
         raise InputError(describe("params", "arrays over patients", "scalar values: the fixed parameters are shared"))
-    drugs = tuple(model.drug(d) for d in reg.drugs)
+    # every arm's schedule over the drugs of all arms (rows of an undosed drug stay empty), to one
+    # dose count and one number of dose edges, so that the arms stack and a lesion's is one gather
+    names = tuple(dict.fromkeys(d for _, reg, *_ in prepared.values() for d in reg.drugs))
+    drugs = tuple(model.drug(d) for d in names)
     weights = values["body_weight"] if "body_weight" in given else None
     bsas = values["body_surface_area"] if "body_surface_area" in given else None
-    sched = reg.schedule(float(horizon), weights, 1, drugs=tuple(d.name for d in drugs), bsas=bsas)
-    jumps = np.where(np.isfinite(sched.jump_times), sched.jump_times, horizon + 1.0)
-    dose_args = (jnp.asarray(sched.starts), jnp.asarray(sched.ends), jnp.asarray(sched.rates[0]),
-                 jnp.asarray(sched.boluses[0]), jnp.asarray(jumps))
+
+    def schedule(reg, min_doses=0):
+        return reg.schedule(float(horizon), weights, 1, drugs=names, bsas=bsas, min_doses=min_doses)
+
+    scheds = [schedule(reg) for _, reg, *_ in prepared.values()]
+    doses = max(sc.starts.shape[1] for sc in scheds)
+    scheds = [schedule(reg, doses) for _, reg, *_ in prepared.values()]
+    edges = max(np.size(sc.jump_times) for sc in scheds)
+
+    def jumps_of(sc):
+        jt = np.where(np.isfinite(sc.jump_times), sc.jump_times, horizon + 1.0)
+        return np.concatenate([jt, np.full(edges - jt.size, horizon + 1.0)])
+
+    stacked = tuple(jnp.asarray(np.stack(x)) for x in ([sc.starts for sc in scheds], [sc.ends for sc in scheds],
+                                                        [sc.rates[0] for sc in scheds], [sc.boluses[0] for sc in scheds],
+                                                        [jumps_of(sc) for sc in scheds]))
+    codes = jnp.asarray([c for c in arms] if by_arm else [0.0])
     base = {k: jnp.asarray(float(v)) for k, v in values.items()}
     one = one_patient_solver(model, drugs, solver, rtol, atol, max_steps, ("sld",), adjoint=diffrax.ForwardMode())
 
-    def solve(theta, ts):
+    def solve(theta, ts, dose_args):
         q = dict(base) | {name: theta[i] for i, name in enumerate(free)}
         picked, status, _ = one(q, *dose_args, ts)
         return jnp.where(status == 0, picked["sld"], jnp.nan)
 
     @jax.custom_jvp
-    def core(theta, ts):
-        return solve(theta, ts)
+    def core(theta, ts, dose_args):
+        return solve(theta, ts, dose_args)
 
     @core.defjvp
     def core_jvp(primals, tangents):
-        theta, ts = primals
-        dtheta, _ = tangents
-        f = solve(theta, ts)
-        jac = jax.jacfwd(solve)(theta, ts)
+        theta, ts, dose_args = primals
+        dtheta = tangents[0]
+        f = solve(theta, ts, dose_args)
+        jac = jax.jacfwd(solve)(theta, ts, dose_args)
         return f, jac @ dtheta
+
+    def dose_args_of(p):
+        if not by_arm:
+            return tuple(a[0] for a in stacked)
+        # nlme refuses codes outside the model's categories when it reads the data; a code that
+        # reaches the prediction anyway matches no arm, and its prediction is NaN (below)
+        k = jnp.argmax(codes == jax.lax.stop_gradient(jnp.asarray(p[arm_covariate], float)))
+        return tuple(a[k] for a in stacked)
+
+    def known_arm(p):
+        return True if not by_arm else jnp.any(codes == jax.lax.stop_gradient(jnp.asarray(p[arm_covariate], float)))
 
     def predictor(through):
         def predict(p, dose_times, dose_amounts, obs_times):
             ts = jax.lax.cummax(jnp.asarray(obs_times, float), axis=0)
-            return through(jnp.stack([jnp.asarray(p[name], float) for name in free]), ts)
+            f = through(jnp.stack([jnp.asarray(p[name], float) for name in free]), ts, dose_args_of(p))
+            return f if not by_arm else jnp.where(known_arm(p), f, jnp.nan)
 
         return predict
 
@@ -131,7 +187,10 @@ def mechanistic_predictor(regimen="immunotherapy", free: Sequence[str] = DEFAULT
     predict.forward = predict_forward
     predict.free = free
     predict.model = model
-    predict.regimen = reg.describe()
+    predict.covariates = (arm_covariate,) if by_arm else ()
+    predict.arm_codes = tuple(arms) if by_arm else ()
+    predict.regimen = (f"by {arm_covariate}: " + "; ".join(f"{c:g} = {reg.describe()}" for c, (_, reg, *_) in prepared.items())
+                       if by_arm else next(iter(prepared.values()))[1].describe())
     return predict
 
 
@@ -143,7 +202,9 @@ def mechanistic_nlme_model(regimen="immunotherapy", free: Sequence[str] = DEFAUL
     ``initial`` says otherwise) and, for the baseline volume and the carrying capacity,
     ``V0_RATIO * BASEVOL`` and ``K_RATIO * BASEVOL`` (covariate, mm3; initial 1 and the ratio of
     the two parameters' defaults); combined residual error in mm (``sigma``: proportional then
-    additive variance)."""
+    additive variance). ``regimen`` as :func:`mechanistic_predictor` takes it: a mapping
+    ``{arm code: regimen}`` makes the arm covariate (``ARM`` by default) a data item of the
+    model, its levels the mapping's codes."""
     from .nlme import NLMEModel, Theta
 
     predict = mechanistic_predictor(regimen, free, model=model, **predictor_kws)
@@ -164,6 +225,9 @@ def mechanistic_nlme_model(regimen="immunotherapy", free: Sequence[str] = DEFAUL
         desc = RELATIVE_TO_BASEVOL[name][1] if relative else f"typical {name}"
         thetas.append(Theta(t, init, 0.0, unit=unit, description=desc))
     uses_base = any(name in RELATIVE_TO_BASEVOL for name in free)
+    covariates = (("BASEVOL",) if uses_base else ()) + tuple(predict.covariates)
+    for c in predict.covariates:
+        units[c] = "1"
 
     def typical(theta, cov):
         out = {}
@@ -174,7 +238,9 @@ def mechanistic_nlme_model(regimen="immunotherapy", free: Sequence[str] = DEFAUL
 
     return NLMEModel(name=f"{m.name} ({m.variant}), {predict.regimen} from the baseline scan", thetas=tuple(thetas),
                      parameters=free, typical=typical, predict=predict, etas=random, omega=tuple([omega] * len(random)),
-                     sigma=tuple(sigma), error="combined", covariates=("BASEVOL",) if uses_base else (), units=units)
+                     sigma=tuple(sigma), error="combined", covariates=covariates, units=units,
+                     categories={c: predict.arm_codes for c in predict.covariates},
+                     predictor_covariates=tuple(predict.covariates))
 
 
 def lesion_data(courses, min_scans: int = 4, lesions: int | None = None, columns=None):
@@ -205,6 +271,13 @@ def lesion_data(courses, min_scans: int = 4, lesions: int | None = None, columns
     return pd.DataFrame(rows)
 
 
+def _concat(frames):
+    """Lesion data of several arms as one NONMEM data set (row labels renumbered)."""
+    import pandas as pd
+
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def lesion_covariates(dataset: str = "laleh2022", arm: str = "immunotherapy") -> dict[str, dict[str, float]]:
     """Per-lesion covariates of a shipped dataset for :func:`lesion_data`: ``STUDY`` (the study's
     number in the data, 1-5 for Laleh 2022) and ``ARM`` (0 immunotherapy, 1 chemotherapy)."""
@@ -215,7 +288,7 @@ def lesion_covariates(dataset: str = "laleh2022", arm: str = "immunotherapy") ->
         df = df[df.arm == arm]
     first = df.groupby("lesion", sort=False).first()
     return {"STUDY": {str(k): float(v) for k, v in first["study"].items()},
-            "ARM": {str(k): float(v == "chemotherapy") for k, v in first["arm"].items()}}
+            "ARM": {str(k): ARM_CODES[v] for k, v in first["arm"].items()}}
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -237,7 +310,7 @@ def _population_predictions(model, d, estimates: dict, eta):
     def one(eta_s, cov_s, ts):
         tv = model.typical(theta, cov_s)
         p = {n: tv[n] * jnp.exp(eta_s[model.etas.index(n)]) if n in model.etas else tv[n] for n in model.parameters}
-        return model.predict(p, jnp.zeros(1), jnp.zeros(1), ts)
+        return model.predict(p | {c: cov_s[c] for c in model.predictor_covariates}, jnp.zeros(1), jnp.zeros(1), ts)
 
     per_sub = jax.jit(jax.vmap(one))
     return np.stack([np.asarray(per_sub(jnp.asarray(e), cov, jnp.asarray(d.obs_t))) for e in eta])
@@ -445,17 +518,22 @@ class PopFit:
 
 
 def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy", lesions: int | None = 20,
-           min_scans: int = 4, free: Sequence[str] = DEFAULT_RANDOM, random: Sequence[str] | None = None, model=None,
+           min_scans: int = 4, free: Sequence[str] | None = None, random: Sequence[str] | None = None, model=None,
            initial: dict | None = None,
            covariance: str | None = "sandwich", maxiter: int = 200, gtol: float = 1e-2, replicates: int = 100,
            seed: int = 0, progress: bool = False, covariates=None, stratify: str | None = None,
            prediction_corrected: bool = False) -> PopFit:
     """FOCE-I fit of the mechanistic model to lesions, with a VPC and goodness-of-fit data.
 
-    ``data``: NONMEM-layout lesion data (ID, TIME days since baseline, AMT, DV mm, BASEVOL
-    mm3; see :func:`lesion_data`), default the first ``lesions`` lesions of ``dataset``'s
-    ``arm`` with at least ``min_scans`` scans. ``model``: an :class:`immunopd.nlme.NLMEModel`
-    (default :func:`mechanistic_nlme_model` of the arm's regimen and ``free``). ``gtol``: the
+    ``arm``: ``"immunotherapy"``, ``"chemotherapy"`` or ``"all"`` (both arms in one fit, each
+    lesion on its own arm's regimen through the ``ARM`` covariate, 0 immunotherapy and 1
+    chemotherapy). ``data``: NONMEM-layout lesion data (ID, TIME days since baseline, AMT, DV
+    mm, BASEVOL mm3, and ARM with ``arm="all"``; see :func:`lesion_data`), default the first
+    ``lesions`` lesions of ``dataset``'s arm with at least ``min_scans`` scans (with ``"all"``:
+    the first ``lesions`` of each arm). ``free``: the individual parameters fitted (default
+    :data:`ARM_FREE` of the arm). ``model``: an :class:`immunopd.nlme.NLMEModel` (default
+    :func:`mechanistic_nlme_model` of the arm's regimen and ``free``; docetaxel's mg/m2 dose is
+    given for the model's default body surface area, as the data carry none). ``gtol``: the
     BFGS convergence tolerance on the unconstrained scale (1e-2: the ODE solve's own tolerance
     limits how far the gradient can be driven). ``initial``: initial values by parameter name
     (THETA names, ``OMEGA(a,b)``, ``SIGMA(...)``), as :func:`immunopd.nlme.fit` takes them.
@@ -469,15 +547,24 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
 
     if lesions is not None and (isinstance(lesions, bool) or not isinstance(lesions, (int, np.integer)) or lesions < 1):
         raise InputError(describe("lesions", lesions, "a positive integer (or None for every lesion)"))
-    if arm not in ARM_REGIMENS:
-        raise InputError(describe("arm", arm, f"one of {list(ARM_REGIMENS)}"))
+    if arm not in (*ARM_REGIMENS, "all"):
+        raise InputError(describe("arm", arm, f"one of {[*ARM_REGIMENS, 'all']}"))
     if data is None:
         from .calibration import observed_courses
 
-        data = lesion_data(observed_courses(dataset, arm=arm), min_scans=min_scans, lesions=lesions,
-                           columns=lesion_covariates(dataset, arm))
+        arms = list(ARM_CODES) if arm == "all" else [arm]
+        columns = lesion_covariates(dataset, arm)
+        data = _concat([lesion_data(observed_courses(dataset, arm=a), min_scans=min_scans, lesions=lesions,
+                                      columns=columns) for a in arms])
     if model is None:
-        model = mechanistic_nlme_model(arm, free, random=random, initial=initial)
+        from .solve import resolve_model
+
+        free = ARM_FREE[arm] if free is None else free
+        regimen = {code: a for a, code in ARM_CODES.items()} if arm == "all" else arm
+        # the data carry no body size: docetaxel's mg/m2 dose for the model's default body surface area
+        params = None if arm == "immunotherapy" else {
+            "body_surface_area": float(resolve_model(None).parameters["body_surface_area"].default)}
+        model = mechanistic_nlme_model(regimen, free, random=random, initial=initial, params=params)
     for parameter, column in (covariates or {}).items():
         if column not in data.columns:
             raise InputError(describe(f"covariates[{parameter!r}]", column, f"a column of the data: {list(data.columns)}"))
@@ -587,6 +674,12 @@ def population_from_fit(result, n: int, *, seed: int = 0, model=None):
     rng = np.random.default_rng(seed)
     eta = rng.multivariate_normal(np.zeros(k), om, size=int(n))
     effects = json.loads(ds.attrs.get("categorical_effects", "[]"))
+    read = json.loads(ds.attrs.get("predictor_covariates", "[]"))
+    on_arm = [e["theta"] for e in effects if e["covariate"] in read]
+    if on_arm:  # an arm is a treatment, not a trait a virtual patient carries into every trial's regimen
+        raise InputError(describe("result", f"a fit with effects of the arm ({', '.join(on_arm)})",
+                                  f"a fit without effects of {', '.join(read)} (a virtual patient takes no arm: the trial"
+                                  " gives the regimen)"))
     # with covariate effects each patient takes one fitted lesion's covariates together (its
     # study and its baseline volume); without, only the baseline volume is drawn (as before), unless
     # a second parameter scales with it (the carrying capacity): then both come from one lesion

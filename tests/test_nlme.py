@@ -375,3 +375,43 @@ def test_inner_expansion_along_the_etas_only_gives_the_full_objective_and_gradie
     np.testing.assert_allclose(runs[True][1], runs[False][1], rtol=1e-10)
     np.testing.assert_allclose(runs[True][2], runs[False][2], rtol=1e-7, atol=1e-9)
     assert np.abs(runs[True][2][:, 1]).max() > 1.0  # the gradient in POP_VC is not trivially zero
+
+
+def test_a_covariate_read_by_the_prediction_gives_nonmems_pheno_fit(pheno_data):
+    """Predictor covariates (data items the prediction reads, as NONMEM's $PK reads WGT): pheno
+    with weight applied inside the prediction instead of in the typical values has the same
+    likelihood, so the fit must land on NONMEM's minimum (pheno.ext: OFV 586.276) with the same
+    estimates; predict_individuals needs the weights and is refused without them."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    base = nlme.pheno_model()
+    per_kg = nlme.pk_predictor(roles={"clearance": "CL", "central_volume": "V"})
+
+    def typical(theta, cov):  # per kg: the weight is applied by the prediction
+        return {"CL": theta["POP_CL"], "V": jnp.where(cov["APGR"] < 5, theta["POP_VC"] * (1 + theta["COVAPGR"]), theta["POP_VC"])}
+
+    def predict(p, dose_t, dose_a, obs_t):
+        return per_kg({"CL": p["CL"] * p["WGT"], "V": p["V"] * p["WGT"]}, dose_t, dose_a, obs_t)
+
+    model = dataclasses.replace(base, typical=typical, predict=predict, predictor_covariates=("WGT",))
+    fit = nlme.fit(model, pheno_data)
+    final, _ = nonmem_ext()
+    assert fit.ofv == pytest.approx(final["OBJ"], abs=0.1)
+    est = fit.estimates()
+    for col, name in EXT_NAMES.items():
+        assert est[name] == pytest.approx(final[col], rel=0.01), name
+    individual = np.array([[est["POP_CL"], est["POP_VC"]]])
+    times = np.array([[0.0, 2.0, 12.0]])
+    with pytest.raises(InputError) as exc:
+        nlme.predict_individuals(model, individual, times, np.zeros((1, 1)), np.full((1, 1), 25.0))
+    assert str(exc.value) == ("covariates = [] is not allowed; allowed: a value per subject for each of ['WGT'] (the"
+                              " covariates the model's prediction reads)")
+    f = nlme.predict_individuals(model, individual, times, np.zeros((1, 1)), np.full((1, 1), 25.0), covariates={"WGT": [1.4]})
+    cl, v = est["POP_CL"] * 1.4, est["POP_VC"] * 1.4  # one bolus of 25 mg at time 0: closed form
+    np.testing.assert_allclose(f[0], 25.0 / v * np.exp(-cl / v * times[0]), rtol=1e-12)
+    with pytest.raises(InputError) as exc:
+        dataclasses.replace(base, predictor_covariates=("BSA",))
+    assert str(exc.value) == ("NLMEModel.predictor_covariates[0] = 'BSA' is not allowed; allowed: one of the model's"
+                              " covariates ['WGT', 'APGR']")

@@ -105,6 +105,7 @@ def test_cli_checks_outputs_before_fitting(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_simulation_recovery(model):
     """Six lesions x six scans from TRUE: typical values within 35 % (a handful of lesions)."""
     df = synthetic(model, n=6)
@@ -118,6 +119,7 @@ def test_simulation_recovery(model):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_cli_writes_fit_and_png(tmp_path):
     out, png = tmp_path / "fit.nc", tmp_path / "fit.png"
     assert cli.main(["popfit", "--lesions", "2", "--maxiter", "1", "--replicates", "3", "--out", str(out),
@@ -204,4 +206,96 @@ def test_cli_population_out_is_checked_before_fitting(tmp_path, capsys):
     assert "only with --model mechanistic" in capsys.readouterr().err
     assert cli.main(["popfit", "--out", out, "--population-out", str(tmp_path / "p.nc"), "--patients", "0"]) == 2
     assert "--patients = 0 is not allowed; allowed: a positive integer" in capsys.readouterr().err
+    assert cli.main(["popfit", "--arm", "all", "--covariate", "growth_rate=ARM", "--out", out, "--population-out",
+                     str(tmp_path / "p.nc")]) == 2
+    assert capsys.readouterr().err == ("immunopd: error: --covariate = 'growth_rate=ARM' is not allowed; allowed: no effect of"
+                                       " ARM with --population-out (a virtual patient takes no arm: the trial gives the"
+                                       " regimen)\n")
     assert not list(tmp_path.iterdir())
+
+
+BOTH_ARMS = {0: "immunotherapy", 1: "chemotherapy"}
+BSA = {"body_surface_area": 1.8}  # m2: docetaxel is dosed in mg/m2
+
+
+def test_both_arm_predictor_gives_each_lesion_its_own_arms_regimen():
+    """One predictor for both arms reads a lesion's ARM (a data item) and solves on that arm's
+    regimen: its predictions equal those of the one-arm predictors (atezolizumab 1200 mg q3w for
+    ARM 0, docetaxel 75 mg/m2 q3w for ARM 1) to rounding (vmapped over the arms here)."""
+    free = ("baseline_tumor_volume", "growth_rate", "kill_rate", "chemo_kill_ratio")
+    both = mechanistic_predictor(BOTH_ARMS, free, params=BSA)
+    assert both.covariates == ("ARM",) and both.arm_codes == (0.0, 1.0)
+    assert both.regimen == ("by ARM: 0 = atezolizumab 1200 mg q3w over 60 min; 1 = docetaxel 75 mg/m2 q3w over 60 min")
+    p = {"baseline_tumor_volume": 5000.0, "growth_rate": 0.004, "kill_rate": 0.02, "chemo_kill_ratio": 20.0}
+    ts = jnp.asarray([0.0, 42.0, 84.0, 126.0, 250.0])
+    by_arm = jax.jit(jax.vmap(lambda arm: both.forward(p | {"ARM": arm}, None, None, ts)))(jnp.asarray([0.0, 1.0, 2.0]))
+    assert np.all(np.isnan(by_arm[2]))  # a code of no arm: no prediction (nlme refuses it in the data before)
+    for k, arm in enumerate(("immunotherapy", "chemotherapy")):
+        single = mechanistic_predictor(arm, free, params=BSA)
+        np.testing.assert_allclose(np.asarray(by_arm[k]), np.asarray(jax.jit(lambda q: single.forward(q, None, None, ts))(p)),
+                                   rtol=1e-13)
+    assert float(by_arm[1, -1]) < float(by_arm[0, -1]) - 10  # docetaxel shrinks what the immune kill alone does not
+
+
+def test_both_arm_model_declares_the_arm_and_refuses_other_codes():
+    from immunopd.errors import InputError
+
+    m = mechanistic_nlme_model(BOTH_ARMS, ("baseline_tumor_volume", "growth_rate", "chemo_kill_ratio"), params=BSA)
+    assert m.covariates == ("BASEVOL", "ARM") and m.predictor_covariates == ("ARM",) and m.categories == {"ARM": (0.0, 1.0)}
+    df = pd.DataFrame({"ID": ["a", "a"], "TIME": [0.0, 42.0], "AMT": 0.0, "DV": [20.0, 18.0], "BASEVOL": 4000.0, "ARM": 2.0})
+    with pytest.raises(InputError) as exc:
+        nlme._prepare(m, df)
+    assert str(exc.value) == "covariate ARM of subject ID a = 2.0 is not allowed; allowed: one of the model's levels [0.0, 1.0]"
+    with pytest.raises(InputError) as exc:
+        mechanistic_predictor({})
+    assert str(exc.value) == ("regimen = {} is not allowed; allowed: a regimen, or a mapping {arm code: regimen} with one"
+                              " or more arms")
+    with pytest.raises(InputError) as exc:
+        mechanistic_predictor({"chemo": "chemotherapy"}, params=BSA)
+    assert str(exc.value) == "regimen arm code = 'chemo' is not allowed; allowed: a finite number (the arm's code in the data)"
+    with pytest.raises(InputError) as exc:
+        nlme.predict_individuals(m, np.ones((1, 3)), np.zeros((1, 2)), covariates={"ARM": [2.0]})
+    assert str(exc.value) == "covariates['ARM'] = 2.0 is not allowed; allowed: one of the model's levels [0.0, 1.0]"
+    import dataclasses
+
+    with pytest.raises(InputError) as exc:
+        dataclasses.replace(m, covariates=("BASEVOL", "growth_rate"), predictor_covariates=("growth_rate",))
+    assert str(exc.value) == ("NLMEModel.predictor_covariates[0] = 'growth_rate' is not allowed; allowed: a name that is"
+                              " not an individual parameter's ['baseline_tumor_volume', 'growth_rate', 'chemo_kill_ratio']"
+                              " (the prediction reads both from one dict)")
+    with pytest.raises(InputError) as exc:
+        popfit(arm="both")
+    assert str(exc.value) == "arm = 'both' is not allowed; allowed: one of ['immunotherapy', 'chemotherapy', 'all']"
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_both_arms_in_one_fit_with_an_arm_effect():
+    """popfit(arm="all"): the first lesions of each arm, each on its own regimen, an effect of the
+    arm on the growth rate; the result keeps each lesion's arm, the VPC stratifies by it, and a
+    virtual population is refused from a fit whose effect is a treatment's, not a patient's."""
+    from immunopd.errors import InputError
+    from immunopd.popfit import population_from_fit
+
+    pf = popfit(arm="all", lesions=2, free=("baseline_tumor_volume", "growth_rate"), random=("growth_rate",),
+                covariates={"growth_rate": "ARM"}, covariance=None, maxiter=2, replicates=3, stratify="ARM")
+    ds = pf.fit.dataset
+    assert ds.sizes["subject"] == 4 and list(ds["covariate_ARM"].values) == [0.0, 0.0, 1.0, 1.0]
+    assert "by ARM: 0 = atezolizumab" in ds.attrs["model"]
+    est = pf.fit.estimates()
+    assert set(est) >= {"V0_RATIO", "POP_GROWTH_RATE", "GROWTH_RATE_ARM1"} and math.isfinite(pf.fit.ofv)
+    assert list(pf.vpc.stratum.values) == [0.0, 1.0]
+    # each lesion's population prediction is its own arm's one-arm predictor at its typical values
+    free = ("baseline_tumor_volume", "growth_rate")
+    for subject, arm in zip(ds.subject.values[[0, 2]], ("immunotherapy", "chemotherapy")):
+        rows = ds.ID.values == subject
+        base = float(ds["covariate_BASEVOL"].sel(subject=subject))
+        growth = est["POP_GROWTH_RATE"] * (est["GROWTH_RATE_ARM1"] if arm == "chemotherapy" else 1.0)
+        single = mechanistic_predictor(arm, free, params=BSA)
+        p = {"baseline_tumor_volume": est["V0_RATIO"] * base, "growth_rate": growth}
+        expected = jax.jit(lambda q, t: single.forward(q, None, None, t))(p, jnp.asarray(ds.TIME.values[rows]))
+        np.testing.assert_allclose(ds.PRED.values[rows], np.asarray(expected), rtol=1e-9)
+    with pytest.raises(InputError) as exc:
+        population_from_fit(pf, 10)
+    assert str(exc.value) == ("result = 'a fit with effects of the arm (GROWTH_RATE_ARM1)' is not allowed; allowed: a fit"
+                              " without effects of ARM (a virtual patient takes no arm: the trial gives the regimen)")
