@@ -177,6 +177,7 @@ def test_prior_typical_values_scale_volumes_with_the_baseline_scan():
 
 # ----------------------------------------------------------------------------- the posterior and the forecast
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_map_recovers_a_simulated_patient_and_laplace_draws_match_the_mode():
     from immunopd import nlme
 
@@ -227,6 +228,7 @@ def test_baseline_sclever1_sets_the_release_that_reproduces_it():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_higher_baseline_sclever1_forecasts_less_shrinkage():
     scans = fc.scans_from_arrays([0, 42, 84], [30.0, 27.0, 25.0])
     change = {}
@@ -244,6 +246,7 @@ def test_higher_baseline_sclever1_forecasts_less_shrinkage():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_forecast_endpoints_agree_with_the_trajectories(tmp_path):
     import arviz as az
 
