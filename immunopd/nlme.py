@@ -733,6 +733,7 @@ _SORTED_CHUNK = 16
 #: when an engine is built; :func:`_engine` keeps one per model, so set it before the first fit.
 _EXPAND_ETA_DIRECTIONS_ONLY = True
 _COND_LIMIT = 1e13  # condition number above which a covariance matrix counts as singular
+_REMEMBERED_MODES = 64  # evaluated points whose conditional etas fit() keeps (a few line searches' worth)
 _FD_STEP = 1e-4  # relative step of the central differences giving the R matrix
 
 
@@ -1029,7 +1030,10 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
                                       " positive-definite OMEGA")) from None
     jd = _device_data(d)
     n_sub, k = len(d.ids), len(model.etas)
-    state = {"eta": jnp.zeros((n_sub, k)), "evals": 0, "inner_ok": True}
+    # "modes": the conditional etas found at each recently evaluated point (keyed by the point):
+    # the final evaluation starts from those of the accepted point, not from the last trial
+    # point's (a rejected line-search step), so it lands in the modes the optimizer accepted
+    state = {"eta": jnp.zeros((n_sub, k)), "evals": 0, "inner_ok": True, "modes": {}}
     t0 = _time.perf_counter()
 
     def inner(p, eta0):
@@ -1051,6 +1055,10 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
             return state["last"][1]
         out = evaluate(u)
         state["last"] = (key, out)
+        if np.isfinite(out[0]):
+            state["modes"][key] = state["eta"]
+            while len(state["modes"]) > _REMEMBERED_MODES:
+                state["modes"].pop(next(iter(state["modes"])))
         return out
 
     def evaluate(u):
@@ -1090,7 +1098,8 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
             bar.close()
     u_hat = res.x
     p_hat = np.asarray(eng.natural_jit(jnp.asarray(u_hat)))
-    ofv, gp, gs, eta_hat, found = at(jnp.asarray(p_hat), state["eta"])
+    eta_start = state["modes"].get(np.asarray(u_hat, float).tobytes(), state["eta"])
+    ofv, gp, gs, eta_hat, found = at(jnp.asarray(p_hat), eta_start)
     g = gp @ np.asarray(eng.natural_jacobian(jnp.asarray(u_hat)))
     elapsed = _time.perf_counter() - t0
 

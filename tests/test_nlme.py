@@ -415,3 +415,33 @@ def test_a_covariate_read_by_the_prediction_gives_nonmems_pheno_fit(pheno_data):
         dataclasses.replace(base, predictor_covariates=("BSA",))
     assert str(exc.value) == ("NLMEModel.predictor_covariates[0] = 'BSA' is not allowed; allowed: one of the model's"
                               " covariates ['WGT', 'APGR']")
+
+
+def test_the_final_evaluation_starts_from_the_accepted_points_modes(pheno, pheno_data, monkeypatch):
+    """The estimate is the optimizer's accepted point; its OFV, gradient and etas are re-evaluated
+    from the conditional modes found there, not from those of the last point tried (a rejected
+    line-search step, where a subject with two modes may have moved to the other). An optimizer
+    that tries a far point and then returns its first shows which modes the last pass starts from."""
+    import scipy.optimize
+    from scipy.optimize import OptimizeResult
+
+    calls = []
+    real = nlme._conditional_modes
+
+    def spy(eng, p, eta0, jd):
+        out = real(eng, p, eta0, jd)
+        calls.append((np.asarray(eta0).copy(), np.asarray(out[0]).copy()))
+        return out
+
+    def rejecting(fun, u0, jac=True, **kws):
+        fun(u0)
+        fun(u0 + 0.5)  # a trial point, rejected
+        return OptimizeResult(x=u0, nit=1, message="returned the first point")
+
+    monkeypatch.setattr(nlme, "_conditional_modes", spy)
+    monkeypatch.setattr(scipy.optimize, "minimize", rejecting)
+    fit = nlme.fit(pheno, pheno_data, covariance=None)
+    (_, at_first), (_, at_trial), (start_of_last, _) = calls[0], calls[1], calls[-1]
+    assert len(calls) == 3 and np.abs(at_trial - at_first).max() > 0.01
+    np.testing.assert_array_equal(start_of_last, at_first)
+    assert "returned the first point" in fit.estimation_status
