@@ -161,22 +161,22 @@ def mechanistic_predictor(regimen="immunotherapy", free: Sequence[str] = DEFAULT
         jac = jax.jacfwd(solve)(theta, ts, dose_args)
         return f, jac @ dtheta
 
-    def dose_args_of(p):
+    def arm_of(p):
+        """(the lesion's dose arrays, whether its code is an arm's). nlme refuses codes outside the
+        model's categories when it reads the data; a code that reaches the prediction anyway
+        matches no arm, and its prediction is NaN."""
         if not by_arm:
-            return tuple(a[0] for a in stacked)
-        # nlme refuses codes outside the model's categories when it reads the data; a code that
-        # reaches the prediction anyway matches no arm, and its prediction is NaN (below)
-        k = jnp.argmax(codes == jax.lax.stop_gradient(jnp.asarray(p[arm_covariate], float)))
-        return tuple(a[k] for a in stacked)
-
-    def known_arm(p):
-        return True if not by_arm else jnp.any(codes == jax.lax.stop_gradient(jnp.asarray(p[arm_covariate], float)))
+            return tuple(a[0] for a in stacked), True
+        match = codes == jax.lax.stop_gradient(jnp.asarray(p[arm_covariate], float))
+        k = jnp.argmax(match)
+        return tuple(a[k] for a in stacked), jnp.any(match)
 
     def predictor(through):
         def predict(p, dose_times, dose_amounts, obs_times):
             ts = jax.lax.cummax(jnp.asarray(obs_times, float), axis=0)
-            f = through(jnp.stack([jnp.asarray(p[name], float) for name in free]), ts, dose_args_of(p))
-            return f if not by_arm else jnp.where(known_arm(p), f, jnp.nan)
+            dose_args, known = arm_of(p)
+            f = through(jnp.stack([jnp.asarray(p[name], float) for name in free]), ts, dose_args)
+            return f if not by_arm else jnp.where(known, f, jnp.nan)
 
         return predict
 
@@ -269,13 +269,6 @@ def lesion_data(courses, min_scans: int = 4, lesions: int | None = None, columns
     if not kept:
         raise InputError(describe("lesions", 0, f"at least one lesion with >= {min_scans} scans"))
     return pd.DataFrame(rows)
-
-
-def _concat(frames):
-    """Lesion data of several arms as one NONMEM data set (row labels renumbered)."""
-    import pandas as pd
-
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def lesion_covariates(dataset: str = "laleh2022", arm: str = "immunotherapy") -> dict[str, dict[str, float]]:
@@ -552,10 +545,12 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
     if data is None:
         from .calibration import observed_courses
 
+        import pandas as pd
+
         arms = list(ARM_CODES) if arm == "all" else [arm]
         columns = lesion_covariates(dataset, arm)
-        data = _concat([lesion_data(observed_courses(dataset, arm=a), min_scans=min_scans, lesions=lesions,
-                                      columns=columns) for a in arms])
+        data = pd.concat([lesion_data(observed_courses(dataset, arm=a), min_scans=min_scans, lesions=lesions,
+                                      columns=columns) for a in arms], ignore_index=True)
     if model is None:
         from .solve import resolve_model
 
