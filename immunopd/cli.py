@@ -295,6 +295,12 @@ def _build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--min-scans", type=int, default=4, help="scans a lesion needs, baseline included (default 4)")
     pf.add_argument("--maxiter", type=int, default=200, help="BFGS iterations at most (default 200)")
     pf.add_argument("--replicates", type=int, default=100, help="VPC replicates (default 100)")
+    pf.add_argument("--optimizer", default="bfgs", choices=["bfgs", "anchored"],
+                    help="bfgs (scipy's; default) or anchored: every trial point's conditional etas start from the last"
+                         " accepted point's and no step moves a parameter by more than --max-step on the unconstrained"
+                         " (log) scale (immunopd.nlme.fit)")
+    pf.add_argument("--max-step", type=_number("--max-step", float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0),
+                    default=1.0, help="largest step of one parameter per iteration with --optimizer anchored (default 1.0)")
     pf.add_argument("--out", required=True, help="output .nc: the nlme result with the VPC")
     pf.add_argument("--plot", default=None, help="also write the VPC and goodness-of-fit figure (.png)")
     pf.add_argument("--covariate", action="append", default=[], metavar="PARAMETER=COLUMN",
@@ -598,7 +604,8 @@ def _popfit(args) -> int:
         model = curve_nlme_model(args.model, random)
     pf = popfit(dataset=args.data, arm=args.arm, lesions=args.lesions, min_scans=args.min_scans, maxiter=args.maxiter,
                 replicates=args.replicates, model=model, random=random, progress=True, covariates=covariates,
-                stratify=args.vpc_stratify, prediction_corrected=args.pc_vpc, initial=initial or None)
+                stratify=args.vpc_stratify, prediction_corrected=args.pc_vpc, initial=initial or None,
+                optimizer=args.optimizer, max_step=args.max_step)
     write_netcdf(pf.to_dataset(), args.out)
     print(pf.report())
     if args.plot:

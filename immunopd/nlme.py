@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import math
 import time as _time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -74,7 +75,7 @@ import numpy as np
 from .errors import InputError, InputTypeError, ModelSpecError, ParameterError, describe
 
 __all__ = ["Theta", "NLMEModel", "CategoricalEffect", "with_categorical_effect", "NLMEFit", "fit", "map_estimates", "predict_individuals", "pk_predictor", "pheno_model", "read_nonmem_table",
-           "ERROR_MODELS", "METHOD"]
+           "ERROR_MODELS", "METHOD", "OPTIMIZERS"]
 
 ERROR_MODELS = ("additive", "proportional", "combined")
 METHOD = "FOCE-I (first-order conditional estimation with interaction)"
@@ -994,9 +995,108 @@ def predict_individuals(model: NLMEModel, individual, times, dose_times=None, do
 
 _PREDICTORS: dict[int, tuple] = {}
 
+OPTIMIZERS = {"bfgs": "scipy BFGS on an unconstrained scale",
+              "anchored": "anchored quasi-Newton (BFGS, Armijo backtracking, step capped on the unconstrained scale,"
+                          " every trial point's conditional etas started from the last accepted point's)"}
+_ARMIJO = 1e-4  # sufficient decrease: f(u + a d) <= f(u) + _ARMIJO a g'd
+_MAX_BACKTRACKS = 12  # step halvings (at most) before the line search is declared failed
+
+
+def check_optimizer(optimizer, max_step) -> None:
+    """Raise InputError unless ``optimizer`` is one of :data:`OPTIMIZERS` and ``max_step`` a finite number > 0."""
+    if optimizer not in OPTIMIZERS:
+        raise InputError(describe("optimizer", optimizer, f"one of {list(OPTIMIZERS)}"))
+    if not (isinstance(max_step, (int, float)) and not isinstance(max_step, bool) and math.isfinite(max_step) and max_step > 0):
+        raise InputError(describe("max_step", max_step, "a finite number > 0 (unconstrained scale)"))
+
+
+def _anchored_bfgs(evaluate, state, u0, *, gtol, maxiter, max_step, callback=None):
+    """Minimise the OFV by BFGS whose trial points all start the inner problem from the accepted
+    point's conditional etas (``evaluate(u, eta_start) -> (f, g)``, leaving the etas it found in
+    ``state["eta"]``). The line search is scipy's Wolfe search (``scipy.optimize.line_search``)
+    with the step capped so that no parameter moves more than ``max_step``; where it finds no
+    Wolfe point, backtracking to sufficient decrease (Armijo). Returns a scipy-like
+    OptimizeResult with the accepted point's etas as ``eta``."""
+    from scipy.optimize import OptimizeResult, line_search
+
+    u = np.asarray(u0, float)
+    f, g = evaluate(u, state["eta"])
+    eta = state["eta"]
+    if not np.isfinite(f):
+        return OptimizeResult(x=u, fun=f, jac=g, nit=0, eta=eta, success=False,
+                              message="the objective is not finite at the initial estimates")
+    n = u.size
+    first = np.eye(n) * min(1.0, max_step / max(float(np.max(np.abs(g))), 1e-12))  # no parameter moves more than max_step
+    h = first
+    f_before = f + np.linalg.norm(g) / 2  # scipy BFGS's guess of the previous value (sets the first trial step)
+    message, success, nit = f"maximum number of iterations ({maxiter}) reached", False, 0
+    for nit in range(1, maxiter + 1):
+        if np.max(np.abs(g)) <= gtol:
+            message, success, nit = "gradient below gtol", True, nit - 1
+            break
+        d = -h @ g
+        if not float(g @ d) < 0:  # the inverse Hessian has lost positive definiteness: steepest descent again
+            h = first
+            d = -h @ g
+        slope = float(g @ d)
+        cap = max_step / max(float(np.max(np.abs(d))), 1e-300)
+        tried: dict[bytes, tuple] = {}
+
+        def at_point(x, anchor=eta):  # one evaluation per point: the Wolfe search asks for f and g apart
+            key = np.asarray(x, float).tobytes()
+            if key not in tried:
+                fx, gx = evaluate(x, anchor)
+                tried[key] = (fx, gx, state["eta"] if np.isfinite(fx) else None, np.asarray(x, float))
+            return tried[key]
+
+        def trial(alpha):
+            return at_point(u + alpha * d)
+
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The line search algorithm did not converge")  # handled below
+            alpha = line_search(lambda x: at_point(x)[0], lambda x: at_point(x)[1], u, d, gfk=g, old_fval=f,
+                                old_old_fval=f_before, c1=_ARMIJO, c2=0.9, amax=cap, maxiter=10)[0]
+        accepted = None
+        if alpha is not None:
+            accepted = trial(alpha)
+            if not (np.isfinite(accepted[0]) and accepted[0] <= f + _ARMIJO * alpha * slope):
+                accepted = None
+        if accepted is None:  # backtracking on sufficient decrease alone
+            alpha = min(1.0, cap)
+            for _ in range(_MAX_BACKTRACKS + 1):
+                out = trial(alpha)
+                if np.isfinite(out[0]) and out[0] <= f + _ARMIJO * alpha * slope:
+                    accepted = out
+                    break
+                if np.isfinite(out[0]):  # minimiser of the quadratic through f, the slope and f(alpha), in [0.1, 0.5] alpha
+                    a_q = -slope * alpha ** 2 / (2.0 * (out[0] - f - slope * alpha))
+                    alpha = float(np.clip(a_q, 0.1 * alpha, 0.5 * alpha))
+                else:
+                    alpha *= 0.25
+        if accepted is None:
+            message = f"line search found no decrease of the OFV in {_MAX_BACKTRACKS} step reductions"
+            nit -= 1
+            break
+        f1, g1, eta1, u1 = accepted
+        s, y = u1 - u, g1 - g
+        sy = float(s @ y)
+        if sy > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
+            rho = 1.0 / sy
+            v = np.eye(n) - rho * np.outer(s, y)
+            h = v @ h @ v.T + rho * np.outer(s, s)
+        f_before, u, f, g, eta = f, u1, f1, g1, eta1
+        if callback is not None:
+            callback(u)
+    else:
+        if np.max(np.abs(g)) <= gtol:
+            message, success = "gradient below gtol", True
+    state["eta"] = eta
+    return OptimizeResult(x=u, fun=f, jac=g, nit=nit, eta=eta, success=success, message=message)
+
 
 def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, covariance: str | None = "sandwich",
-        maxiter: int = 500, gtol: float = 1e-3, progress: bool = False) -> NLMEFit:
+        maxiter: int = 500, gtol: float = 1e-3, progress: bool = False, optimizer: str = "bfgs",
+        max_step: float = 1.0) -> NLMEFit:
     """Estimate ``model`` on ``data`` (NONMEM layout: ID, TIME, AMT, DV, optional EVID/MDV and the
     model's covariate columns) by FOCE with interaction. See the module docstring.
 
@@ -1004,6 +1104,15 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
     ``SIGMA(...)``); ``covariance`` is ``"sandwich"`` (NONMEM's default), ``"R"``, ``"S"`` or
     ``None``; ``gtol`` is the largest |gradient| of the OFV on the unconstrained scale accepted as
     converged.
+
+    ``optimizer``: ``"bfgs"`` is scipy's BFGS (Wolfe line search); every objective evaluation
+    starts the conditional etas from the previous evaluation's, so where a subject's conditional
+    density has two modes the OFV a line search sees can depend on the points tried before.
+    ``"anchored"`` is a quasi-Newton (BFGS) iteration of our own in which every trial point
+    starts the conditional etas from those of the last accepted point, no step moves any
+    parameter by more than ``max_step`` on the unconstrained (log) scale, and the step is
+    backtracked until the OFV falls (Armijo): within an iteration the objective is a function of
+    the parameters alone, and trial points stay near the modes they continue from.
     """
     import jax
     import jax.numpy as jnp
@@ -1011,6 +1120,7 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
 
     if covariance not in ("sandwich", "R", "S", None):
         raise InputError(describe("covariance", covariance, "'sandwich', 'R', 'S' or None"))
+    check_optimizer(optimizer, max_step)
     d = _prepare(model, data)
     eng = _engine(model)
     names = model.parameter_names()
@@ -1061,10 +1171,10 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
                 state["modes"].pop(next(iter(state["modes"])))
         return out
 
-    def evaluate(u):
+    def evaluate(u, eta_start=None):
         state["evals"] += 1
         u = jnp.asarray(u)
-        val, gp, _, eta, _ = at(eng.natural_jit(u), state["eta"])
+        val, gp, _, eta, _ = at(eng.natural_jit(u), state["eta"] if eta_start is None else eta_start)
         g = gp @ np.asarray(eng.natural_jacobian(u))
         if not (np.isfinite(val) and np.all(np.isfinite(g))):
             return np.inf, np.zeros_like(g)
@@ -1085,20 +1195,27 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
             bar.update(1)
 
     try:
-        # BFGS's first step is the negative gradient: on an OFV of thousands that moves parameters
-        # by factors of e^100, where an ODE predictor takes its maximum steps. The first step is
-        # scaled to move no parameter by more than 0.5 on the unconstrained (log) scale instead.
-        g0 = fun(u0)[1]
-        scale = min(1.0, 0.5 / max(float(np.max(np.abs(g0))), 1e-12)) if np.all(np.isfinite(g0)) else 1.0
-        res = minimize(fun, u0, jac=True, method="BFGS",
-                       options={"gtol": gtol, "maxiter": maxiter, "hess_inv0": scale * np.eye(u0.size)},
-                       callback=advance if bar is not None else None)
+        if optimizer == "anchored":
+            res = _anchored_bfgs(evaluate, state, u0, gtol=gtol, maxiter=maxiter, max_step=float(max_step),
+                                 callback=advance if bar is not None else None)
+        else:
+            # BFGS's first step is the negative gradient: on an OFV of thousands that moves parameters
+            # by factors of e^100, where an ODE predictor takes its maximum steps. The first step is
+            # scaled to move no parameter by more than 0.5 on the unconstrained (log) scale instead.
+            g0 = fun(u0)[1]
+            scale = min(1.0, 0.5 / max(float(np.max(np.abs(g0))), 1e-12)) if np.all(np.isfinite(g0)) else 1.0
+            res = minimize(fun, u0, jac=True, method="BFGS",
+                           options={"gtol": gtol, "maxiter": maxiter, "hess_inv0": scale * np.eye(u0.size)},
+                           callback=advance if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     u_hat = res.x
     p_hat = np.asarray(eng.natural_jit(jnp.asarray(u_hat)))
-    eta_start = state["modes"].get(np.asarray(u_hat, float).tobytes(), state["eta"])
+    if optimizer == "anchored":
+        eta_start = res.eta
+    else:
+        eta_start = state["modes"].get(np.asarray(u_hat, float).tobytes(), state["eta"])
     ofv, gp, gs, eta_hat, found = at(jnp.asarray(p_hat), eta_start)
     g = gp @ np.asarray(eng.natural_jacobian(jnp.asarray(u_hat)))
     elapsed = _time.perf_counter() - t0
@@ -1164,7 +1281,7 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
                                                             " their log-likelihood gradients"})
     ds.attrs.update({"model": model.name, "method": METHOD, "error_model": model.error,
                      "n_subjects": n_sub, "n_observations": int(d.mask.sum()),
-                     "optimizer": "scipy BFGS on an unconstrained scale, gradients by JAX AD through the conditional etas"
+                     "optimizer": OPTIMIZERS[optimizer] + ", gradients by JAX AD through the conditional etas"
                                   " (implicit function theorem)",
                      "iterations": int(res.nit), "objective_evaluations": int(state["evals"]), "elapsed_s": elapsed,
                      "covariance_matrix": {"sandwich": "R^-1 S R^-1", "R": "R^-1", "S": "S^-1", None: "none"}[covariance],

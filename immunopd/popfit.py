@@ -515,7 +515,7 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
            initial: dict | None = None,
            covariance: str | None = "sandwich", maxiter: int = 200, gtol: float = 1e-2, replicates: int = 100,
            seed: int = 0, progress: bool = False, covariates=None, stratify: str | None = None,
-           prediction_corrected: bool = False) -> PopFit:
+           prediction_corrected: bool = False, optimizer: str = "bfgs", max_step: float = 1.0) -> PopFit:
     """FOCE-I fit of the mechanistic model to lesions, with a VPC and goodness-of-fit data.
 
     ``arm``: ``"immunotherapy"``, ``"chemotherapy"`` or ``"all"`` (both arms in one fit, each
@@ -533,7 +533,8 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
     ``covariates``: categorical effects on typical values, ``{parameter: column}`` (e.g.
     ``{"kill_rate": "STUDY"}``), the column's smallest value the reference
     (:func:`immunopd.nlme.with_categorical_effect`); the default data carry ``STUDY`` and ``ARM``
-    (:func:`lesion_covariates`). ``stratify`` and ``prediction_corrected`` go to :func:`vpc`.
+    (:func:`lesion_covariates`). ``stratify`` and ``prediction_corrected`` go to :func:`vpc`;
+    ``optimizer`` and ``max_step`` to :func:`immunopd.nlme.fit`.
     """
     from . import nlme
     from .models.drugs import ARM_REGIMENS
@@ -542,6 +543,7 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
         raise InputError(describe("lesions", lesions, "a positive integer (or None for every lesion)"))
     if arm not in (*ARM_REGIMENS, "all"):
         raise InputError(describe("arm", arm, f"one of {[*ARM_REGIMENS, 'all']}"))
+    nlme.check_optimizer(optimizer, max_step)
     if data is None:
         from .calibration import observed_courses
 
@@ -571,7 +573,8 @@ def popfit(data=None, *, dataset: str = "laleh2022", arm: str = "immunotherapy",
     if stratify is not None and stratify not in data.columns:
         raise InputError(describe("stratify", stratify, f"a column of the data: {list(data.columns)}"))
     t0 = _time.perf_counter()
-    result = nlme.fit(model, data, initial=initial, covariance=covariance, maxiter=maxiter, gtol=gtol, progress=progress)
+    result = nlme.fit(model, data, initial=initial, covariance=covariance, maxiter=maxiter, gtol=gtol, progress=progress,
+                      optimizer=optimizer, max_step=max_step)
     v = vpc(model, data, result.estimates(), replicates=replicates, seed=seed, stratify=stratify,
             prediction_corrected=prediction_corrected)
     g = gof(result.dataset)

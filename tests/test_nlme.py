@@ -445,3 +445,56 @@ def test_the_final_evaluation_starts_from_the_accepted_points_modes(pheno, pheno
     assert len(calls) == 3 and np.abs(at_trial - at_first).max() > 0.01
     np.testing.assert_array_equal(start_of_last, at_first)
     assert "returned the first point" in fit.estimation_status
+
+
+def test_anchored_optimizer_reproduces_nonmem(pheno, pheno_data):
+    """The anchored quasi-Newton lands on NONMEM's pheno minimum as scipy's BFGS does."""
+    final, se = nonmem_ext()
+    fit = nlme.fit(pheno, pheno_data, optimizer="anchored")
+    assert fit.status == "converged", fit.report()
+    assert fit.ofv == pytest.approx(final["OBJ"], abs=1e-3)
+    est, ses = fit.estimates(), fit.standard_errors()
+    for col, name in EXT_NAMES.items():
+        assert est[name] == pytest.approx(final[col], rel=2e-3), name
+        assert ses[name] == pytest.approx(se[col], rel=0.05), name
+    assert fit.dataset.attrs["optimizer"].startswith(nlme.OPTIMIZERS["anchored"])
+
+
+def test_anchored_trial_points_start_from_the_accepted_points_etas():
+    """Every evaluation's conditional etas start from those of the last accepted point, no trial
+    point moves a coordinate by more than max_step from it, and the minimum of a function with a
+    closed-form minimiser (Rosenbrock's, at (1, 1)) is found."""
+    state = {"eta": "start"}
+    calls = []
+
+    def evaluate(u, eta_start):
+        x, y = u
+        calls.append((np.array(u), eta_start))
+        state["eta"] = ("etas at", tuple(u))  # what a point's inner problem "found": a tag of the point
+        f = (1 - x) ** 2 + 100 * (y - x * x) ** 2
+        return f, np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
+
+    accepted = [np.array([-1.2, 1.0])]
+    res = nlme._anchored_bfgs(evaluate, state, accepted[0], gtol=1e-8, maxiter=500, max_step=0.3,
+                              callback=lambda u: accepted.append(np.array(u)))
+    assert res.success and res.message == "gradient below gtol"
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-7)
+    assert res.eta == ("etas at", tuple(res.x))
+    assert calls[0][1] == "start"
+    anchor, i = accepted[0], 0
+    for u, eta_start in calls[1:]:
+        while not (eta_start == ("etas at", tuple(anchor))):  # the next accepted point became the anchor
+            i += 1
+            anchor = accepted[i]
+        assert np.max(np.abs(u - anchor)) <= 0.3 * (1 + 1e-12)
+    assert i == len(accepted) - 2 or i == len(accepted) - 1
+    assert res.nit == len(accepted) - 1
+
+
+def test_optimizer_arguments_are_checked(pheno, pheno_data):
+    with pytest.raises(InputError) as exc:
+        nlme.fit(pheno, pheno_data, optimizer="newton")
+    assert str(exc.value) == "optimizer = 'newton' is not allowed; allowed: one of ['bfgs', 'anchored']"
+    with pytest.raises(InputError) as exc:
+        nlme.fit(pheno, pheno_data, optimizer="anchored", max_step=0)
+    assert str(exc.value) == "max_step = 0 is not allowed; allowed: a finite number > 0 (unconstrained scale)"

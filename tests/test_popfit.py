@@ -95,6 +95,28 @@ def test_popfit_bad_lesions_message():
     assert str(exc.value) == "lesions = 0 is not allowed; allowed: a positive integer (or None for every lesion)"
 
 
+def test_popfit_optimizer_is_checked_before_the_data_are_read(monkeypatch):
+    from immunopd import calibration
+    from immunopd.errors import InputError
+
+    monkeypatch.setattr(calibration, "observed_courses", lambda *a, **k: pytest.fail("read the data before the check"))
+    with pytest.raises(InputError) as exc:
+        popfit(lesions=2, optimizer="lbfgs")
+    assert str(exc.value) == "optimizer = 'lbfgs' is not allowed; allowed: one of ['bfgs', 'anchored']"
+    with pytest.raises(InputError) as exc:
+        popfit(lesions=2, optimizer="anchored", max_step=float("nan"))
+    assert str(exc.value) == "max_step = nan is not allowed; allowed: a finite number > 0 (unconstrained scale)"
+
+
+def test_cli_optimizer_options_are_checked(tmp_path, capsys):
+    out = str(tmp_path / "fit.nc")
+    assert cli.main(["popfit", "--optimizer", "anchored", "--max-step", "0", "--out", out]) == 2
+    assert "argument --max-step: --max-step = '0' is not allowed; allowed: a finite number > 0" in capsys.readouterr().err
+    assert cli.main(["popfit", "--optimizer", "newton", "--out", out]) == 2
+    assert "argument --optimizer: invalid choice: 'newton'" in capsys.readouterr().err
+    assert not (tmp_path / "fit.nc").exists()
+
+
 def test_cli_checks_outputs_before_fitting(tmp_path, capsys):
     assert cli.main(["popfit", "--lesions", "2", "--out", str(tmp_path / "fit.csv")]) == 2
     err = capsys.readouterr().err
