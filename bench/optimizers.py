@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--max-step", type=float, default=1.0)
     ap.add_argument("--order", default="anchored,bfgs", help="optimizers in the order run (comma-separated)")
     args = ap.parse_args()
+    for name in args.order.split(","):
+        nlme.check_optimizer(name, args.max_step)
     data = lesion_data(observed_courses("laleh2022", arm="immunotherapy"), min_scans=args.min_scans, lesions=args.lesions)
     model = mechanistic_nlme_model("immunotherapy", random=("growth_rate", "kill_rate"), initial=INITIAL)
     print(f"{data.ID.nunique()} lesions, {len(data)} scans; warm-up (compilation) ...", flush=True)

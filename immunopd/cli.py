@@ -298,7 +298,8 @@ def _build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--optimizer", default="bfgs", choices=["bfgs", "anchored"],
                     help="bfgs (scipy's; default) or anchored: every trial point's conditional etas start from the last"
                          " accepted point's and no step moves a parameter by more than --max-step on the unconstrained"
-                         " (log) scale (immunopd.nlme.fit)")
+                         " scale: logs of positive THETAs and SIGMAs, logits of bounded THETAs, OMEGA's log-Cholesky"
+                         " factor (immunopd.nlme.fit)")
     pf.add_argument("--max-step", type=_number("--max-step", float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0),
                     default=1.0, help="largest step of one parameter per iteration with --optimizer anchored (default 1.0)")
     pf.add_argument("--out", required=True, help="output .nc: the nlme result with the VPC")

@@ -25,7 +25,8 @@ Estimation (:func:`fit`), NONMEM's FOCE with INTERACTION (METHOD=1 INTERACTION):
 - inner problem: per subject the conditional mode eta_i of
   ``sum_j [log R_ij + (y_ij - f_ij)^2 / R_ij] + eta' Omega^-1 eta`` by damped Newton (exact
   Hessian, Fisher-scoring Hessian where that one is not positive definite, backtracking on the
-  true objective), vmapped over subjects and warm-started from the previous outer evaluation.
+  true objective), vmapped over subjects and warm-started from the previous outer evaluation's
+  etas (``optimizer="bfgs"``) or from the last accepted outer point's (``"anchored"``).
   Derivatives of the prediction are needed up to second order only: one forward-over-forward
   pass through ``predict`` at the current individual parameters q gives f, df/dq and d2f/dq2,
   and every further derivative is taken of the quadratic model ``f + J dq + dq' H dq / 2``
@@ -42,7 +43,7 @@ Estimation (:func:`fit`), NONMEM's FOCE with INTERACTION (METHOD=1 INTERACTION):
   ``sum_j [log R_j + (y_j - f_j)^2 / R_j] + eta' Omega^-1 eta + log|Omega| + log|A|`` with
   ``A = Omega^-1 + sum_j [G_j G_j' / R_j + dR_j dR_j' / (2 R_j^2)]``, ``G = df/deta``,
   ``dR = dR/deta``. On pheno it reproduces NONMEM's per-subject OBJ (``pheno.phi``) to 2e-5;
-- outer problem: BFGS (scipy) over an unconstrained scale (bounded THETAs through log/logit
+- outer problem: BFGS (scipy's, or the anchored iteration of :func:`fit`) over an unconstrained scale (bounded THETAs through log/logit
   maps, OMEGA through a log-Cholesky factor, SIGMA through logs). Its gradient is exact
   forward-mode AD through the inner solution by the implicit function theorem, written as one
   Newton step from the (stopped-gradient) converged eta: the value is unchanged and its
@@ -996,28 +997,36 @@ def predict_individuals(model: NLMEModel, individual, times, dose_times=None, do
 _PREDICTORS: dict[int, tuple] = {}
 
 OPTIMIZERS = {"bfgs": "scipy BFGS on an unconstrained scale",
-              "anchored": "anchored quasi-Newton (BFGS, Armijo backtracking, step capped on the unconstrained scale,"
-                          " every trial point's conditional etas started from the last accepted point's)"}
+              "anchored": "anchored quasi-Newton (BFGS with a strong-Wolfe line search, Armijo backtracking where that"
+                          " fails, the step capped on the unconstrained scale, every trial point's conditional etas"
+                          " started from the last accepted point's)"}
 _ARMIJO = 1e-4  # sufficient decrease: f(u + a d) <= f(u) + _ARMIJO a g'd
-_MAX_BACKTRACKS = 12  # step halvings (at most) before the line search is declared failed
+_MAX_BACKTRACKS = 12  # step reductions (at most) of the fallback backtracking before the line search is declared failed
 
 
 def check_optimizer(optimizer, max_step) -> None:
     """Raise InputError unless ``optimizer`` is one of :data:`OPTIMIZERS` and ``max_step`` a finite number > 0."""
-    if optimizer not in OPTIMIZERS:
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
         raise InputError(describe("optimizer", optimizer, f"one of {list(OPTIMIZERS)}"))
-    if not (isinstance(max_step, (int, float)) and not isinstance(max_step, bool) and math.isfinite(max_step) and max_step > 0):
+    if not (isinstance(max_step, (int, float, np.integer, np.floating)) and not isinstance(max_step, (bool, np.bool_))
+            and math.isfinite(max_step) and max_step > 0):
         raise InputError(describe("max_step", max_step, "a finite number > 0 (unconstrained scale)"))
 
 
 def _anchored_bfgs(evaluate, state, u0, *, gtol, maxiter, max_step, callback=None):
     """Minimise the OFV by BFGS whose trial points all start the inner problem from the accepted
     point's conditional etas (``evaluate(u, eta_start) -> (f, g)``, leaving the etas it found in
-    ``state["eta"]``). The line search is scipy's Wolfe search (``scipy.optimize.line_search``)
-    with the step capped so that no parameter moves more than ``max_step``; where it finds no
-    Wolfe point, backtracking to sufficient decrease (Armijo). Returns a scipy-like
-    OptimizeResult with the accepted point's etas as ``eta``."""
+    ``state["eta"]``). The line search is scipy's strong-Wolfe search (``scipy.optimize.line_search``)
+    with the step capped so that no coordinate moves more than ``max_step``; where it returns no
+    point with sufficient decrease, the best point it tried that has one is taken, else
+    backtracking (Armijo) from the capped unit step. ``callback(u)`` after each accepted step,
+    with ``state["ofv"]`` the accepted value. Returns a scipy-like OptimizeResult with the
+    accepted point's etas as ``eta`` (also left in ``state["eta"]``)."""
     from scipy.optimize import OptimizeResult, line_search
+    try:
+        from scipy.optimize._linesearch import LineSearchWarning
+    except ImportError:  # a private name: a scipy that moves it still works, with the warning shown
+        LineSearchWarning = type("LineSearchWarning", (RuntimeWarning,), {})
 
     u = np.asarray(u0, float)
     f, g = evaluate(u, state["eta"])
@@ -1026,8 +1035,11 @@ def _anchored_bfgs(evaluate, state, u0, *, gtol, maxiter, max_step, callback=Non
         return OptimizeResult(x=u, fun=f, jac=g, nit=0, eta=eta, success=False,
                               message="the objective is not finite at the initial estimates")
     n = u.size
-    first = np.eye(n) * min(1.0, max_step / max(float(np.max(np.abs(g))), 1e-12))  # no parameter moves more than max_step
-    h = first
+
+    def steepest(grad):  # the first step (and any restart) moves no coordinate by more than max_step
+        return np.eye(n) * min(1.0, max_step / max(float(np.max(np.abs(grad))), 1e-12))
+
+    h = steepest(g)
     f_before = f + np.linalg.norm(g) / 2  # scipy BFGS's guess of the previous value (sets the first trial step)
     message, success, nit = f"maximum number of iterations ({maxiter}) reached", False, 0
     for nit in range(1, maxiter + 1):
@@ -1035,37 +1047,40 @@ def _anchored_bfgs(evaluate, state, u0, *, gtol, maxiter, max_step, callback=Non
             message, success, nit = "gradient below gtol", True, nit - 1
             break
         d = -h @ g
-        if not float(g @ d) < 0:  # the inverse Hessian has lost positive definiteness: steepest descent again
-            h = first
+        if not (np.all(np.isfinite(d)) and float(g @ d) < 0):  # not a descent direction: steepest descent again
+            h = steepest(g)
             d = -h @ g
         slope = float(g @ d)
         cap = max_step / max(float(np.max(np.abs(d))), 1e-300)
         tried: dict[bytes, tuple] = {}
 
         def at_point(x, anchor=eta):  # one evaluation per point: the Wolfe search asks for f and g apart
-            key = np.asarray(x, float).tobytes()
+            x = np.asarray(x, float)
+            key = x.tobytes()
             if key not in tried:
                 fx, gx = evaluate(x, anchor)
-                tried[key] = (fx, gx, state["eta"] if np.isfinite(fx) else None, np.asarray(x, float))
+                tried[key] = (fx, gx, state["eta"] if np.isfinite(fx) else None, x)
             return tried[key]
 
-        def trial(alpha):
-            return at_point(u + alpha * d)
+        def sufficient(x, fx):
+            alpha = float((x - u) @ d) / float(d @ d)
+            return np.isfinite(fx) and fx <= f + _ARMIJO * alpha * slope
 
         with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The line search algorithm did not converge")  # handled below
+            warnings.simplefilter("ignore", LineSearchWarning)  # a failed search is handled below
             alpha = line_search(lambda x: at_point(x)[0], lambda x: at_point(x)[1], u, d, gfk=g, old_fval=f,
                                 old_old_fval=f_before, c1=_ARMIJO, c2=0.9, amax=cap, maxiter=10)[0]
         accepted = None
-        if alpha is not None:
-            accepted = trial(alpha)
-            if not (np.isfinite(accepted[0]) and accepted[0] <= f + _ARMIJO * alpha * slope):
-                accepted = None
-        if accepted is None:  # backtracking on sufficient decrease alone
+        if alpha is not None and sufficient(u + alpha * d, at_point(u + alpha * d)[0]):
+            accepted = at_point(u + alpha * d)
+        if accepted is None:  # the lowest point the search tried with sufficient decrease ...
+            good = [t for t in tried.values() if sufficient(t[3], t[0])]
+            accepted = min(good, key=lambda t: t[0]) if good else None
+        if accepted is None:  # ... else backtracking on sufficient decrease alone
             alpha = min(1.0, cap)
             for _ in range(_MAX_BACKTRACKS + 1):
-                out = trial(alpha)
-                if np.isfinite(out[0]) and out[0] <= f + _ARMIJO * alpha * slope:
+                out = at_point(u + alpha * d)
+                if sufficient(out[3], out[0]):
                     accepted = out
                     break
                 if np.isfinite(out[0]):  # minimiser of the quadratic through f, the slope and f(alpha), in [0.1, 0.5] alpha
@@ -1074,17 +1089,18 @@ def _anchored_bfgs(evaluate, state, u0, *, gtol, maxiter, max_step, callback=Non
                 else:
                     alpha *= 0.25
         if accepted is None:
-            message = f"line search found no decrease of the OFV in {_MAX_BACKTRACKS} step reductions"
+            message = f"line search found no sufficient decrease of the OFV in {_MAX_BACKTRACKS} step reductions"
             nit -= 1
             break
         f1, g1, eta1, u1 = accepted
-        s, y = u1 - u, g1 - g
-        sy = float(s @ y)
-        if sy > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
+        s_, y = u1 - u, g1 - g
+        sy = float(s_ @ y)
+        if sy > 1e-10 * np.linalg.norm(s_) * np.linalg.norm(y):
             rho = 1.0 / sy
-            v = np.eye(n) - rho * np.outer(s, y)
-            h = v @ h @ v.T + rho * np.outer(s, s)
+            v = np.eye(n) - rho * np.outer(s_, y)
+            h = v @ h @ v.T + rho * np.outer(s_, s_)
         f_before, u, f, g, eta = f, u1, f1, g1, eta1
+        state["ofv"] = float(f)
         if callback is not None:
             callback(u)
     else:
@@ -1108,11 +1124,13 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
     ``optimizer``: ``"bfgs"`` is scipy's BFGS (Wolfe line search); every objective evaluation
     starts the conditional etas from the previous evaluation's, so where a subject's conditional
     density has two modes the OFV a line search sees can depend on the points tried before.
-    ``"anchored"`` is a quasi-Newton (BFGS) iteration of our own in which every trial point
-    starts the conditional etas from those of the last accepted point, no step moves any
-    parameter by more than ``max_step`` on the unconstrained (log) scale, and the step is
-    backtracked until the OFV falls (Armijo): within an iteration the objective is a function of
-    the parameters alone, and trial points stay near the modes they continue from.
+    ``"anchored"`` is a BFGS iteration of our own in which every trial point starts the
+    conditional etas from those of the last accepted point and no step moves any coordinate of
+    the unconstrained scale (logs of positive THETAs, logits of bounded ones, the log-Cholesky
+    factor of OMEGA, logs of SIGMA) by more than ``max_step``; the line search is scipy's
+    strong-Wolfe search within that cap, with Armijo backtracking where it fails. Within an
+    iteration the objective is then a function of the parameters alone, and trial points stay
+    near the modes they continue from. ``maxiter``: outer iterations at most (an integer >= 0).
     """
     import jax
     import jax.numpy as jnp
@@ -1121,6 +1139,8 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
     if covariance not in ("sandwich", "R", "S", None):
         raise InputError(describe("covariance", covariance, "'sandwich', 'R', 'S' or None"))
     check_optimizer(optimizer, max_step)
+    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 0:
+        raise InputError(describe("maxiter", maxiter, "an integer >= 0"))
     d = _prepare(model, data)
     eng = _engine(model)
     names = model.parameter_names()
@@ -1284,6 +1304,7 @@ def fit(model: NLMEModel, data, *, initial: Mapping[str, float] | None = None, c
                      "optimizer": OPTIMIZERS[optimizer] + ", gradients by JAX AD through the conditional etas"
                                   " (implicit function theorem)",
                      "iterations": int(res.nit), "objective_evaluations": int(state["evals"]), "elapsed_s": elapsed,
+                     "max_step": float(max_step) if optimizer == "anchored" else "none (scipy BFGS)",
                      "covariance_matrix": {"sandwich": "R^-1 S R^-1", "R": "R^-1", "S": "S^-1", None: "none"}[covariance],
                      "estimation_status": estimation_status, "covariance_status": covariance_status,
                      "status": "", "ofv_convention": "-2 log-likelihood without the N log(2 pi) constant (NONMEM)"})

@@ -460,35 +460,111 @@ def test_anchored_optimizer_reproduces_nonmem(pheno, pheno_data):
     assert fit.dataset.attrs["optimizer"].startswith(nlme.OPTIMIZERS["anchored"])
 
 
-def test_anchored_trial_points_start_from_the_accepted_points_etas():
-    """Every evaluation's conditional etas start from those of the last accepted point, no trial
-    point moves a coordinate by more than max_step from it, and the minimum of a function with a
-    closed-form minimiser (Rosenbrock's, at (1, 1)) is found."""
-    state = {"eta": "start"}
-    calls = []
+def _tagged(objective):
+    """An evaluate() for _anchored_bfgs that records (point, etas it started from) and leaves a tag
+    of the point as the etas it "found"."""
+    state, calls = {"eta": "start"}, []
 
     def evaluate(u, eta_start):
-        x, y = u
         calls.append((np.array(u), eta_start))
-        state["eta"] = ("etas at", tuple(u))  # what a point's inner problem "found": a tag of the point
-        f = (1 - x) ** 2 + 100 * (y - x * x) ** 2
-        return f, np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
+        state["eta"] = ("etas at", tuple(u))
+        return objective(np.asarray(u))
 
+    return state, calls, evaluate
+
+
+def _check_anchoring(calls, accepted, max_step):
+    """Every evaluation after the first starts from the latest accepted point's etas, moves no
+    coordinate more than max_step from it, and no point is evaluated twice for one anchor."""
+    assert calls[0][1] == "start"
+    i, seen = 0, set()
+    for u, eta_start in calls[1:]:
+        while eta_start != ("etas at", tuple(accepted[i])):  # the next accepted point became the anchor
+            i += 1
+            seen = set()
+        assert np.max(np.abs(u - accepted[i])) <= max_step * (1 + 1e-12)
+        assert u.tobytes() not in seen
+        seen.add(u.tobytes())
+
+
+def test_anchored_trial_points_start_from_the_accepted_points_etas():
+    """On Rosenbrock's function (minimum at (1, 1), closed form) every trial point starts from the
+    last accepted point's etas and stays within max_step of it."""
+    def rosenbrock(u):
+        x, y = u
+        return (1 - x) ** 2 + 100 * (y - x * x) ** 2, np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
+
+    state, calls, evaluate = _tagged(rosenbrock)
     accepted = [np.array([-1.2, 1.0])]
     res = nlme._anchored_bfgs(evaluate, state, accepted[0], gtol=1e-8, maxiter=500, max_step=0.3,
                               callback=lambda u: accepted.append(np.array(u)))
     assert res.success and res.message == "gradient below gtol"
     np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-7)
-    assert res.eta == ("etas at", tuple(res.x))
-    assert calls[0][1] == "start"
-    anchor, i = accepted[0], 0
-    for u, eta_start in calls[1:]:
-        while not (eta_start == ("etas at", tuple(anchor))):  # the next accepted point became the anchor
-            i += 1
-            anchor = accepted[i]
-        assert np.max(np.abs(u - anchor)) <= 0.3 * (1 + 1e-12)
-    assert i == len(accepted) - 2 or i == len(accepted) - 1
+    assert res.eta == ("etas at", tuple(res.x)) == state["eta"]
     assert res.nit == len(accepted) - 1
+    _check_anchoring(calls, accepted, 0.3)
+    assert state["ofv"] == res.fun
+
+
+def test_anchored_ends_on_the_accepted_points_etas_after_a_rejected_trial():
+    """A slope that ends in a floor (f = max(-u, -2.5)) while its gradient says it falls on (-1):
+    steps of max_step 1 are taken to u = 3, then every trial is rejected, and the result (point,
+    value, etas, iterations) is the last accepted one's."""
+    def floor(u):
+        return max(-float(u[0]), -2.5), np.array([-1.0])
+
+    state, calls, evaluate = _tagged(floor)
+    accepted = [np.array([0.0])]
+    res = nlme._anchored_bfgs(evaluate, state, accepted[0], gtol=1e-12, maxiter=50, max_step=1.0,
+                              callback=lambda u: accepted.append(np.array(u)))
+    assert not res.success and res.message == "line search found no sufficient decrease of the OFV in 12 step reductions"
+    np.testing.assert_allclose(np.concatenate(accepted), [0.0, 1.0, 2.0, 3.0])
+    assert calls[-1][0].tobytes() != res.x.tobytes()  # the last evaluation was a rejected trial
+    assert res.eta == ("etas at", tuple(res.x)) == state["eta"]
+    assert res.nit == 3 and res.fun == -2.5 and state["ofv"] == -2.5
+    _check_anchoring(calls, accepted, 1.0)
+    for maxiter in (0, 2):
+        state, calls, evaluate = _tagged(floor)
+        res = nlme._anchored_bfgs(evaluate, state, np.array([0.0]), gtol=1e-12, maxiter=maxiter, max_step=1.0)
+        assert res.nit == maxiter and res.message == f"maximum number of iterations ({maxiter}) reached"
+        assert res.x[0] == maxiter and res.eta == ("etas at", (float(maxiter),))
+
+
+def test_anchored_takes_the_best_capped_point_the_search_tried():
+    """A slope the cap binds on (f = -u + 1e-6 u^2 / 2, max_step 5): the Wolfe search finds no
+    point within the cap; the step taken is the full capped one, not a backtracked unit step."""
+    state, calls, evaluate = _tagged(lambda u: (float(-u[0] + 0.5e-6 * u[0] ** 2), np.array([-1 + 1e-6 * u[0]])))
+    res = nlme._anchored_bfgs(evaluate, state, np.array([0.0]), gtol=1e-12, maxiter=1, max_step=5.0)
+    np.testing.assert_allclose(res.x, [5.0])
+    assert res.eta == ("etas at", (5.0,))
+
+
+def test_fit_starts_its_final_evaluation_from_the_anchored_results_etas(pheno, pheno_data, monkeypatch):
+    """fit() re-evaluates the estimate from the etas _anchored_bfgs returns (the accepted point's),
+    not from those of the last point evaluated."""
+    calls = []
+    real = nlme._conditional_modes
+
+    def spy(eng, p, eta0, jd):
+        out = real(eng, p, eta0, jd)
+        calls.append((np.asarray(eta0).copy(), np.asarray(out[0]).copy()))
+        return out
+
+    def rejecting(evaluate, state, u0, **kws):
+        from scipy.optimize import OptimizeResult
+
+        evaluate(u0, state["eta"])
+        first = state["eta"]
+        evaluate(u0 + 0.5, first)  # a trial point, rejected
+        return OptimizeResult(x=u0, nit=0, eta=first, message="returned the first point")
+
+    monkeypatch.setattr(nlme, "_conditional_modes", spy)
+    monkeypatch.setattr(nlme, "_anchored_bfgs", rejecting)
+    fit = nlme.fit(pheno, pheno_data, covariance=None, optimizer="anchored", max_step=0.7)
+    (_, at_first), (_, at_trial), (start_of_last, _) = calls[0], calls[1], calls[-1]
+    assert len(calls) == 3 and np.abs(at_trial - at_first).max() > 0.01
+    np.testing.assert_array_equal(start_of_last, at_first)
+    assert fit.dataset.attrs["max_step"] == 0.7
 
 
 def test_optimizer_arguments_are_checked(pheno, pheno_data):
@@ -498,3 +574,10 @@ def test_optimizer_arguments_are_checked(pheno, pheno_data):
     with pytest.raises(InputError) as exc:
         nlme.fit(pheno, pheno_data, optimizer="anchored", max_step=0)
     assert str(exc.value) == "max_step = 0 is not allowed; allowed: a finite number > 0 (unconstrained scale)"
+    with pytest.raises(InputError) as exc:
+        nlme.fit(pheno, pheno_data, optimizer=["bfgs"])
+    assert str(exc.value) == "optimizer = ['bfgs'] is not allowed; allowed: one of ['bfgs', 'anchored']"
+    with pytest.raises(InputError) as exc:
+        nlme.fit(pheno, pheno_data, maxiter=10.0)
+    assert str(exc.value) == "maxiter = 10.0 is not allowed; allowed: an integer >= 0"
+    nlme.check_optimizer("anchored", np.float32(0.5))  # numpy numbers are numbers

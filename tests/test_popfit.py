@@ -108,6 +108,28 @@ def test_popfit_optimizer_is_checked_before_the_data_are_read(monkeypatch):
     assert str(exc.value) == "max_step = nan is not allowed; allowed: a finite number > 0 (unconstrained scale)"
 
 
+def test_optimizer_options_reach_nlme_fit(tmp_path, monkeypatch):
+    """popfit and `immunopd popfit` hand --optimizer and --max-step to nlme.fit."""
+    from immunopd import popfit as popfit_module
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def recording(*args, **kws):
+        seen.append((kws["optimizer"], kws["max_step"]))
+        raise Stop
+
+    monkeypatch.setattr(nlme, "fit", recording)
+    with pytest.raises(Stop):
+        popfit(lesions=2, optimizer="anchored", max_step=0.25)
+    monkeypatch.setattr(popfit_module, "popfit", lambda **kws: recording(**kws))
+    with pytest.raises(Stop):
+        cli.main(["popfit", "--lesions", "2", "--optimizer", "anchored", "--max-step", "0.5", "--out", str(tmp_path / "f.nc")])
+    assert seen == [("anchored", 0.25), ("anchored", 0.5)]
+
+
 def test_cli_optimizer_options_are_checked(tmp_path, capsys):
     out = str(tmp_path / "fit.nc")
     assert cli.main(["popfit", "--optimizer", "anchored", "--max-step", "0", "--out", out]) == 2
