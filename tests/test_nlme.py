@@ -530,12 +530,13 @@ def test_anchored_ends_on_the_accepted_points_etas_after_a_rejected_trial():
         assert res.x[0] == maxiter and res.eta == ("etas at", (float(maxiter),))
 
 
-def test_anchored_takes_the_best_capped_point_the_search_tried():
-    """A slope the cap binds on (f = -u + 1e-6 u^2 / 2, max_step 5): the Wolfe search finds no
-    point within the cap; the step taken is the full capped one, not a backtracked unit step."""
+def test_anchored_extends_a_short_first_step_up_to_the_cap():
+    """A slope the cap binds on (f = -u + 1e-6 u^2 / 2, max_step 5): the unit step is accepted with
+    the slope still as steep, so it is doubled up to the cap: 1, 2, 4, then 5."""
     state, calls, evaluate = _tagged(lambda u: (float(-u[0] + 0.5e-6 * u[0] ** 2), np.array([-1 + 1e-6 * u[0]])))
     res = nlme._anchored_bfgs(evaluate, state, np.array([0.0]), gtol=1e-12, maxiter=1, max_step=5.0)
     np.testing.assert_allclose(res.x, [5.0])
+    np.testing.assert_allclose([u[0] for u, _ in calls], [0.0, 1.0, 2.0, 4.0, 5.0])
     assert res.eta == ("etas at", (5.0,))
 
 
