@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import math
 import time as _time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -1061,9 +1060,9 @@ def _anchored_bfgs(evaluate, state, u0, *, gtol, maxiter, max_step, callback=Non
         def trial(alpha):
             return at_point(u + alpha * d)
 
-        def sufficient(out):
+        def sufficient(out):  # a step that rounds back to u is no decrease (it would repeat forever)
             alpha = float((out[3] - u) @ d) / float(d @ d)
-            return np.isfinite(out[0]) and out[0] <= f + _ARMIJO * alpha * slope
+            return np.isfinite(out[0]) and alpha > 0 and out[0] <= f + _ARMIJO * alpha * slope
 
         # Backtracking from the capped unit step to the first point with sufficient decrease
         # (Armijo), then, if that was the first step tried and the slope there is still steep
@@ -1113,7 +1112,7 @@ def _anchored_bfgs(evaluate, state, u0, *, gtol, maxiter, max_step, callback=Non
     else:
         if np.max(np.abs(g)) <= gtol:
             message, success = "gradient below gtol", True
-    state["eta"] = eta
+    state["eta"], state["ofv"] = eta, float(f)
     return OptimizeResult(x=u, fun=f, jac=g, nit=nit, eta=eta, success=success, message=message)
 
 

@@ -468,9 +468,18 @@ def _tagged(objective):
     def evaluate(u, eta_start):
         calls.append((np.array(u), eta_start))
         state["eta"] = ("etas at", tuple(u))
-        return objective(np.asarray(u))
+        out = objective(np.asarray(u))
+        state["ofv"] = float(out[0])  # as fit's evaluate does
+        return out
 
     return state, calls, evaluate
+
+
+def _one_iteration(points, max_step=5.0):
+    """One iteration from u = 0 on a 1-D objective given as {u: (value, slope)} at the points tried."""
+    state, calls, evaluate = _tagged(lambda u: (points[float(u[0])][0], np.array([points[float(u[0])][1]])))
+    res = nlme._anchored_bfgs(evaluate, state, np.array([0.0]), gtol=1e-12, maxiter=1, max_step=max_step)
+    return res, state, [float(u[0]) for u, _ in calls]
 
 
 def _check_anchoring(calls, accepted, max_step):
@@ -538,6 +547,28 @@ def test_anchored_extends_a_short_first_step_up_to_the_cap():
     np.testing.assert_allclose(res.x, [5.0])
     np.testing.assert_allclose([u[0] for u, _ in calls], [0.0, 1.0, 2.0, 4.0, 5.0])
     assert res.eta == ("etas at", (5.0,))
+
+
+def test_anchored_line_search_cases():
+    """Doubling stops at a higher point and keeps the lower one's etas; a doubled point needs
+    sufficient decrease; no doubling once the slope has flattened or after a backtrack; a step lost
+    to rounding is no decrease; the OFV left in the state is the accepted one's."""
+    res, state, xs = _one_iteration({0.0: (0, -1), 1.0: (-1, -1), 2.0: (-0.5, 1)})
+    assert xs == [0, 1, 2] and res.x[0] == 1 and res.fun == -1 and res.jac[0] == -1
+    assert res.eta == state["eta"] == ("etas at", (1.0,)) and state["ofv"] == -1
+    res, state, xs = _one_iteration({0.0: (0, -1), 1.0: (-1e-4, -1), 2.0: (-1.5e-4, -1)})
+    assert xs == [0, 1, 2] and res.x[0] == 1 and res.eta == ("etas at", (1.0,))
+    res, state, xs = _one_iteration({0.0: (0, -1), 1.0: (-0.6, -0.5)})
+    assert xs == [0, 1] and res.x[0] == 1
+    res, state, xs = _one_iteration({0.0: (0, -1), 1.0: (5, 10), 0.1: (-0.1, -1)})
+    assert xs == [0, 1, 0.1] and res.x[0] == 0.1
+    state, calls, evaluate = _tagged(lambda u: (0.0 if u[0] == 3.0 else 1.0, np.array([-1e-4])))
+    res = nlme._anchored_bfgs(evaluate, state, np.array([3.0]), gtol=1e-5, maxiter=20, max_step=1.0)
+    assert not res.success and res.nit == 0 and len(calls) == 14
+    assert res.message == "line search found no sufficient decrease of the OFV in 12 step reductions"
+    state, calls, evaluate = _tagged(lambda u: (max(-float(u[0]), -2.5) + (0.5 if u[0] > 3 else 0), np.array([-1.0])))
+    res = nlme._anchored_bfgs(evaluate, state, np.array([0.0]), gtol=1e-12, maxiter=50, max_step=1.0)
+    assert res.x[0] == 3 and state["ofv"] == res.fun == -2.5 and calls[-1][0][0] != 3
 
 
 def test_fit_starts_its_final_evaluation_from_the_anchored_results_etas(pheno, pheno_data, monkeypatch):
