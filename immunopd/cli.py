@@ -300,6 +300,9 @@ def _build_parser() -> argparse.ArgumentParser:
                          " accepted point's and no step moves a parameter by more than --max-step on the unconstrained"
                          " scale: logs of positive THETAs and SIGMAs, logits of bounded THETAs, OMEGA's log-Cholesky"
                          " factor (immunopd.nlme.fit)")
+    pf.add_argument("--covariance", default="sandwich", choices=["sandwich", "R", "S", "none"],
+                    help="the covariance step: sandwich R^-1 S R^-1 (NONMEM's default), R, S, or none (skipped: no standard"
+                         " errors; on many lesions it costs two objective evaluations per parameter)")
     pf.add_argument("--max-step", type=_number("--max-step", float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0),
                     default=1.0, help="largest step of one parameter per iteration with --optimizer anchored (default 1.0)")
     pf.add_argument("--out", required=True, help="output .nc: the nlme result with the VPC")
@@ -606,7 +609,8 @@ def _popfit(args) -> int:
     pf = popfit(dataset=args.data, arm=args.arm, lesions=args.lesions, min_scans=args.min_scans, maxiter=args.maxiter,
                 replicates=args.replicates, model=model, random=random, progress=True, covariates=covariates,
                 stratify=args.vpc_stratify, prediction_corrected=args.pc_vpc, initial=initial or None,
-                optimizer=args.optimizer, max_step=args.max_step)
+                optimizer=args.optimizer, max_step=args.max_step,
+                covariance=None if args.covariance == "none" else args.covariance)
     write_netcdf(pf.to_dataset(), args.out)
     print(pf.report())
     if args.plot:

@@ -109,7 +109,7 @@ def test_popfit_optimizer_is_checked_before_the_data_are_read(monkeypatch):
 
 
 def test_optimizer_options_reach_nlme_fit(tmp_path, monkeypatch):
-    """popfit and `immunopd popfit` hand --optimizer and --max-step to nlme.fit."""
+    """popfit and `immunopd popfit` hand --optimizer, --max-step and --covariance to nlme.fit."""
     from immunopd import popfit as popfit_module
 
     seen = []
@@ -118,7 +118,7 @@ def test_optimizer_options_reach_nlme_fit(tmp_path, monkeypatch):
         pass
 
     def recording(*args, **kws):
-        seen.append((kws["optimizer"], kws["max_step"]))
+        seen.append((kws["optimizer"], kws["max_step"], kws["covariance"]))
         raise Stop
 
     monkeypatch.setattr(nlme, "fit", recording)
@@ -127,7 +127,9 @@ def test_optimizer_options_reach_nlme_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(popfit_module, "popfit", lambda **kws: recording(**kws))
     with pytest.raises(Stop):
         cli.main(["popfit", "--lesions", "2", "--optimizer", "anchored", "--max-step", "0.5", "--out", str(tmp_path / "f.nc")])
-    assert seen == [("anchored", 0.25), ("anchored", 0.5)]
+    with pytest.raises(Stop):
+        cli.main(["popfit", "--lesions", "2", "--covariance", "none", "--out", str(tmp_path / "f.nc")])
+    assert seen == [("anchored", 0.25, "sandwich"), ("anchored", 0.5, "sandwich"), ("bfgs", 1.0, None)]
 
 
 def test_cli_optimizer_options_are_checked(tmp_path, capsys):
