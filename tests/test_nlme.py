@@ -417,14 +417,8 @@ def test_a_covariate_read_by_the_prediction_gives_nonmems_pheno_fit(pheno_data):
                               " covariates ['WGT', 'APGR']")
 
 
-def test_the_final_evaluation_starts_from_the_accepted_points_modes(pheno, pheno_data, monkeypatch):
-    """The estimate is the optimizer's accepted point; its OFV, gradient and etas are re-evaluated
-    from the conditional modes found there, not from those of the last point tried (a rejected
-    line-search step, where a subject with two modes may have moved to the other). An optimizer
-    that tries a far point and then returns its first shows which modes the last pass starts from."""
-    import scipy.optimize
-    from scipy.optimize import OptimizeResult
-
+def _spy_on_conditional_modes(monkeypatch):
+    """Record (starting etas, modes found) of every inner-problem solve."""
     calls = []
     real = nlme._conditional_modes
 
@@ -433,12 +427,24 @@ def test_the_final_evaluation_starts_from_the_accepted_points_modes(pheno, pheno
         calls.append((np.asarray(eta0).copy(), np.asarray(out[0]).copy()))
         return out
 
+    monkeypatch.setattr(nlme, "_conditional_modes", spy)
+    return calls
+
+
+def test_the_final_evaluation_starts_from_the_accepted_points_modes(pheno, pheno_data, monkeypatch):
+    """The estimate is the optimizer's accepted point; its OFV, gradient and etas are re-evaluated
+    from the conditional modes found there, not from those of the last point tried (a rejected
+    line-search step, where a subject with two modes may have moved to the other). An optimizer
+    that tries a far point and then returns its first shows which modes the last pass starts from."""
+    import scipy.optimize
+    from scipy.optimize import OptimizeResult
+
+    calls = _spy_on_conditional_modes(monkeypatch)
     def rejecting(fun, u0, jac=True, **kws):
         fun(u0)
         fun(u0 + 0.5)  # a trial point, rejected
         return OptimizeResult(x=u0, nit=1, message="returned the first point")
 
-    monkeypatch.setattr(nlme, "_conditional_modes", spy)
     monkeypatch.setattr(scipy.optimize, "minimize", rejecting)
     fit = nlme.fit(pheno, pheno_data, covariance=None)
     (_, at_first), (_, at_trial), (start_of_last, _) = calls[0], calls[1], calls[-1]
@@ -574,14 +580,7 @@ def test_anchored_line_search_cases():
 def test_fit_starts_its_final_evaluation_from_the_anchored_results_etas(pheno, pheno_data, monkeypatch):
     """fit() re-evaluates the estimate from the etas _anchored_bfgs returns (the accepted point's),
     not from those of the last point evaluated."""
-    calls = []
-    real = nlme._conditional_modes
-
-    def spy(eng, p, eta0, jd):
-        out = real(eng, p, eta0, jd)
-        calls.append((np.asarray(eta0).copy(), np.asarray(out[0]).copy()))
-        return out
-
+    calls = _spy_on_conditional_modes(monkeypatch)
     def rejecting(evaluate, state, u0, **kws):
         from scipy.optimize import OptimizeResult
 
@@ -590,7 +589,6 @@ def test_fit_starts_its_final_evaluation_from_the_anchored_results_etas(pheno, p
         evaluate(u0 + 0.5, first)  # a trial point, rejected
         return OptimizeResult(x=u0, nit=0, eta=first, message="returned the first point")
 
-    monkeypatch.setattr(nlme, "_conditional_modes", spy)
     monkeypatch.setattr(nlme, "_anchored_bfgs", rejecting)
     fit = nlme.fit(pheno, pheno_data, covariance=None, optimizer="anchored", max_step=0.7)
     (_, at_first), (_, at_trial), (start_of_last, _) = calls[0], calls[1], calls[-1]
